@@ -1,0 +1,173 @@
+"""Concept banks: k-means centres of an extractor's features, for several k.
+
+On disk a bank is a safetensors file (never a pickle): one float32 tensor
+``centres/<k>`` of shape (k, feature_dim) per k, and the JSON metadata under
+the ``fseg`` key::
+
+    {"format": "fseg-concept-bank/1", "extractor": "uni", "feature_dim": 1024,
+     "k": [8, 16], "mpp": 1.0, "source": "...",
+     "classes": {"8": [{"name": "Stroma", "color": [r, g, b]}, ...], ...}}
+
+``mpp`` is the resolution (µm/px) the centres were fitted at: features only
+match the concepts when they are extracted at that scale.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+
+import numpy as np
+
+from ..errors import InvalidInput, NotFound
+from .palette import default_colors, default_names
+
+FORMAT = "fseg-concept-bank/1"
+_TENSOR_PREFIX = "centres/"
+
+
+@dataclass(frozen=True)
+class ConceptClass:
+    """What a concept is called in QuPath and how it is drawn."""
+
+    name: str
+    color: tuple[int, int, int]
+
+
+@dataclass(frozen=True)
+class ConceptBank:
+    """Centres per k for one extractor, with their class names and colours."""
+
+    extractor: str
+    feature_dim: int
+    centres: Mapping[int, np.ndarray]
+    classes: Mapping[int, Sequence[ConceptClass]] = field(default_factory=dict)
+    mpp: float | None = None
+    source: str = ""
+    #: SHA-256 of the file the bank was loaded from ("" for a bank in memory).
+    digest: str = ""
+
+    def __post_init__(self) -> None:
+        for k, c in self.centres.items():
+            if c.shape != (k, self.feature_dim):
+                raise InvalidInput(
+                    f"concept bank centres for k={k} have shape {c.shape}, "
+                    f"expected ({k}, {self.feature_dim})"
+                )
+        filled = {k: list(self.classes.get(k) or _default_classes(k)) for k in self.centres}
+        object.__setattr__(self, "classes", filled)
+
+    @property
+    def ks(self) -> list[int]:
+        """The k values the bank holds, ascending."""
+        return sorted(self.centres)
+
+    def concepts(self, k: int) -> np.ndarray:
+        """The (k, feature_dim) float32 centres for ``k``."""
+        if k not in self.centres:
+            raise InvalidInput(
+                f"the concept bank has no k={k}; it holds k = {', '.join(map(str, self.ks))}"
+            )
+        return self.centres[k]
+
+    def check_extractor(self, name: str, feature_dim: int) -> None:
+        """Refuse an extractor whose features do not live in this bank's space."""
+        if name != self.extractor or feature_dim != self.feature_dim:
+            raise InvalidInput(
+                f"the concept bank was fitted on {self.extractor} features "
+                f"({self.feature_dim} channels), not on {name} ({feature_dim} channels); "
+                f"use --extractor {self.extractor} or a bank fitted for {name}"
+            )
+
+    def renamed(self, k: int, classes: Sequence[ConceptClass]) -> ConceptBank:
+        """A copy whose classes for ``k`` are ``classes``."""
+        self.concepts(k)
+        if len(classes) != k:
+            raise InvalidInput(f"{len(classes)} names given for k={k}; give exactly {k}")
+        if len({c.name for c in classes}) != k:
+            raise InvalidInput(f"class names for k={k} must be unique")
+        return replace(self, classes={**self.classes, k: list(classes)}, digest="")
+
+    def metadata(self) -> dict:
+        """The JSON metadata stored in the file."""
+        return {
+            "format": FORMAT,
+            "extractor": self.extractor,
+            "feature_dim": self.feature_dim,
+            "k": self.ks,
+            "mpp": self.mpp,
+            "source": self.source,
+            "classes": {
+                str(k): [{"name": c.name, "color": list(c.color)} for c in self.classes[k]]
+                for k in self.ks
+            },
+        }
+
+    def save(self, path: str | Path) -> Path:
+        """Write the bank to ``path`` atomically (temporary name, then rename)."""
+        from safetensors.numpy import save_file
+
+        path = Path(path)
+        tensors = {
+            f"{_TENSOR_PREFIX}{k}": np.ascontiguousarray(self.centres[k], np.float32)
+            for k in self.ks
+        }
+        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+        try:
+            save_file(tensors, str(tmp), metadata={"fseg": json.dumps(self.metadata())})
+            os.replace(tmp, path)
+        finally:
+            tmp.unlink(missing_ok=True)
+        return path
+
+
+def load_bank(path: str | Path) -> ConceptBank:
+    """Read a bank written by :meth:`ConceptBank.save`; never unpickles anything."""
+    from safetensors import safe_open
+
+    path = Path(path)
+    if not path.is_file():
+        raise NotFound(f"concept bank {path} does not exist")
+    try:
+        with safe_open(str(path), framework="np") as f:
+            meta = json.loads((f.metadata() or {}).get("fseg", "null"))
+            tensors = {name: f.get_tensor(name) for name in f.keys()}  # noqa: SIM118
+    except Exception as exc:
+        raise InvalidInput(
+            f"{path} is not a concept bank in safetensors format "
+            f"(convert published .joblib banks with `fseg-server import-concepts`): {exc}"
+        ) from exc
+    return _from_parts(path, meta, tensors)
+
+
+def _from_parts(path: Path, meta: object, tensors: dict[str, np.ndarray]) -> ConceptBank:
+    if not isinstance(meta, dict) or meta.get("format") != FORMAT:
+        raise InvalidInput(f"{path} has no fseg concept-bank metadata ({FORMAT})")
+    try:
+        centres = {int(n[len(_TENSOR_PREFIX) :]): v.astype(np.float32) for n, v in tensors.items()}
+        classes = {
+            int(k): [ConceptClass(c["name"], tuple(c["color"])) for c in entries]
+            for k, entries in meta.get("classes", {}).items()
+        }
+        bank = ConceptBank(
+            extractor=str(meta["extractor"]),
+            feature_dim=int(meta["feature_dim"]),
+            centres=centres,
+            classes=classes,
+            mpp=None if meta.get("mpp") is None else float(meta["mpp"]),
+            source=str(meta.get("source", "")),
+            digest=hashlib.sha256(path.read_bytes()).hexdigest(),
+        )
+    except (KeyError, TypeError, ValueError) as exc:
+        raise InvalidInput(f"{path} has malformed concept-bank metadata: {exc}") from exc
+    if not all(np.isfinite(c).all() for c in centres.values()):
+        raise InvalidInput(f"{path} holds non-finite concept centres")
+    return bank
+
+
+def _default_classes(k: int) -> list[ConceptClass]:
+    return [ConceptClass(n, c) for n, c in zip(default_names(k), default_colors(k), strict=True)]

@@ -1,0 +1,106 @@
+"""k-means for concept banks: a bounded reservoir of samples and Lloyd's algorithm on torch.
+
+Fitting several k happens in one pass over the data: vectors stream into a
+:class:`Reservoir` (a uniform sample of bounded size, so memory does not grow
+with the number of inputs), and every k is then fitted on that sample, on the
+GPU when there is one.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+DISTANCE_CHUNK = 1 << 14  # rows per distance block, bounds memory at 16k x k floats
+
+
+class Reservoir:
+    """A uniform random sample of at most ``capacity`` vectors from a stream.
+
+    Vitter's algorithm R, applied to whole batches: after n vectors have been
+    seen, each of them is in the sample with probability capacity / n.
+    """
+
+    def __init__(self, capacity: int, dim: int, seed: int = 0) -> None:
+        self.capacity = capacity
+        self.seen = 0
+        self._data = np.empty((capacity, dim), np.float32)
+        self._rng = np.random.default_rng(seed)
+
+    def add(self, vectors: np.ndarray) -> None:
+        """Offer a (n, dim) batch to the sample."""
+        for vector_block in np.array_split(vectors, max(1, len(vectors) // 4096)):
+            self._add_block(np.asarray(vector_block, np.float32))
+
+    def _add_block(self, block: np.ndarray) -> None:
+        free = min(max(self.capacity - self.seen, 0), len(block))
+        self._data[self.seen : self.seen + free] = block[:free]
+        rest = block[free:]
+        positions = self.seen + free + np.arange(len(rest))
+        slots = (self._rng.random(len(rest)) * (positions + 1)).astype(np.int64)
+        keep = slots < self.capacity
+        # Later vectors win when two land in one slot, as a sequential pass would.
+        self._data[slots[keep]] = rest[keep]
+        self.seen += len(block)
+
+    @property
+    def sample(self) -> np.ndarray:
+        return self._data[: min(self.seen, self.capacity)]
+
+
+def kmeans(
+    x: torch.Tensor, k: int, *, iterations: int = 100, tol: float = 1e-4, seed: int = 0
+) -> torch.Tensor:
+    """Centres (k, C) of ``x`` (n, C) by k-means++ seeding and Lloyd iterations.
+
+    Deterministic for a given seed. Clusters that empty out are re-seeded
+    with the point farthest from its centre.
+    """
+    if len(x) < k:
+        raise ValueError(f"k-means needs at least k={k} samples, got {len(x)}")
+    x = x.float()
+    generator = torch.Generator().manual_seed(seed)
+    centres = _kmeans_plus_plus(x, k, generator)
+    previous_inertia = float("inf")
+    for _ in range(iterations):
+        assignment, distance = _assign(x, centres)
+        inertia = float(distance.sum())
+        sums = torch.zeros_like(centres).index_add_(0, assignment, x)
+        counts = torch.bincount(assignment, minlength=k).to(x.dtype)
+        empty = counts == 0
+        centres = sums / counts.clamp_min(1).unsqueeze(1)
+        if empty.any():
+            far = torch.topk(distance, int(empty.sum())).indices
+            centres[empty] = x[far]
+        if previous_inertia - inertia <= tol * max(previous_inertia, 1e-12) and not empty.any():
+            break
+        previous_inertia = inertia
+    return centres
+
+
+def _kmeans_plus_plus(x: torch.Tensor, k: int, generator: torch.Generator) -> torch.Tensor:
+    """Arthur and Vassilvitskii's seeding: each new centre drawn by squared distance."""
+    first = int(torch.randint(len(x), (1,), generator=generator))
+    centres = [x[first]]
+    nearest = ((x - x[first]) ** 2).sum(1)
+    for _ in range(1, k):
+        weights = nearest.cpu().double()
+        if float(weights.sum()) <= 0:  # fewer distinct points than k
+            pick = int(torch.randint(len(x), (1,), generator=generator))
+        else:
+            pick = int(torch.multinomial(weights, 1, generator=generator))
+        centres.append(x[pick])
+        nearest = torch.minimum(nearest, ((x - x[pick]) ** 2).sum(1))
+    return torch.stack(centres)
+
+
+def _assign(x: torch.Tensor, centres: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Nearest centre and squared distance to it for every row, in blocks."""
+    centre_norms = (centres * centres).sum(1)
+    labels, distances = [], []
+    for block in x.split(DISTANCE_CHUNK):
+        d = (block * block).sum(1, keepdim=True) - 2 * block @ centres.T + centre_norms
+        value, index = d.min(dim=1)
+        labels.append(index)
+        distances.append(value.clamp_min(0))
+    return torch.cat(labels), torch.cat(distances)

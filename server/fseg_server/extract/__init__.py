@@ -1,0 +1,21 @@
+"""Feature extractors: RGB tiles in, grids of non-negative feature vectors out.
+
+>>> from fseg_server.extract import create_extractor
+>>> extractor = create_extractor("stain")
+>>> extractor.spec.stride, extractor.spec.mpp
+(4, 1.0)
+"""
+
+from . import cnn, stain, timm_any, vit  # noqa: F401  (registration side effects)
+from .base import Extractor, ExtractorSpec, pad_to_multiple
+from .registry import available_extractors, create_extractor, extractor_spec, register
+
+__all__ = [
+    "Extractor",
+    "ExtractorSpec",
+    "available_extractors",
+    "create_extractor",
+    "extractor_spec",
+    "pad_to_multiple",
+    "register",
+]

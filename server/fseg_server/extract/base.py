@@ -1,0 +1,101 @@
+"""What every feature extractor declares and how images go through it.
+
+An extractor maps an RGB tile to a grid of non-negative feature vectors: one
+*feature cell* per ``stride`` x ``stride`` input pixels, at the extractor's
+working resolution (``mpp``, µm per input pixel). Tiles of any size are padded
+to a multiple of the stride by edge replication and the grid is cropped back,
+as the F-SEG reference does.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+
+@dataclass(frozen=True)
+class ExtractorSpec:
+    """Static description of an extractor.
+
+    Attributes:
+        name: registry id (``uni``, ``stain``, ``timm:convnext_tiny``...).
+        feature_dim: channels C of the feature grid.
+        stride: input pixels (at ``mpp``) per feature cell, along each axis.
+        mpp: native working resolution in µm per pixel; whole-slide reading
+            resamples the slide to this unless the caller overrides it.
+        mean, std: per-channel RGB normalisation applied to inputs in [0, 1].
+        tile_size: preferred tile edge in pixels at ``mpp`` (a multiple of stride)
+            for whole-slide work, margins excluded.
+        margin: context in pixels at ``mpp`` added on every side of a tile so
+            cells near its edge see their neighbours (a multiple of stride).
+        weights: what checkpoint the extractor expects, in words, for messages.
+        concept_window: edge in pixels at ``mpp`` of the windows whose averaged
+            features are the samples k-means fits a concept bank on (the F-SEG
+            authors averaged 256-px tiles).
+        batch_size: tiles per forward pass by default.
+    """
+
+    name: str
+    feature_dim: int
+    stride: int
+    mpp: float
+    mean: tuple[float, float, float] = (0.485, 0.456, 0.406)
+    std: tuple[float, float, float] = (0.229, 0.224, 0.225)
+    tile_size: int = 512
+    margin: int = 32
+    weights: str = "none needed"
+    concept_window: int = 256
+    batch_size: int = 8
+
+
+class Extractor(nn.Module):
+    """Base class: subclasses implement :meth:`features` on normalised input."""
+
+    spec: ExtractorSpec
+    #: Human-readable state of the weights: "built in", "loaded from FILE", "random".
+    weights_state: str = "built in"
+
+    def __init__(self, spec: ExtractorSpec) -> None:
+        super().__init__()
+        self.spec = spec
+        self.register_buffer("_mean", torch.tensor(spec.mean).view(1, 3, 1, 1), persistent=False)
+        self.register_buffer("_std", torch.tensor(spec.std).view(1, 3, 1, 1), persistent=False)
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        """Feature grid of a batch of RGB images.
+
+        Args:
+            images: (B, 3, H, W), uint8 in [0, 255] or float in [0, 1]; any H, W.
+
+        Returns:
+            (B, C, ceil(H / stride), ceil(W / stride)) non-negative float features;
+            cell (i, j) covers input pixels [i*stride, (i+1)*stride) along y.
+        """
+        x = images.float() / 255.0 if images.dtype == torch.uint8 else images.float()
+        height, width = x.shape[-2:]
+        x = pad_to_multiple(x, self.spec.stride)
+        x = (x - self._mean) / self._std
+        grid = self.features(x)
+        rows, cols = math.ceil(height / self.spec.stride), math.ceil(width / self.spec.stride)
+        return grid[..., :rows, :cols]
+
+    def features(self, x: torch.Tensor) -> torch.Tensor:
+        """(B, 3, H, W) normalised, H and W multiples of stride -> (B, C, H/s, W/s) >= 0."""
+        raise NotImplementedError
+
+
+def pad_to_multiple(x: torch.Tensor, multiple: int) -> torch.Tensor:
+    """Pad (B, C, H, W) on the bottom and right to multiples of ``multiple``.
+
+    Edge replication rather than zeros: a black border would look like dense
+    tissue to every extractor and leak into the last row of cells.
+    """
+    height, width = x.shape[-2:]
+    pad_h, pad_w = (-height) % multiple, (-width) % multiple
+    if pad_h == 0 and pad_w == 0:
+        return x
+    return F.pad(x, (0, pad_w, 0, pad_h), mode="replicate")

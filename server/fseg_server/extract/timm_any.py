@@ -1,0 +1,100 @@
+"""Any timm architecture: ``timm:<architecture>``.
+
+Convolutional networks give the stage whose stride is 16 (as ResNet-50's
+layer3), or their deepest stage when none is; vision transformers give their
+last block's patch tokens. A ReLU makes every choice non-negative.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import timm
+import torch
+from torch import nn
+
+from ..errors import NotFound
+from .base import Extractor, ExtractorSpec
+from .registry import register_prefix
+from .vit import ViTExtractor
+from .weights import load_from_hub, load_weights
+
+PREFERRED_STRIDE = 16
+GENERIC_MPP = 1.0  # ImageNet models have no native scale; 10x is the F-SEG recipe.
+
+
+class TimmStage(Extractor):
+    """One stage of a timm ``features_only`` network."""
+
+    def __init__(self, spec: ExtractorSpec, net: nn.Module, weights_state: str) -> None:
+        super().__init__(spec)
+        self.net = net
+        self.weights_state = weights_state
+
+    def features(self, x: torch.Tensor) -> torch.Tensor:
+        (stage,) = self.net(x)
+        return torch.relu(stage)
+
+
+@register_prefix("timm")
+def timm_model(architecture: str, weights: str | Path | None = None) -> Extractor:
+    """Build ``timm:<architecture>`` from the hub cache, a checkpoint or random weights."""
+    if not timm.is_model(architecture):
+        raise NotFound(f"timm has no architecture {architecture!r} (see timm.list_models())")
+    probe = timm.create_model(architecture, pretrained=False)
+    if hasattr(probe, "forward_intermediates") and hasattr(probe, "patch_embed"):
+        return _vit(architecture, probe, weights)
+    return _cnn(architecture, weights)
+
+
+def _vit(architecture: str, probe: nn.Module, weights: str | Path | None) -> Extractor:
+    cfg = probe.pretrained_cfg
+    patch = probe.patch_embed.patch_size
+    spec = ExtractorSpec(
+        name=f"timm:{architecture}",
+        feature_dim=probe.embed_dim,
+        stride=int(patch[0] if isinstance(patch, tuple) else patch),
+        mpp=GENERIC_MPP,
+        mean=tuple(cfg.get("mean", (0.485, 0.456, 0.406))),
+        std=tuple(cfg.get("std", (0.229, 0.224, 0.225))),
+        tile_size=448,
+        margin=32,
+        weights=f"a {architecture} state dict in timm layout",
+    )
+    args = {"dynamic_img_size": True, "num_classes": 0}
+    if weights is None:
+        vit = load_from_hub(architecture, spec.weights, **args)
+        return ViTExtractor(spec, vit, f"hub timm/{architecture}")
+    vit = timm.create_model(architecture, pretrained=False, **args)
+    if str(weights) == "random":
+        return ViTExtractor(spec, vit, "random (benchmarks only)")
+    return ViTExtractor(spec, vit, load_weights(vit, weights, spec.weights))
+
+
+def _cnn(architecture: str, weights: str | Path | None) -> Extractor:
+    info = timm.create_model(architecture, pretrained=False, features_only=True).feature_info
+    reductions = info.reduction()
+    index = reductions.index(PREFERRED_STRIDE) if PREFERRED_STRIDE in reductions else -1
+    stage = range(len(reductions))[index]
+    args = {"features_only": True, "out_indices": (stage,)}
+    expected = f"a {architecture} state dict in timm layout"
+    if weights is None:
+        net, state = load_from_hub(architecture, expected, **args), f"hub timm/{architecture}"
+    else:
+        net = timm.create_model(architecture, pretrained=False, **args)
+        random = str(weights) == "random"
+        state = "random (benchmarks only)" if random else load_weights(net, weights, expected)
+    cfg = net.pretrained_cfg
+    stride = reductions[stage]
+    spec = ExtractorSpec(
+        name=f"timm:{architecture}",
+        feature_dim=info.channels()[stage],
+        stride=stride,
+        mpp=GENERIC_MPP,
+        mean=tuple(cfg.get("mean", (0.485, 0.456, 0.406))),
+        std=tuple(cfg.get("std", (0.229, 0.224, 0.225))),
+        tile_size=max(512, 16 * stride),
+        margin=4 * stride,
+        weights=expected,
+    )
+    return TimmStage(spec, net, state)

@@ -1,0 +1,7 @@
+"""Factorizing feature grids against a concept bank (F-SEG's three modes)."""
+
+from .modes import Mode, concept_scores, labels_from_scores
+from .nmf import batched_nmf
+from .nnls import project_onto_concepts
+
+__all__ = ["Mode", "batched_nmf", "concept_scores", "labels_from_scores", "project_onto_concepts"]

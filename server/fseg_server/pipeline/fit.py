@@ -1,0 +1,130 @@
+"""Fitting a concept bank on slides or images: the F-SEG authors' recipe.
+
+Tiles are sampled from each input's tissue, their features averaged over
+windows (``concept_window`` pixels), and the window vectors stream into one
+bounded reservoir; k-means then fits every requested k on that sample.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Sequence
+
+import numpy as np
+import torch
+
+from ..concepts.bank import ConceptBank
+from ..concepts.kmeans import Reservoir, kmeans
+from ..errors import InvalidInput
+from ..extract import Extractor
+from ..slide.reader import Slide
+from ..slide.tiles import Tile
+from .device_worker import DeviceWorker
+from .options import SegmentOptions
+from .plan import SlidePlan, plan_slide
+from .recipes import FeatureRecipe
+from .stream import stream_tiles
+
+MIN_TISSUE_IN_WINDOW = 0.5  # windows mostly on glass are not samples of tissue
+
+Progress = Callable[[str, int, int], None]
+
+
+def sample_slide(
+    slide: Slide,
+    extractor: Extractor,
+    worker: DeviceWorker,
+    reservoir: Reservoir,
+    options: SegmentOptions,
+    *,
+    max_tiles: int = 64,
+    should_stop: Callable[[], bool] = lambda: False,
+    progress: Progress | None = None,
+) -> int:
+    """Add window-averaged feature vectors of up to ``max_tiles`` tissue tiles.
+
+    Returns:
+        the number of vectors offered to the reservoir.
+    """
+    spec = extractor.spec
+    plan = plan_slide(slide, spec, None, options)
+    tiles = _spread(plan.tiles, max_tiles)
+    window_cells = max(1, spec.concept_window // spec.stride)
+    recipe = FeatureRecipe(
+        extractor=extractor,
+        margin_cells=spec.margin // spec.stride,
+        core_cells=plan.grid.tile_size // spec.stride,
+        window_cells=window_cells,
+        batch_size=spec.batch_size,
+    )
+    added = 0
+    stream = stream_tiles(
+        slide, plan.grid, tiles, recipe, worker, readers=options.readers, should_stop=should_stop
+    )
+    for done, (tile, windows) in enumerate(stream, start=1):
+        keep = _useful_windows(plan, tile, windows.shape[:2], window_cells * spec.stride)
+        vectors = windows[keep]
+        reservoir.add(vectors)
+        added += len(vectors)
+        if progress:
+            progress("fit", done, len(tiles))
+    return added
+
+
+def fit_bank(
+    reservoir: Reservoir, ks: Sequence[int], extractor: Extractor, mpp: float | None, source: str
+) -> ConceptBank:
+    """k-means for every k on the reservoir's sample, on the worker's device."""
+    sample = reservoir.sample
+    if len(sample) < max(ks):
+        raise InvalidInput(
+            f"only {len(sample)} feature samples were found on the inputs' tissue, too few "
+            f"for k={max(ks)}; give more or larger inputs, or a smaller k"
+        )
+    device = next(extractor.parameters(), torch.empty(0)).device
+    x = torch.from_numpy(sample).to(device)
+    centres = {k: kmeans(x, k).cpu().numpy() for k in sorted(set(ks))}
+    return ConceptBank(
+        extractor=extractor.spec.name,
+        feature_dim=extractor.spec.feature_dim,
+        centres=centres,
+        mpp=mpp,
+        source=source,
+    )
+
+
+def _spread(tiles: list[Tile], limit: int) -> list[Tile]:
+    """At most ``limit`` tiles spread evenly over the list (deterministic)."""
+    if len(tiles) <= limit:
+        return tiles
+    picks = np.linspace(0, len(tiles) - 1, limit).round().astype(int)
+    return [tiles[i] for i in np.unique(picks)]
+
+
+def _useful_windows(
+    plan: SlidePlan, tile: Tile, shape: tuple[int, int], window_px: int
+) -> np.ndarray:
+    """Windows that start inside the slide and lie mostly on tissue, as a (r, c) mask."""
+    rows, cols = shape
+    ys = tile.core_y + np.arange(rows) * window_px
+    xs = tile.core_x + np.arange(cols) * window_px
+    inside = (ys[:, None] < plan.grid.height) & (xs[None, :] < plan.grid.width)
+    if not plan.tissue_detected:
+        return inside
+    ds = plan.resolution.target_downsample
+    mask = plan.tissue
+    covered = np.zeros(shape, bool)
+    for r, y in enumerate(ys):
+        for c, x in enumerate(xs):
+            covered[r, c] = _tissue_fraction(mask, x * ds, y * ds, window_px * ds) >= (
+                MIN_TISSUE_IN_WINDOW
+            )
+    return inside & covered
+
+
+def _tissue_fraction(mask: object, x0: float, y0: float, size: float) -> float:
+    ds = mask.downsample
+    r0, c0 = int(y0 // ds), int(x0 // ds)
+    r1, c1 = math.ceil((y0 + size) / ds), math.ceil((x0 + size) / ds)
+    block = mask.mask[r0:r1, c0:c1]
+    return float(block.mean()) if block.size else 0.0

@@ -1,0 +1,106 @@
+"""What a segmentation job is asked to do, in one place."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from enum import Enum
+
+from ..errors import InvalidInput
+from ..factorize import Mode
+
+
+class Frame(str, Enum):
+    """The coordinate frame of the output polygons (level-0 pixel units either way).
+
+    ``bounds``: origin at ``openslide.bounds-x/-y``, as QuPath's OpenSlide image
+    server shows slides (it crops them to the scanned area). ``level0``: raw
+    OpenSlide level-0 coordinates, as QuPath's Bio-Formats server shows them.
+    The two differ only for slides that record bounds.
+    """
+
+    BOUNDS = "bounds"
+    LEVEL0 = "level0"
+
+
+class TissueDetection(str, Enum):
+    """``auto``: detect tissue on slides, label every pixel of plain images."""
+
+    AUTO = "auto"
+    ON = "on"
+    OFF = "off"
+
+
+@dataclass(frozen=True)
+class SegmentOptions:
+    """Options of one segmentation job.
+
+    Attributes:
+        k: which of the bank's k to use.
+        mode: project, classify or cluster.
+        components: NMF rank in classify mode.
+        slide_mpp: µm per level-0 pixel of the slide, overriding (or supplying)
+            its metadata (``--mpp``).
+        target_mpp: working resolution in µm per pixel (``--target-mpp``);
+            default: the bank's fitted resolution, else the extractor's native one.
+        frame: coordinate frame of the output.
+        roi: polygons (shapely, level-0 pixel units, in ``frame``) to restrict
+            the work to; None for the whole slide.
+        tissue: tissue detection.
+        simplify: polygon simplification tolerance in label pixels (0: none).
+        min_area_um2: regions smaller than this (µm²; px² for uncalibrated
+            images) are merged into their surroundings.
+        split_regions: one GeoJSON feature per connected region instead of per class.
+        label_upsample: label pixels per feature cell along each axis; None
+            means pixel resolution for plain images and one label per cell for slides.
+        batch_size: tiles per forward pass; None for the extractor's default.
+        readers: reader threads.
+        fit_samples: window samples per slide when the bank is fitted on the job's
+            own tissue (no bank given).
+    """
+
+    k: int = 8
+    mode: Mode = Mode.PROJECT
+    components: int = 8
+    slide_mpp: float | None = None
+    target_mpp: float | None = None
+    frame: Frame = Frame.BOUNDS
+    roi: tuple | None = None
+    tissue: TissueDetection = TissueDetection.AUTO
+    simplify: float = 1.0
+    min_area_um2: float = 200.0
+    split_regions: bool = False
+    label_upsample: int | None = None
+    batch_size: int | None = None
+    readers: int = 4
+    fit_samples: int = 4000
+
+    def __post_init__(self) -> None:
+        for name, kind in (("mode", Mode), ("frame", Frame), ("tissue", TissueDetection)):
+            value = getattr(self, name)
+            try:
+                object.__setattr__(self, name, kind(value))
+            except ValueError:
+                choices = ", ".join(member.value for member in kind)
+                raise InvalidInput(f"{name} must be one of {choices}, not {value!r}") from None
+        checks = [
+            (self.k >= 1, f"k must be at least 1, not {self.k}"),
+            (self.components >= 1, f"components must be at least 1, not {self.components}"),
+            (self.simplify >= 0, f"simplify must be >= 0 label pixels, not {self.simplify}"),
+            (self.min_area_um2 >= 0, f"min-area must be >= 0 µm², not {self.min_area_um2}"),
+            (self.readers >= 1, f"readers must be at least 1, not {self.readers}"),
+            (
+                self.label_upsample is None or self.label_upsample >= 1,
+                f"label upsample must be at least 1, not {self.label_upsample}",
+            ),
+            (
+                self.slide_mpp is None or self.slide_mpp > 0,
+                f"--mpp must be a positive number of µm per pixel, not {self.slide_mpp}",
+            ),
+            (
+                self.target_mpp is None or self.target_mpp > 0,
+                f"--target-mpp must be a positive number of µm per pixel, not {self.target_mpp}",
+            ),
+        ]
+        for ok, message in checks:
+            if not ok:
+                raise InvalidInput(message)

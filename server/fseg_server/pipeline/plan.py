@@ -1,0 +1,113 @@
+"""Planning a job on one slide: resolution, tissue, ROI, tiles and output frame."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+import shapely.affinity
+
+from ..errors import FailedPrecondition
+from ..extract import ExtractorSpec
+from ..slide.reader import Slide
+from ..slide.tiles import Resolution, Tile, TileGrid, choose_resolution, plan_tiles
+from ..slide.tissue import TissueMask, detect_tissue, full_mask, restrict_to_polygons
+from .options import Frame, SegmentOptions, TissueDetection
+
+TISSUE_MPP = 8.0  # µm per thumbnail pixel for tissue detection
+THUMBNAIL_MAX = 8192  # px, long side
+THUMBNAIL_MIN = 512  # px, long side, for slides too small or uncalibrated
+DARK_BACKGROUND = 0.25  # median thumbnail brightness below which a slide is not brightfield
+
+
+@dataclass(frozen=True)
+class SlidePlan:
+    """Everything decided before the first tile is read.
+
+    Attributes:
+        resolution: level read and resampling.
+        grid: tile grid at the working resolution.
+        tissue: tissue (restricted to the ROI) on a level-0-aligned grid.
+        tiles: the tiles to process, row-major.
+        frame_offset: level-0 pixels subtracted from coordinates for the output frame.
+        upsample: label pixels per feature cell.
+        tissue_detected: whether tissue detection ran.
+    """
+
+    resolution: Resolution
+    grid: TileGrid
+    tissue: TissueMask
+    tiles: list[Tile]
+    frame_offset: tuple[float, float]
+    upsample: int
+    tissue_detected: bool
+
+
+def plan_slide(
+    slide: Slide, spec: ExtractorSpec, bank_mpp: float | None, options: SegmentOptions
+) -> SlidePlan:
+    """Decide how ``slide`` is read and which tiles go to the extractor."""
+    info = slide.info
+    resolution = choose_resolution(
+        info, options.target_mpp or bank_mpp or spec.mpp, options.slide_mpp
+    )
+    width_t = math.ceil(info.dimensions[0] / resolution.target_downsample)
+    height_t = math.ceil(info.dimensions[1] / resolution.target_downsample)
+    # Small images need no tile larger than themselves.
+    tile_size = min(spec.tile_size, _round_up(max(width_t, height_t), spec.stride))
+    grid = plan_tiles(info, resolution, tile_size, spec.margin)
+    detect = options.tissue is TissueDetection.ON or (
+        options.tissue is TissueDetection.AUTO and not info.is_plain_image
+    )
+    level0_mpp = options.slide_mpp or (info.mpp[0] if info.mpp else None)
+    tissue = _tissue(slide, level0_mpp, detect)
+    offset = _frame_offset(slide, options.frame)
+    if options.roi:
+        shifted = [shapely.affinity.translate(p, offset[0], offset[1]) for p in options.roi]
+        tissue = restrict_to_polygons(tissue, shifted)
+    # Plain images get a label per pixel; slides one byte per feature cell,
+    # so that memory stays bounded for 150,000-pixel scans.
+    upsample = options.label_upsample or (spec.stride if info.is_plain_image else 1)
+    return SlidePlan(
+        resolution=resolution,
+        grid=grid,
+        tissue=tissue,
+        tiles=list(grid.tiles(tissue)),
+        frame_offset=offset,
+        upsample=min(upsample, spec.stride),
+        tissue_detected=detect,
+    )
+
+
+def _tissue(slide: Slide, level0_mpp: float | None, detect: bool) -> TissueMask:
+    width, height = slide.info.dimensions
+    long_side = max(width, height)
+    wanted = long_side * level0_mpp / TISSUE_MPP if level0_mpp else THUMBNAIL_MIN
+    max_size = int(min(max(wanted, THUMBNAIL_MIN), THUMBNAIL_MAX, long_side))
+    thumbnail, downsample = slide.thumbnail(max_size)
+    _refuse_dark_field(slide, thumbnail)
+    if not detect:
+        return full_mask(slide.info.dimensions, downsample)
+    return detect_tissue(thumbnail, downsample, level0_mpp)
+
+
+def _refuse_dark_field(slide: Slide, thumbnail: np.ndarray) -> None:
+    brightness = float(np.median(thumbnail.mean(axis=2))) / 255.0
+    if brightness < DARK_BACKGROUND:
+        raise FailedPrecondition(
+            f"{slide.info.path.name} has a dark background (median brightness "
+            f"{brightness:.2f}): it looks like a fluorescence or dark-field image, and fseg "
+            "segments brightfield H&E"
+        )
+
+
+def _frame_offset(slide: Slide, frame: Frame) -> tuple[float, float]:
+    bounds = slide.info.bounds
+    if frame is Frame.BOUNDS and bounds is not None:
+        return (float(bounds[0]), float(bounds[1]))
+    return (0.0, 0.0)
+
+
+def _round_up(value: int, multiple: int) -> int:
+    return max(multiple, -(-value // multiple) * multiple)

@@ -1,0 +1,62 @@
+"""Pictures of a result: the label PNG and the overlay a person looks at."""
+
+from __future__ import annotations
+
+import io
+from collections.abc import Sequence
+
+import numpy as np
+from PIL import Image
+
+from ..concepts.bank import ConceptClass
+from .canvas import NODATA
+
+OVERLAY_MAX = 2048  # px, long side of the overlay thumbnail
+OVERLAY_ALPHA = 0.45  # share of the class colour in tissue pixels
+GLASS_COLOR = (255, 255, 255)
+
+
+def label_png(labels: np.ndarray, classes: Sequence[ConceptClass]) -> bytes:
+    """A palette PNG whose pixel values are the class indices (255: no label).
+
+    Palette PNGs keep the index exact (evaluation reads it back) while image
+    viewers show the class colours.
+    """
+    image = Image.fromarray(labels, mode="P") if labels.size else Image.new("P", (1, 1), NODATA)
+    palette = np.zeros((256, 3), np.uint8)
+    palette[NODATA] = GLASS_COLOR
+    for index, concept in enumerate(classes):
+        palette[index] = concept.color
+    image.putpalette(palette.ravel().tolist())
+    return _png(image, transparency=NODATA)
+
+
+def overlay_png(
+    thumbnail: np.ndarray, labels: np.ndarray, classes: Sequence[ConceptClass]
+) -> bytes:
+    """The thumbnail with every labelled pixel tinted by its class colour.
+
+    ``labels`` is resampled (nearest) onto the thumbnail, which must cover
+    the same slide area.
+    """
+    image = Image.fromarray(thumbnail)
+    if max(image.size) > OVERLAY_MAX:
+        image.thumbnail((OVERLAY_MAX, OVERLAY_MAX), Image.Resampling.BOX)
+    base = np.asarray(image).astype(np.float32)
+    height, width = base.shape[:2]
+    rows = np.minimum((np.arange(height) + 0.5) * labels.shape[0] / height, labels.shape[0] - 1)
+    cols = np.minimum((np.arange(width) + 0.5) * labels.shape[1] / width, labels.shape[1] - 1)
+    resampled = labels[np.ix_(rows.astype(int), cols.astype(int))]
+    colors = np.zeros((256, 3), np.float32)
+    for index, concept in enumerate(classes):
+        colors[index] = concept.color
+    labelled = resampled != NODATA
+    tint = colors[resampled]
+    base[labelled] = (1 - OVERLAY_ALPHA) * base[labelled] + OVERLAY_ALPHA * tint[labelled]
+    return _png(Image.fromarray(base.round().astype(np.uint8)))
+
+
+def _png(image: Image.Image, **options: object) -> bytes:
+    buffer = io.BytesIO()
+    image.save(buffer, format="PNG", optimize=False, **options)
+    return buffer.getvalue()

@@ -1,0 +1,206 @@
+"""Segmenting one slide, top to bottom.
+
+slide -> plan (resolution, tissue, tiles) -> tiles streamed through the
+device (features, factorization, labels) -> stitched label grid ->
+polygons -> GeoJSON, label PNG, overlay and summary. Nothing flows back.
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import torch
+
+from .. import __version__
+from ..concepts.bank import ConceptBank
+from ..concepts.kmeans import Reservoir
+from ..extract import Extractor
+from ..slide.reader import Slide
+from ..vectorize import dumps, feature_collection, vectorize_labels
+from .canvas import NODATA, LabelCanvas
+from .device_worker import DeviceWorker
+from .fit import fit_bank, sample_slide
+from .options import SegmentOptions
+from .plan import SlidePlan, plan_slide
+from .recipes import LabelRecipe
+from .render import label_png, overlay_png
+from .stream import ReadClock, stream_tiles
+from .summary import build_summary
+
+Progress = Callable[[str, int, int], None]
+RESERVOIR_SIZE = 50_000
+
+
+@dataclass
+class SegmentResult:
+    """The outputs of one slide, ready to be written or streamed.
+
+    ``files`` maps an output suffix (``geojson``, ``labels.png``,
+    ``overlay.png``) to its bytes; ``summary`` is the JSON summary as a dict.
+    """
+
+    stem: str
+    files: dict[str, bytes]
+    summary: dict
+    labels: object = field(repr=False, default=None)
+
+
+@dataclass
+class Timings:
+    """Wall seconds per stage."""
+
+    stages: dict[str, float] = field(default_factory=dict)
+
+    def time(self, stage: str) -> _Lap:
+        return _Lap(self, stage)
+
+
+class _Lap:
+    def __init__(self, timings: Timings, stage: str) -> None:
+        self.timings, self.stage = timings, stage
+
+    def __enter__(self) -> None:
+        self.started = time.perf_counter()
+
+    def __exit__(self, *exc: object) -> None:
+        elapsed = time.perf_counter() - self.started
+        self.timings.stages[self.stage] = self.timings.stages.get(self.stage, 0.0) + elapsed
+
+
+def segment_slide(
+    slide: Slide,
+    extractor: Extractor,
+    bank: ConceptBank | None,
+    options: SegmentOptions,
+    worker: DeviceWorker,
+    *,
+    bank_name: str = "",
+    progress: Progress | None = None,
+    should_stop: Callable[[], bool] = lambda: False,
+) -> SegmentResult:
+    """Segment ``slide`` with ``extractor`` against ``bank`` (fitted on the slide if None)."""
+    progress = progress or (lambda stage, done, total: None)
+    timings = Timings()
+    started = time.perf_counter()
+    spec = extractor.spec
+    if bank is None:
+        with timings.time("fit"):
+            bank = fit_on_slide(slide, extractor, options, worker, progress, should_stop)
+            bank_name = "fitted on this slide"
+    bank.check_extractor(spec.name, spec.feature_dim)
+    concepts = bank.concepts(options.k)
+    with timings.time("plan"):
+        plan = plan_slide(slide, spec, bank.mpp, options)
+    progress("plan", 1, 1)
+    canvas = LabelCanvas.for_grid(plan.grid, spec.stride, plan.upsample)
+    recipe = LabelRecipe(
+        extractor=extractor,
+        concepts=torch.from_numpy(concepts).to(worker.device),
+        bank_id=bank.digest or f"memory-{uuid.uuid4()}",
+        mode=options.mode,
+        components=options.components,
+        margin_cells=spec.margin // spec.stride,
+        core_cells=plan.grid.tile_size // spec.stride,
+        upsample=plan.upsample,
+        batch_size=options.batch_size or spec.batch_size,
+    )
+    read_clock = ReadClock()
+    with timings.time("stream"):
+        stream = stream_tiles(
+            slide,
+            plan.grid,
+            plan.tiles,
+            recipe,
+            worker,
+            readers=options.readers,
+            in_flight=max(16, 3 * recipe.batch_size),
+            should_stop=should_stop,
+            clock=read_clock,
+        )
+        for done, (tile, block) in enumerate(stream, start=1):
+            canvas.paste(tile, block)
+            progress("segment", done, len(plan.tiles))
+        canvas.keep_only(plan.tissue)
+    classes = bank.classes[options.k]
+    level0_mpp = options.slide_mpp or (slide.info.mpp[0] if slide.info.mpp else None)
+    metadata = _metadata(slide, extractor, bank, bank_name, options, plan, level0_mpp)
+    with timings.time("vectorize"):
+        progress("vectorize", 0, 1)
+        pixel_um2 = (canvas.downsample * (level0_mpp or 1.0)) ** 2
+        polygons = vectorize_labels(
+            canvas.labels,
+            cell_size=canvas.downsample,
+            origin=(-plan.frame_offset[0], -plan.frame_offset[1]),
+            simplify=options.simplify,
+            min_cells=int(options.min_area_um2 / pixel_um2),
+            nodata=NODATA,
+        )
+        collection = feature_collection(
+            polygons,
+            [(c.name, c.color) for c in classes],
+            mpp=level0_mpp,
+            split_regions=options.split_regions,
+            metadata=metadata,
+        )
+        geojson = dumps(collection)
+        progress("vectorize", 1, 1)
+    with timings.time("render"):
+        thumbnail, _ = slide.thumbnail(2048)
+        files = {
+            "geojson": geojson,
+            "labels.png": label_png(canvas.labels, classes),
+            "overlay.png": overlay_png(thumbnail, canvas.labels, classes),
+        }
+    timings.stages["read_threads"] = read_clock.seconds
+    timings.stages["extract"] = recipe.clock.extract
+    timings.stages["factorize"] = recipe.clock.factorize
+    timings.stages["total"] = time.perf_counter() - started
+    summary = build_summary(
+        slide, canvas, plan, classes, polygons, metadata, timings.stages, level0_mpp
+    )
+    return SegmentResult(slide.info.path.stem, files, summary, canvas.labels)
+
+
+def fit_on_slide(
+    slide: Slide,
+    extractor: Extractor,
+    options: SegmentOptions,
+    worker: DeviceWorker,
+    progress: Progress,
+    should_stop: Callable[[], bool],
+) -> ConceptBank:
+    """The embedded default: a bank fitted on this slide's own tissue."""
+    reservoir = Reservoir(min(RESERVOIR_SIZE, options.fit_samples), extractor.spec.feature_dim)
+    sample_slide(
+        slide, extractor, worker, reservoir, options, should_stop=should_stop, progress=progress
+    )
+    mpp = options.target_mpp or extractor.spec.mpp
+    return fit_bank(reservoir, [options.k], extractor, mpp, f"fitted on {slide.info.path.name}")
+
+
+def _metadata(
+    slide: Slide,
+    extractor: Extractor,
+    bank: ConceptBank,
+    bank_name: str,
+    options: SegmentOptions,
+    plan: SlidePlan,
+    level0_mpp: float | None,
+) -> dict:
+    return {
+        "software": f"fseg {__version__}",
+        "slide": slide.info.path.name,
+        "extractor": extractor.spec.name,
+        "bank": bank_name or bank.source,
+        "bank_sha256": bank.digest,
+        "k": options.k,
+        "mode": options.mode.value,
+        "mpp": level0_mpp,
+        "working_mpp": plan.resolution.mpp,
+        "frame": options.frame.value,
+        "frame_offset": list(plan.frame_offset),
+        "units": "level-0 pixels",
+    }

@@ -1,0 +1,129 @@
+"""Streaming tiles from a slide through the device, with bounded memory.
+
+A pool of reader threads reads and resizes tiles (OpenSlide and Pillow
+release the GIL while they work); each tile goes to the device worker as soon
+as it is read. At most ``in_flight`` tiles exist at once, so memory does not
+grow with the slide, and results come back in tile order.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections import deque
+from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass, field
+
+import numpy as np
+from PIL import Image
+
+from ..errors import Cancelled
+from ..slide.reader import Slide
+from ..slide.tiles import Tile, TileGrid
+from .device_worker import DeviceWorker, Recipe
+
+
+@dataclass
+class ReadClock:
+    """Seconds spent reading and resizing, summed over reader threads."""
+
+    seconds: float = 0.0
+    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+
+    def add(self, seconds: float) -> None:
+        with self._lock:
+            self.seconds += seconds
+
+
+def read_tile(slide: Slide, grid: TileGrid, tile: Tile) -> np.ndarray:
+    """A tile's pixels, core and margins, resized to the working resolution.
+
+    Returns:
+        (S, S, 3) uint8 with S = grid.input_size target pixels.
+    """
+    size = grid.input_size
+    pixels = slide.read(
+        grid.resolution.level, tile.read_left, tile.read_top, tile.read_size, tile.read_size
+    )
+    if tile.read_size != size:
+        # Pillow's bilinear filter widens its support when shrinking: antialiased.
+        image = Image.fromarray(pixels).resize((size, size), Image.Resampling.BILINEAR)
+        pixels = np.asarray(image)
+    return np.ascontiguousarray(pixels)
+
+
+def stream_tiles(
+    slide: Slide,
+    grid: TileGrid,
+    tiles: Iterable[Tile],
+    recipe: Recipe,
+    worker: DeviceWorker,
+    *,
+    readers: int = 4,
+    in_flight: int = 16,
+    should_stop: Callable[[], bool] = lambda: False,
+    clock: ReadClock | None = None,
+) -> Iterator[tuple[Tile, object]]:
+    """Yield (tile, recipe result) for every tile, in order.
+
+    Raises:
+        Cancelled: when ``should_stop()`` turns true; queued work is dropped.
+    """
+    clock = clock or ReadClock()
+    stopped = threading.Event()
+
+    def read_and_submit(tile: Tile) -> Future:
+        started = time.perf_counter()
+        pixels = read_tile(slide, grid, tile)
+        clock.add(time.perf_counter() - started)
+        if stopped.is_set():  # the consumer has gone; do not occupy the device
+            dropped: Future = Future()
+            dropped.cancel()
+            return dropped
+        return worker.submit(recipe, pixels)
+
+    pending: deque[tuple[Tile, Future]] = deque()
+    source = iter(tiles)
+    with ThreadPoolExecutor(readers, thread_name_prefix="fseg-read") as pool:
+        try:
+            while True:
+                for tile in _take(source, in_flight - len(pending)):
+                    pending.append((tile, pool.submit(read_and_submit, tile)))
+                if not pending:
+                    return
+                if should_stop():
+                    raise Cancelled("the job was cancelled")
+                tile, submitted = pending.popleft()
+                yield tile, _wait(submitted, should_stop)
+        finally:
+            stopped.set()
+            _cancel_all(pending)
+
+
+def _take(source: Iterator[Tile], n: int) -> list[Tile]:
+    taken = []
+    for _ in range(max(n, 0)):
+        tile = next(source, None)
+        if tile is None:
+            break
+        taken.append(tile)
+    return taken
+
+
+def _wait(submitted: Future, should_stop: Callable[[], bool]) -> object:
+    """The device result of a tile, checking for cancellation while waiting."""
+    device_future: Future = submitted.result()
+    while True:
+        try:
+            return device_future.result(timeout=0.25)
+        except TimeoutError:
+            if should_stop():
+                device_future.cancel()
+                raise Cancelled("the job was cancelled") from None
+
+
+def _cancel_all(pending: deque[tuple[Tile, Future]]) -> None:
+    for _, submitted in pending:
+        if not submitted.cancel() and submitted.done() and submitted.exception() is None:
+            submitted.result().cancel()

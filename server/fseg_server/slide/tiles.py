@@ -1,0 +1,167 @@
+"""Planning the tiles of a slide at a working resolution.
+
+Three pixel frames meet here, and every value says which one it is in:
+
+* level-0 pixels of the slide (OpenSlide's frame);
+* *target* pixels at the extractor's working resolution (``mpp``), so one
+  target pixel is ``target_downsample`` level-0 pixels;
+* pixels of the pyramid level that is read, the finest level no finer than
+  needed, so a target pixel is ``scale`` level pixels (scale >= 1).
+
+A tile's *core* is a ``tile_size`` square of target pixels; it is read with
+``margin`` target pixels of context on every side so cells near its edge see
+their neighbours, and only the core's labels are kept, which is why the
+stitched label grid has no seams.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+from ..errors import FailedPrecondition, InvalidInput
+from .reader import SlideInfo
+from .tissue import TissueMask
+
+# Level downsamples are stored with rounding noise (2.0005 for an exact 2).
+_LEVEL_TOLERANCE = 1.01
+
+
+@dataclass(frozen=True)
+class Resolution:
+    """Where a slide is read from to reach a working resolution.
+
+    Attributes:
+        mpp: working resolution, µm per target pixel (None: native pixels of a
+            plain image that has no calibration).
+        target_downsample: level-0 pixels per target pixel.
+        level: pyramid level that is read.
+        scale: level pixels per target pixel (>= 1; 1 means no resizing).
+    """
+
+    mpp: float | None
+    target_downsample: float
+    level: int
+    scale: float
+
+
+@dataclass(frozen=True)
+class Tile:
+    """One tile: its core in target pixels and the region read for it.
+
+    Attributes:
+        row, col: index in the tile grid.
+        core_x, core_y: top-left of the core, target pixels.
+        read_left, read_top, read_size: the region read, in pixels of the
+            level being read (core plus margins, before resizing).
+    """
+
+    row: int
+    col: int
+    core_x: int
+    core_y: int
+    read_left: int
+    read_top: int
+    read_size: int
+
+
+def choose_resolution(info: SlideInfo, mpp: float | None, user_mpp: float | None) -> Resolution:
+    """Pick the level to read and the resampling for a working resolution.
+
+    Args:
+        info: the slide.
+        mpp: working resolution in µm per pixel (extractor or bank default).
+        user_mpp: µm per level-0 pixel given by the user (``--mpp``), which
+            overrides the slide's metadata; required when the slide has none.
+    """
+    if user_mpp is not None and user_mpp <= 0:
+        raise InvalidInput(f"--mpp must be a positive number of µm per pixel, not {user_mpp}")
+    base = user_mpp if user_mpp is not None else (info.mpp[0] if info.mpp else None)
+    if base is None:
+        if info.is_plain_image:
+            return Resolution(None, 1.0, 0, 1.0)
+        raise FailedPrecondition(
+            f"{info.path.name} does not record its resolution (no openslide.mpp-x); "
+            "pass --mpp with the µm per pixel of its level 0"
+        )
+    target_downsample = (mpp or base) / base
+    level = max(
+        (
+            i
+            for i, d in enumerate(info.level_downsamples)
+            if d <= target_downsample * _LEVEL_TOLERANCE
+        ),
+        key=lambda i: info.level_downsamples[i],
+        default=0,
+    )
+    scale = target_downsample / info.level_downsamples[level]
+    if abs(scale - 1.0) < 1e-3:
+        scale = 1.0
+    return Resolution(mpp or base, target_downsample, level, max(scale, 1.0))
+
+
+@dataclass(frozen=True)
+class TileGrid:
+    """The tiles covering a slide at one resolution.
+
+    Attributes:
+        resolution: how the slide is read.
+        tile_size: core edge, target pixels.
+        margin: context on each side, target pixels.
+        rows, cols: tile grid size.
+        width, height: slide size in target pixels.
+    """
+
+    resolution: Resolution
+    tile_size: int
+    margin: int
+    rows: int
+    cols: int
+    width: int
+    height: int
+
+    @property
+    def input_size(self) -> int:
+        """Edge of the tile image given to the extractor (core and margins), target px."""
+        return self.tile_size + 2 * self.margin
+
+    def tile(self, row: int, col: int) -> Tile:
+        scale = self.resolution.scale
+        core_x, core_y = col * self.tile_size, row * self.tile_size
+        return Tile(
+            row=row,
+            col=col,
+            core_x=core_x,
+            core_y=core_y,
+            read_left=math.floor((core_x - self.margin) * scale),
+            read_top=math.floor((core_y - self.margin) * scale),
+            read_size=round(self.input_size * scale),
+        )
+
+    def tiles(self, tissue: TissueMask | None = None) -> Iterator[Tile]:
+        """Tiles in row-major order, only those whose core holds tissue."""
+        ds = self.resolution.target_downsample
+        for row in range(self.rows):
+            for col in range(self.cols):
+                tile = self.tile(row, col)
+                x0, y0 = tile.core_x * ds, tile.core_y * ds
+                x1, y1 = x0 + self.tile_size * ds, y0 + self.tile_size * ds
+                if tissue is None or tissue.any_in(x0, y0, x1, y1):
+                    yield tile
+
+
+def plan_tiles(info: SlideInfo, resolution: Resolution, tile_size: int, margin: int) -> TileGrid:
+    """Cover the whole slide with tiles of ``tile_size`` target pixels."""
+    width0, height0 = info.dimensions
+    width = math.ceil(width0 / resolution.target_downsample)
+    height = math.ceil(height0 / resolution.target_downsample)
+    return TileGrid(
+        resolution=resolution,
+        tile_size=tile_size,
+        margin=margin,
+        rows=math.ceil(height / tile_size),
+        cols=math.ceil(width / tile_size),
+        width=width,
+        height=height,
+    )

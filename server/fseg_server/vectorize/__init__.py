@@ -1,0 +1,175 @@
+"""Label grid -> polygons -> QuPath GeoJSON.
+
+``vectorize_labels`` is the whole chain for one grid: sieve small regions,
+trace exact polygons in grid units, simplify them as one coverage so that
+neighbouring classes keep sharing their edges, and map them to level-0 pixels.
+``feature_collection`` and ``dumps`` turn the result into what QuPath imports.
+"""
+
+from __future__ import annotations
+
+import logging
+
+import numpy as np
+import shapely
+
+from fseg_server.vectorize.geojson import dumps, feature_collection
+from fseg_server.vectorize.sieve import sieve
+from fseg_server.vectorize.trace import count_boundary_edges, label_polygons
+
+__all__ = [
+    "DEFAULT_SIMPLIFY",
+    "count_boundary_edges",
+    "dumps",
+    "feature_collection",
+    "label_polygons",
+    "sieve",
+    "simplify_coverage",
+    "to_output_frame",
+    "vectorize_labels",
+]
+
+log = logging.getLogger(__name__)
+
+#: Default simplification tolerance, in grid cells. GEOS coverage simplification
+#: is Visvalingam-Whyatt: it drops a vertex whose triangle with its neighbours
+#: has an area below ``tolerance**2``. The corners of a one-cell staircase span
+#: 0.5 cell², so any tolerance below sqrt(0.5) ~ 0.71 leaves lattice polygons
+#: untouched. 1.0 removes one- and two-cell steps; boundaries move by well under
+#: a cell, and what one class loses along a shared edge its neighbour gains.
+#: Regions of fewer than 4 cells are kept exact (see ``simplify_coverage``).
+#:
+#: The tissue outline (the boundary with nodata) is left exact by default:
+#: Visvalingam-Whyatt cuts corners, which shrinks a convex outline (measured on
+#: 30 x 40 grids: 0.5 % of the tissue area on average, up to 2 %), whereas
+#: between two classes what one side loses the other gains.
+#: ``simplify_outline=True`` smooths the outline too.
+DEFAULT_SIMPLIFY = 1.0
+
+
+def vectorize_labels(
+    labels: np.ndarray,
+    *,
+    cell_size: tuple[float, float] | float,
+    origin: tuple[float, float] = (0.0, 0.0),
+    simplify: float = DEFAULT_SIMPLIFY,
+    min_cells: int = 0,
+    nodata: int = 255,
+    simplify_outline: bool = False,
+) -> dict[int, list[shapely.Polygon]]:
+    """Polygons of every class of a label grid, in level-0 pixel coordinates.
+
+    Args:
+        labels: 2-D integer grid, one class index per feature cell; ``nodata`` = no tissue.
+        cell_size: level-0 pixels per grid cell, ``(x, y)`` or one value for both.
+        origin: level-0 pixel position ``(x, y)`` of the grid's top-left corner; may be negative.
+        simplify: coverage simplification tolerance in grid cells (see
+            ``DEFAULT_SIMPLIFY``); 0 keeps the exact lattice polygons.
+        min_cells: components smaller than this many cells are sieved away first
+            (taken over by their neighbours; see ``sieve`` for tissue islands).
+        nodata: label of cells that produce no polygon.
+        simplify_outline: also simplify the tissue outline (see ``DEFAULT_SIMPLIFY``).
+
+    Returns:
+        Polygons keyed by class index, one per 4-connected component (or more
+        where a simplified polygon had to be repaired). Coordinates are
+        ``x = origin_x + col * cell_size_x``, ``y = origin_y + row * cell_size_y``
+        for the cell corner at (row, col), x right and y down.
+    """
+    _affine(cell_size, origin)  # fail before the work, not after it
+    grid = np.asarray(labels)
+    if min_cells > 1:
+        grid = sieve(grid, min_cells, nodata=nodata)
+    polygons = label_polygons(grid, nodata=nodata)
+    if simplify > 0:
+        polygons = simplify_coverage(polygons, simplify, simplify_outline=simplify_outline)
+    return to_output_frame(polygons, cell_size=cell_size, origin=origin)
+
+
+def simplify_coverage(
+    polygons: dict[int, list[shapely.Polygon]],
+    tolerance: float,
+    *,
+    simplify_outline: bool = False,
+) -> dict[int, list[shapely.Polygon]]:
+    """Simplify all polygons of all classes together, so shared edges stay shared.
+
+    ``tolerance`` is in the polygons' units (grid cells here). Edges that only one
+    polygon has (the outline of the coverage, i.e. the tissue outline and nodata
+    holes) are kept unless ``simplify_outline``.
+
+    Unless ``simplify_outline``, polygons smaller than ``4 * tolerance**2`` (one to
+    three cells at the default) are left out of the coverage and kept exact, since
+    Visvalingam-Whyatt would fold them into triangles of half their area. Their
+    edges then belong to one polygon only, so the neighbours keep them exact too.
+
+    GEOS promises valid output for a valid coverage; should a polygon still come
+    out invalid, it is repaired with ``make_valid`` (its polygonal parts are kept)
+    or, failing that, replaced by its unsimplified self, and a warning is logged.
+    """
+    keys, flat = _flatten(polygons)
+    out = flat.copy()
+    todo = np.arange(flat.size)
+    if not simplify_outline:
+        todo = todo[shapely.area(flat) >= 4 * tolerance * tolerance]
+    if todo.size:
+        out[todo] = shapely.coverage_simplify(
+            flat[todo], tolerance, simplify_boundary=simplify_outline
+        )
+    bad = todo[~shapely.is_valid(out[todo]) | shapely.is_empty(out[todo])]
+    parts = {int(i): _repair(out[i], flat[i]) for i in bad}
+    if parts:
+        log.warning("coverage simplification produced %d invalid polygon(s); repaired", len(parts))
+    result: dict[int, list[shapely.Polygon]] = {k: [] for k in polygons}
+    for i, (key, geom) in enumerate(zip(keys, out.tolist(), strict=True)):
+        result[key].extend(parts.get(i, [geom]))
+    return result
+
+
+def to_output_frame(
+    polygons: dict[int, list[shapely.Polygon]],
+    *,
+    cell_size: tuple[float, float] | float,
+    origin: tuple[float, float] = (0.0, 0.0),
+) -> dict[int, list[shapely.Polygon]]:
+    """Map polygons from grid cells to level-0 pixels: ``origin + grid * cell_size``."""
+    scale, shift = _affine(cell_size, origin)
+    keys, flat = _flatten(polygons)
+    moved = shapely.transform(flat, lambda xy: xy * scale + shift)
+    result: dict[int, list[shapely.Polygon]] = {k: [] for k in polygons}
+    for key, geom in zip(keys, moved.tolist(), strict=True):
+        result[key].append(geom)
+    return result
+
+
+def _affine(
+    cell_size: tuple[float, float] | float, origin: tuple[float, float]
+) -> tuple[np.ndarray, np.ndarray]:
+    """Checked ``(scale, shift)`` arrays, both ``(x, y)``."""
+    sx, sy = (cell_size, cell_size) if np.isscalar(cell_size) else cell_size
+    scale = np.array([float(sx), float(sy)])
+    shift = np.array([float(origin[0]), float(origin[1])])
+    if not (np.all(np.isfinite(scale)) and np.all(scale > 0) and np.all(np.isfinite(shift))):
+        raise ValueError(f"cell_size must be positive and origin finite: {cell_size}, {origin}")
+    return scale, shift
+
+
+def _flatten(polygons: dict[int, list[shapely.Polygon]]) -> tuple[list[int], np.ndarray]:
+    """All polygons in one array, with the class key of each."""
+    keys = [k for k, polys in polygons.items() for _ in polys]
+    flat = np.empty(len(keys), dtype=object)
+    flat[:] = [p for polys in polygons.values() for p in polys]
+    return keys, flat
+
+
+def _repair(simplified: shapely.Geometry, original: shapely.Polygon) -> list[shapely.Polygon]:
+    """Valid polygonal parts of ``simplified``, or ``[original]`` if nothing usable remains."""
+    fixed = shapely.make_valid(simplified)
+    parts = [
+        g
+        for g in shapely.get_parts(shapely.get_parts(fixed))
+        if isinstance(g, shapely.Polygon) and g.area > 0
+    ]
+    if parts and all(shapely.is_valid(parts)):
+        return parts
+    return [original]

@@ -1,0 +1,161 @@
+"""Concept banks: the safe on-disk format, the joblib import, naming, and refusals."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from conftest import shared
+from fseg_server.concepts import ConceptBank, ConceptClass, import_joblib, load_bank
+from fseg_server.errors import InvalidInput, NotFound
+
+RNG = np.random.default_rng(0)
+
+
+def small_bank(dim: int = 20) -> ConceptBank:
+    return ConceptBank(
+        extractor="stain",
+        feature_dim=dim,
+        centres={k: RNG.random((k, dim), dtype=np.float32) for k in (4, 8)},
+        mpp=1.0,
+        source="test",
+    )
+
+
+def test_round_trip_keeps_centres_metadata_and_names(tmp_path):
+    bank = small_bank()
+    named = bank.renamed(4, [ConceptClass(f"T{i}", (i, 2 * i, 3 * i)) for i in range(4)])
+    loaded = load_bank(named.save(tmp_path / "bank.safetensors"))
+    assert loaded.ks == [4, 8] and loaded.extractor == "stain" and loaded.mpp == 1.0
+    assert np.array_equal(loaded.concepts(8), bank.concepts(8))
+    assert [c.name for c in loaded.classes[4]] == ["T0", "T1", "T2", "T3"]
+    assert loaded.classes[4][3].color == (3, 6, 9)
+    assert len(loaded.digest) == 64
+
+
+def test_default_names_are_unique_across_k_and_colours_distinct():
+    bank = small_bank()
+    names = [c.name for k in bank.ks for c in bank.classes[k]]
+    assert len(set(names)) == len(names)
+    assert len({c.color for c in bank.classes[8]}) == 8
+
+
+def test_the_file_is_safetensors_and_holds_no_pickle(tmp_path):
+    path = small_bank().save(tmp_path / "bank.safetensors")
+    header_size = int.from_bytes(path.read_bytes()[:8], "little")
+    header = json.loads(path.read_bytes()[8 : 8 + header_size])
+    assert set(header) == {"__metadata__", "centres/4", "centres/8"}
+    assert json.loads(header["__metadata__"]["fseg"])["format"] == "fseg-concept-bank/1"
+
+
+def test_save_leaves_no_temporary_file(tmp_path):
+    small_bank().save(tmp_path / "bank.safetensors")
+    assert [p.name for p in tmp_path.iterdir()] == ["bank.safetensors"]
+
+
+def test_k_missing_from_the_bank_is_refused_with_the_available_k():
+    with pytest.raises(InvalidInput, match="no k=16; it holds k = 4, 8"):
+        small_bank().concepts(16)
+
+
+def test_bank_of_another_extractor_or_dimension_is_refused():
+    bank = small_bank()
+    with pytest.raises(InvalidInput, match=r"fitted on stain features .20 channels., not on uni"):
+        bank.check_extractor("uni", 1024)
+    with pytest.raises(InvalidInput, match=r"not on stain .24 channels"):
+        bank.check_extractor("stain", 24)
+    bank.check_extractor("stain", 20)
+
+
+def test_a_file_that_is_not_a_bank_is_refused(tmp_path):
+    junk = tmp_path / "junk.safetensors"
+    junk.write_bytes(b"\x00" * 64)
+    with pytest.raises(InvalidInput, match="not a concept bank"):
+        load_bank(junk)
+    with pytest.raises(NotFound):
+        load_bank(tmp_path / "absent.safetensors")
+
+
+def test_a_safetensors_file_without_bank_metadata_is_refused(tmp_path):
+    from safetensors.numpy import save_file
+
+    path = tmp_path / "weights.safetensors"
+    save_file({"w": np.zeros((2, 2), np.float32)}, str(path))
+    with pytest.raises(InvalidInput, match="no fseg concept-bank metadata"):
+        load_bank(path)
+
+
+def test_shapes_must_match_k_and_dimension():
+    with pytest.raises(InvalidInput, match="shape"):
+        ConceptBank("stain", 20, {4: np.zeros((5, 20), np.float32)})
+
+
+@pytest.mark.parametrize(
+    "file,extractor,dim,ks",
+    [
+        ("uni.joblib", "uni", 1024, [8, 16, 32, 64, 128, 256]),
+        ("prov_gigapath.joblib", "prov-gigapath", 1536, [8, 16, 32, 64, 128, 256]),
+        ("resnet.joblib", "resnet50", 1024, [16, 32, 64, 128, 256]),
+    ],
+)
+def test_the_authors_published_banks_import(tmp_path, capsys, file, extractor, dim, ks):
+    source = shared(f"concept-banks/{file}")
+    bank = import_joblib(source, extractor, dim)
+    assert "pickle" in capsys.readouterr().err  # the user is warned
+    loaded = load_bank(bank.save(tmp_path / "bank.safetensors"))
+    assert loaded.ks == ks and loaded.feature_dim == dim and loaded.mpp == 1.0
+    import joblib
+
+    raw = joblib.load(source)
+    assert np.array_equal(loaded.concepts(ks[0]), raw[ks[0]].astype(np.float32))
+
+
+def test_import_refuses_a_bank_of_the_wrong_dimension():
+    with pytest.raises(InvalidInput, match="1536-dimensional centres but uni features have 1024"):
+        import_joblib(shared("concept-banks/prov_gigapath.joblib"), "uni", 1024)
+
+
+def run_cli(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "fseg_server", *args], capture_output=True, text=True, timeout=300
+    )
+
+
+def test_import_and_name_concepts_from_the_command_line(tmp_path):
+    out = tmp_path / "uni.safetensors"
+    done = run_cli(
+        "import-concepts", str(shared("concept-banks/uni.joblib")), "--extractor", "uni",
+        "--out", str(out),
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    names = tmp_path / "names.json"
+    names.write_text(json.dumps({"3": "Stroma", "5": {"name": "Tumour", "color": "#ff0000"}}))
+    done = run_cli("name-concepts", str(out), "--k", "8", "--names", str(names))
+    assert done.returncode == 0, done.stderr
+    classes = load_bank(out).classes[8]
+    assert classes[3].name == "Stroma" and classes[5] == ConceptClass("Tumour", (255, 0, 0))
+    assert classes[0].name == "F-SEG k8 #0"  # untouched entries keep their names
+
+
+@pytest.mark.parametrize(
+    "names,message",
+    [
+        ('{"9": "x"}', "outside 0..7"),
+        ('["a", "b"]', "has 2 entries"),
+        ('{"1": {"name": "x", "color": "red"}}', "neither"),
+        ('{"1": "x", "2": "x"}', "unique"),
+        ("not json", "not readable JSON"),
+    ],
+)
+def test_bad_names_get_one_clear_line(tmp_path, names, message):
+    bank = small_bank().save(tmp_path / "bank.safetensors")
+    path = tmp_path / "names.json"
+    path.write_text(names)
+    done = run_cli("name-concepts", str(bank), "--k", "8", "--names", str(path))
+    assert done.returncode == 2
+    assert message in done.stderr and "Traceback" not in done.stderr
+    assert len(done.stderr.strip().splitlines()) == 1

@@ -1,0 +1,164 @@
+"""Feature extractors: the registry, the stain extractor, padding, and weight loading.
+
+No network here, so the real checkpoint-loading code is exercised by building
+each architecture with random weights, saving them in the model authors' key
+layout, and loading them back through the same path a user's file takes.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+
+from fseg_server.errors import InvalidInput, NotFound
+from fseg_server.extract import available_extractors, create_extractor, extractor_spec
+from fseg_server.extract.vit import prov_gigapath, uni
+
+
+def test_registry_offers_every_required_extractor():
+    names = available_extractors()
+    for required in ("uni", "prov-gigapath", "resnet50", "stain", "timm:<architecture>"):
+        assert required in names
+
+
+def test_specs_declare_dimension_stride_and_resolution():
+    assert (extractor_spec("uni").feature_dim, extractor_spec("uni").stride) == (1024, 16)
+    assert extractor_spec("prov-gigapath").feature_dim == 1536
+    assert (extractor_spec("resnet50").feature_dim, extractor_spec("resnet50").stride) == (1024, 16)
+    stain = extractor_spec("stain")
+    assert stain.stride == 4 and stain.mpp == 1.0 and stain.weights == "none needed"
+
+
+def test_unknown_extractor_is_refused_with_the_available_names():
+    with pytest.raises(NotFound, match=r"available: .*stain"):
+        create_extractor("unet-from-mars")
+
+
+@pytest.mark.parametrize("height,width", [(1, 1), (37, 53), (64, 64), (100, 129)])
+def test_stain_features_are_non_negative_and_cover_odd_sizes(height, width):
+    extractor = create_extractor("stain")
+    images = torch.randint(0, 256, (2, 3, height, width), dtype=torch.uint8)
+    features = extractor(images)
+    stride = extractor.spec.stride
+    assert features.shape == (2, 21, -(-height // stride), -(-width // stride))
+    assert bool((features >= 0).all())
+
+
+def test_padding_replicates_edges_so_a_crop_matches_the_whole():
+    """Cells fully inside an odd-sized input equal those of the same pixels in a larger input."""
+    extractor = create_extractor("stain")
+    big = torch.randint(0, 256, (1, 3, 96, 96), dtype=torch.uint8)
+    uniform = torch.full((1, 3, 45, 45), 180, dtype=torch.uint8)
+    padded = extractor(uniform)
+    exact = extractor(torch.full((1, 3, 48, 48), 180, dtype=torch.uint8))
+    assert torch.allclose(padded, exact, atol=1e-6)  # replication, not zeros
+    assert extractor(big).shape[-1] == 24
+
+
+def test_stain_separates_haematoxylin_from_eosin():
+    extractor = create_extractor("stain")
+    purple = torch.tensor([110, 50, 150], dtype=torch.uint8).view(1, 3, 1, 1).expand(1, 3, 32, 32)
+    pink = torch.tensor([235, 150, 200], dtype=torch.uint8).view(1, 3, 1, 1).expand(1, 3, 32, 32)
+    h_purple, e_purple = extractor(purple)[0, :2].mean(dim=(1, 2))
+    h_pink, e_pink = extractor(pink)[0, :2].mean(dim=(1, 2))
+    assert h_purple > h_pink and h_purple / e_purple > h_pink / e_pink
+
+
+def test_stain_refuses_weights():
+    with pytest.raises(InvalidInput, match="no weights"):
+        create_extractor("stain", "some.pth")
+
+
+def _save(state: dict, path: Path) -> Path:
+    if path.suffix == ".safetensors":
+        from safetensors.torch import save_file
+
+        save_file({k: v.contiguous() for k, v in state.items()}, str(path))
+    else:
+        torch.save(state, path)
+    return path
+
+
+@pytest.mark.slow
+def test_uni_loads_a_full_size_checkpoint_in_mahmoodlab_layout(tmp_path):
+    """UNI's published pytorch_model.bin is a timm ViT-L/16 state dict without a head."""
+    source = uni("random")
+    state = {k: v.half() for k, v in source.vit.state_dict().items()}
+    assert "blocks.23.ls2.gamma" in state and not any(k.startswith("head.") for k in state)
+    loaded = uni(_save(state, tmp_path / "pytorch_model.bin"))
+    assert loaded.weights_state.startswith("loaded from")
+    probe = "blocks.11.attn.qkv.weight"
+    assert torch.equal(loaded.vit.state_dict()[probe], state[probe].float())
+    features = loaded(torch.randint(0, 256, (1, 3, 64, 80), dtype=torch.uint8))
+    assert features.shape == (1, 1024, 4, 5) and bool((features >= 0).all())
+
+
+def test_prov_gigapath_full_architecture_has_the_published_layout():
+    """Built on the meta device (no memory): ViT-g, 40 blocks, 1536 channels, SwiGLU MLP."""
+    with torch.device("meta"):
+        model = prov_gigapath("random")
+    state = model.vit.state_dict()
+    assert state["pos_embed"].shape == (1, 197, 1536)  # 224-px grid of 16-px patches + class
+    assert state["patch_embed.proj.weight"].shape == (1536, 3, 16, 16)
+    assert state["blocks.39.mlp.fc1.weight"].shape == (8192, 1536)  # packed SwiGLU
+    assert state["blocks.39.mlp.fc2.weight"].shape == (1536, 4096)
+    assert "blocks.39.ls1.gamma" in state
+
+
+def test_prov_gigapath_loads_its_layout_through_the_same_path(tmp_path):
+    """Full size is 4.5 GB; a 2-block model with the same key layout uses the same loader."""
+    source = prov_gigapath("random", depth=2)
+    path = _save(source.vit.state_dict(), tmp_path / "pytorch_model.bin")
+    loaded = prov_gigapath(path, depth=2)
+    assert loaded.weights_state == f"loaded from {path}"
+    images = torch.randint(0, 256, (1, 3, 48, 64), dtype=torch.uint8)
+    assert torch.allclose(loaded(images), source(images), atol=1e-5)
+
+
+def test_resnet50_loads_a_torchvision_checkpoint_with_its_classifier(tmp_path):
+    import torchvision
+
+    reference = torchvision.models.resnet50(weights=None)
+    path = _save(reference.state_dict(), tmp_path / "resnet50-0676ba61.pth")
+    loaded = create_extractor("resnet50", path)
+    assert torch.equal(loaded.resnet.layer3[0].conv1.weight, reference.layer3[0].conv1.weight)
+    images = torch.randint(0, 256, (1, 3, 64, 64), dtype=torch.uint8)
+    assert loaded(images).shape == (1, 1024, 4, 4)
+
+
+def test_generic_timm_model_loads_safetensors(tmp_path):
+    source = create_extractor("timm:resnet18", "random")
+    path = _save(source.net.state_dict(), tmp_path / "resnet18.safetensors")
+    loaded = create_extractor("timm:resnet18", path)
+    images = torch.randint(0, 256, (1, 3, 70, 70), dtype=torch.uint8)
+    assert loaded.spec.stride == 16 and loaded.spec.feature_dim == 256
+    assert torch.allclose(loaded(images), source(images))
+
+
+def test_generic_timm_vit_gives_patch_tokens():
+    extractor = create_extractor("timm:vit_small_patch16_224", "random")
+    out = extractor(torch.randint(0, 256, (1, 3, 32, 48), dtype=torch.uint8))
+    assert out.shape == (1, 384, 2, 3) and bool((out >= 0).all())
+
+
+def test_missing_checkpoint_names_the_expected_file(tmp_path):
+    with pytest.raises(NotFound, match=r"does not exist; expected MahmoodLab/UNI pytorch_model"):
+        create_extractor("uni", tmp_path / "nope.bin")
+
+
+def test_mismatched_checkpoint_lists_the_keys_that_did_not_match(tmp_path):
+    wrong = create_extractor("timm:resnet18", "random").net.state_dict()
+    path = _save(wrong, tmp_path / "resnet18.pth")
+    with pytest.raises(InvalidInput, match=r"230 missing keys \(layer1\.0\.conv3\.weight") as info:
+        create_extractor("resnet50", path)
+    assert "expected an ImageNet ResNet-50" in str(info.value)
+    assert "keys of another shape (layer1.0.conv1.weight" in str(info.value)
+
+
+def test_unreadable_checkpoint_is_refused(tmp_path):
+    path = tmp_path / "garbage.pth"
+    path.write_bytes(b"not a checkpoint at all")
+    with pytest.raises(InvalidInput, match="cannot be read"):
+        create_extractor("resnet50", path)

@@ -1,0 +1,147 @@
+"""The factorizer: project (NNLS), classify (per-image NMF) and cluster modes."""
+
+from __future__ import annotations
+
+import warnings
+
+import numpy as np
+import pytest
+import torch
+
+from conftest import shared
+from fseg_server.factorize import (
+    Mode,
+    batched_nmf,
+    concept_scores,
+    labels_from_scores,
+    project_onto_concepts,
+)
+
+
+def mixtures(concepts: np.ndarray, n: int, noise: float, seed: int = 0) -> np.ndarray:
+    """Non-negative features: sparse mixtures of two concepts plus rectified noise."""
+    rng = np.random.default_rng(seed)
+    k = len(concepts)
+    weights = np.zeros((n, k), np.float32)
+    pick = rng.integers(0, k, (n, 2))
+    share = rng.dirichlet([1, 1], n).astype(np.float32)
+    for j in range(2):
+        weights[np.arange(n), pick[:, j]] += share[:, j]
+    x = weights @ concepts + noise * rng.standard_normal((n, concepts.shape[1]))
+    return np.maximum(x, 0).astype(np.float32)
+
+
+def uni_concepts(k: int) -> np.ndarray:
+    import joblib
+
+    return np.clip(joblib.load(shared("concept-banks/uni.joblib"))[k], 0, None).astype(np.float32)
+
+
+def test_project_matches_scikit_learns_reference_call():
+    from sklearn.decomposition import non_negative_factorization
+
+    h = uni_concepts(16)
+    x = mixtures(h, 2000, noise=0.3)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        w_ref, _, _ = non_negative_factorization(
+            x, H=h, W=None, n_components=16, update_H=False, max_iter=10000, random_state=0
+        )
+    w = project_onto_concepts(x, h)
+    assert (w.argmax(1) == w_ref.argmax(1)).mean() >= 0.99
+    objective = np.linalg.norm(x - w @ h)
+    assert objective <= np.linalg.norm(x - w_ref @ h) * (1 + 1e-4)
+
+
+def test_project_recovers_exact_mixtures_and_stays_non_negative():
+    rng = np.random.default_rng(1)
+    h = rng.random((6, 30), dtype=np.float32)
+    w_true = rng.random((500, 6), dtype=np.float32) * (rng.random((500, 6)) < 0.4)
+    w = project_onto_concepts(w_true @ h, h)
+    assert w.min() >= 0
+    assert np.abs(w - w_true).max() < 1e-3
+
+
+def test_project_returns_the_kind_it_was_given():
+    h = np.eye(3, 5, dtype=np.float32)
+    x = np.abs(np.random.default_rng(2).random((4, 5), dtype=np.float32))
+    assert isinstance(project_onto_concepts(x, h), np.ndarray)
+    out = project_onto_concepts(torch.from_numpy(x), torch.from_numpy(h))
+    assert isinstance(out, torch.Tensor) and out.shape == (4, 3)
+
+
+def test_project_clips_negative_concepts_as_the_reference_does():
+    h = np.array([[1.0, -5.0], [0.0, 1.0]], np.float32)
+    x = np.array([[1.0, 0.0]], np.float32)
+    w = project_onto_concepts(x, h)
+    assert np.allclose(w, [[1.0, 0.0]], atol=1e-4)  # -5 clipped to 0: x is exactly concept 0
+
+
+def test_project_handles_more_concepts_than_channels():
+    rng = np.random.default_rng(3)
+    h = rng.random((32, 20), dtype=np.float32)  # k > C: the Gram matrix is singular
+    x = mixtures(h, 300, noise=0.05)
+    w = project_onto_concepts(x, h)
+    assert np.isfinite(w).all() and w.min() >= 0
+    assert np.linalg.norm(x - w @ h) < np.linalg.norm(x)
+
+
+def test_project_shape_errors_are_explained():
+    with pytest.raises(ValueError, match=r"must be \(N, C\) and \(K, C\)"):
+        project_onto_concepts(np.zeros((3, 4)), np.zeros((2, 5)))
+
+
+def test_project_of_no_cells_is_empty():
+    assert project_onto_concepts(np.zeros((0, 4), np.float32), np.eye(2, 4)).shape == (0, 2)
+
+
+def test_nmf_reaches_scikit_learns_reconstruction_error():
+    from sklearn.decomposition import NMF
+
+    x = torch.rand(1, 400, 40) ** 3
+    maps, concepts = batched_nmf(x, 6)
+    ours = torch.linalg.norm(x[0] - maps[0] @ concepts[0])
+    ref = NMF(6, init="random", random_state=0, max_iter=1000).fit(x[0].numpy())
+    assert ours <= ref.reconstruction_err_ * 1.02
+    assert bool((maps >= 0).all() and (concepts >= 0).all())
+
+
+def test_nmf_is_deterministic():
+    x = torch.rand(2, 50, 10)
+    a, b = batched_nmf(x, 3), batched_nmf(x, 3)
+    assert torch.equal(a[0], b[0]) and torch.equal(a[1], b[1])
+
+
+def two_region_features() -> tuple[torch.Tensor, torch.Tensor]:
+    """A 6 x 8 grid: left half is concept 1, right half concept 2, of 3 concepts."""
+    concepts = torch.tensor([[1.0, 0, 0, 0], [0, 1.0, 0.2, 0], [0, 0, 0.2, 1.0]])
+    grid = torch.zeros(1, 4, 6, 8)
+    grid[0, :, :, :4] = concepts[1].view(4, 1, 1)
+    grid[0, :, :, 4:] = concepts[2].view(4, 1, 1)
+    return grid, concepts
+
+
+@pytest.mark.parametrize("mode", list(Mode))
+def test_every_mode_labels_two_regions_with_their_concepts(mode):
+    grid, concepts = two_region_features()
+    scores, index = concept_scores(grid, concepts, mode, components=2)
+    labels = labels_from_scores(scores, index, (6, 8))[0]
+    assert (labels[:, :4] == 1).all() and (labels[:, 4:] == 2).all()
+
+
+def test_classify_assigns_components_to_the_nearest_centre_by_cosine():
+    grid, concepts = two_region_features()
+    scores, index = concept_scores(grid * 7.0, concepts, Mode.CLASSIFY, components=2)
+    assert scores.shape == (1, 2, 6, 8)
+    assert sorted(index[0].tolist()) == [1, 2]
+
+
+def test_upsampling_is_bilinear_before_the_argmax():
+    """Boundaries fall between cells, finer than the grid, where the reference puts them."""
+    scores = torch.zeros(1, 2, 1, 2)
+    scores[0, 0, 0, 0], scores[0, 1, 0, 1] = 1.0, 1.0
+    labels = labels_from_scores(scores, torch.tensor([[0, 1]]), (1, 8))[0, 0]
+    assert labels.tolist() == [0, 0, 0, 0, 1, 1, 1, 1]
+    uneven = torch.tensor([[[[1.0, 0.0]], [[0.0, 0.5]]]])
+    labels = labels_from_scores(uneven, torch.tensor([[0, 1]]), (1, 8))[0, 0]
+    assert labels.tolist() == [0, 0, 0, 0, 0, 1, 1, 1]  # the stronger class reaches further

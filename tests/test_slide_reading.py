@@ -1,0 +1,153 @@
+"""Reading slides and images: formats, resolution, levels, tissue, and bad input."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from conftest import shared
+from fseg_server.errors import FailedPrecondition, InvalidInput, NotFound
+from fseg_server.slide.reader import open_slide
+from fseg_server.slide.tiles import choose_resolution, plan_tiles
+from fseg_server.slide.tissue import detect_tissue
+
+
+def test_aperio_slide_reports_geometry_and_calibration(cmu_slide):
+    with open_slide(cmu_slide) as slide:
+        assert slide.info.dimensions == (2220, 2967)
+        assert slide.info.mpp == (0.499, 0.499)
+        assert slide.info.vendor == "aperio" and not slide.info.is_plain_image
+        region = slide.read(0, 1000, 1000, 64, 32)
+        assert region.shape == (32, 64, 3) and region.dtype == np.uint8
+
+
+@pytest.mark.parametrize(
+    "name", ["boxes.tiff", "boxes_0.dcm", "small.svs", "tcga-cr-7395-01a-01-ts1.svs"]
+)
+def test_every_shared_slide_format_opens(name):
+    with open_slide(shared(f"slides/{name}")) as slide:
+        thumbnail, downsample = slide.thumbnail(64)
+        assert thumbnail.ndim == 3 and max(thumbnail.shape[:2]) <= 64
+        assert downsample >= 1.0
+
+
+def test_reads_outside_the_slide_repeat_its_edge(cmu_slide):
+    with open_slide(cmu_slide) as slide:
+        inside = slide.read(0, 0, 0, 8, 8)
+        straddling = slide.read(0, -4, -4, 12, 12)
+        assert np.array_equal(straddling[4:, 4:], inside)
+        assert np.array_equal(straddling[0, 4:], inside[0])  # replicated, not black
+        assert slide.read(0, -100, -100, 10, 10).shape == (10, 10, 3)
+
+
+def test_plain_images_are_single_level_slides(he_like_image):
+    with open_slide(he_like_image) as slide:
+        assert slide.info.is_plain_image and slide.info.level_dimensions == ((300, 260),)
+        assert slide.info.mpp is None
+        assert slide.read(0, 290, 250, 20, 20).shape == (20, 20, 3)
+
+
+def test_the_read_level_is_the_finest_not_finer_than_needed():
+    info = open_slide(shared("slides/tcga-cr-7395-01a-01-ts1.svs")).info
+    half = choose_resolution(info, 1.0, 0.5)  # needs downsample 2: level 1 (2.0005) serves
+    assert half.level == 1 and half.scale == 1.0
+    quarter = choose_resolution(info, 2.0, 0.5)
+    assert quarter.level == 1 and 1.99 < quarter.scale < 2.0
+    full = choose_resolution(info, 0.6, 0.5)
+    assert full.level == 0 and full.scale == pytest.approx(1.2)
+
+
+def test_a_slide_without_mpp_is_refused_naming_the_option():
+    info = open_slide(shared("slides/tcga-cr-7395-01a-01-ts1.svs")).info
+    assert info.mpp is None
+    with pytest.raises(FailedPrecondition, match=r"no openslide.mpp-x.*pass --mpp"):
+        choose_resolution(info, 1.0, None)
+    with pytest.raises(InvalidInput, match="positive"):
+        choose_resolution(info, 1.0, -0.25)
+
+
+def test_uncalibrated_plain_images_keep_their_pixels(he_like_image):
+    resolution = choose_resolution(open_slide(he_like_image).info, 1.0, None)
+    assert (resolution.mpp, resolution.target_downsample, resolution.scale) == (None, 1.0, 1.0)
+
+
+def test_tiles_cover_the_slide_with_margins(cmu_slide):
+    info = open_slide(cmu_slide).info
+    grid = plan_tiles(info, choose_resolution(info, 1.0, None), 512, 32)
+    assert grid.width == 1108 and grid.height == 1481  # 0.499 -> 1.0 µm/px: 2220 / 2.004
+    assert (grid.rows, grid.cols) == (3, 3)
+    tile = grid.tile(1, 2)
+    assert (tile.core_x, tile.core_y) == (1024, 512)
+    assert tile.read_left == pytest.approx((1024 - 32) * grid.resolution.scale, abs=1)
+
+
+def test_tissue_detection_finds_tissue_and_leaves_glass(cmu_slide):
+    with open_slide(cmu_slide) as slide:
+        thumbnail, downsample = slide.thumbnail(600)
+    tissue = detect_tissue(thumbnail, downsample, 0.499)
+    assert 0.25 < tissue.fraction < 0.5  # a strip of skin on mostly empty glass
+    assert not tissue.mask[:20, :20].any()  # the top-left corner is glass
+    bright = thumbnail.mean(axis=2) > 235
+    assert (tissue.mask & bright).sum() < 0.05 * tissue.mask.sum()
+
+
+@pytest.mark.parametrize(
+    "content,error,message",
+    [
+        (b"", InvalidInput, "is empty"),
+        (
+            b"this is a text file, not a slide\n" * 20,
+            InvalidInput,
+            "not a slide OpenSlide can read",
+        ),
+        (
+            bytes(np.random.default_rng(0).integers(0, 256, 4096, dtype=np.uint8)),
+            InvalidInput,
+            "not a slide OpenSlide can read",
+        ),
+    ],
+)
+def test_files_that_are_not_slides_get_one_sentence(tmp_path, content, error, message):
+    path = tmp_path / "slide.svs"
+    path.write_bytes(content)
+    with pytest.raises(error, match=message):
+        open_slide(path)
+
+
+def test_a_truncated_slide_is_refused(tmp_path, cmu_slide):
+    path = tmp_path / "truncated.svs"
+    path.write_bytes(cmu_slide.read_bytes()[:200_000])
+    with pytest.raises(InvalidInput, match="damaged, truncated"), open_slide(path) as slide:
+        slide.thumbnail(256)
+        slide.read(0, 0, 0, 2220, 2967)
+
+
+def test_missing_and_directory_paths(tmp_path):
+    with pytest.raises(NotFound):
+        open_slide(tmp_path / "absent.svs")
+    with pytest.raises(InvalidInput, match="not a file"):
+        open_slide(tmp_path)
+
+
+def test_a_16_bit_multichannel_image_is_refused_as_not_brightfield(tmp_path):
+    path = tmp_path / "fluorescence.tif"
+    Image.fromarray(np.zeros((32, 32), np.uint16)).save(path)
+    with pytest.raises(FailedPrecondition, match="brightfield"):
+        open_slide(path)
+
+
+def test_zero_size_images_are_refused(tmp_path: Path):
+    path = tmp_path / "empty.png"
+    path.write_bytes(b"\x89PNG\r\n\x1a\n")
+    with pytest.raises(InvalidInput):
+        open_slide(path)
+
+
+def test_random_bytes_named_like_an_image_are_refused(tmp_path):
+    path = tmp_path / "picture.png"
+    path.write_bytes(bytes(np.random.default_rng(1).integers(0, 256, 2048, dtype=np.uint8)))
+    with pytest.raises(InvalidInput, match="neither a slide OpenSlide can read nor an image"):
+        open_slide(path)

@@ -1,0 +1,18 @@
+#!/usr/bin/env bash
+# Installs what the QuPath conformance tests need, only when it is missing:
+# a Java runtime and compiler, Groovy, and JTS (libjts-java).
+set -euo pipefail
+missing=()
+command -v java >/dev/null 2>&1 || missing+=(default-jre-headless)
+command -v javac >/dev/null 2>&1 || missing+=(default-jdk-headless)
+command -v groovy >/dev/null 2>&1 || missing+=(groovy)
+ls /usr/share/java/jts-core*.jar >/dev/null 2>&1 || missing+=(libjts-java)
+if [ ${#missing[@]} -eq 0 ]; then
+  exit 0
+fi
+echo "installing ${missing[*]} with apt-get"
+SUDO=""
+if [ "$(id -u)" -ne 0 ]; then SUDO="sudo"; fi
+export DEBIAN_FRONTEND=noninteractive
+$SUDO apt-get update -qq
+$SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
