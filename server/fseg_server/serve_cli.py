@@ -1,10 +1,111 @@
-"""``fseg-server serve``: the gRPC service (filled in by the gRPC layer)."""
+"""``fseg-server serve``: options to a ServeConfig, then serve until SIGTERM."""
 
 from __future__ import annotations
 
 import argparse
+import logging
+from pathlib import Path
+
+from .errors import InvalidInput
 
 
 def add_serve(commands: argparse._SubParsersAction) -> None:
-    p = commands.add_parser("serve", help="serve segmentation over gRPC")
-    p.set_defaults(handler=lambda args: 0)
+    p = commands.add_parser(
+        "serve",
+        help="serve segmentation over gRPC (fseg.v1, health and reflection)",
+        description="Serve fseg.v1 over gRPC until SIGTERM, which drains running jobs.",
+    )
+    p.add_argument("--host", default="127.0.0.1", help="address to listen on (0.0.0.0: all)")
+    p.add_argument("--port", type=int, default=50051, help="port (0: a free one)")
+    p.add_argument("--port-file", type=Path, help="write the bound port here once serving")
+    p.add_argument(
+        "--extractor", action="append", dest="extractors", metavar="NAME",
+        help="extractor to serve (repeatable; the first is the default; default: stain)",
+    )  # fmt: skip
+    p.add_argument(
+        "--weights", action="append", default=[], metavar="[NAME=]PATH",
+        help="checkpoint for an extractor (repeatable); a bare PATH goes to the one "
+        "extractor that needs weights",
+    )  # fmt: skip
+    p.add_argument(
+        "--concepts", action="append", default=[], metavar="[NAME=]BANK",
+        help="concept bank file (.safetensors) to offer, named NAME or by its file stem",
+    )  # fmt: skip
+    p.add_argument("--device", default="auto", help="auto, cpu or cuda")
+    p.add_argument(
+        "--slide-root", action="append", default=[], type=Path, metavar="DIR",
+        help="directory whose slides clients may name by path (repeatable)",
+    )  # fmt: skip
+    p.add_argument("--upload-dir", type=Path, help="accept uploads and keep them here")
+    p.add_argument(
+        "--upload-max-bytes", type=int, default=20 << 30, help="largest upload (default 20 GiB)"
+    )
+    p.add_argument("--max-queued-jobs", type=int, default=16, help="admitted jobs at most (16)")
+    p.add_argument("--max-running-jobs", type=int, default=2, help="jobs running at once (2)")
+    p.add_argument("--tls-cert", type=Path, help="server certificate chain (PEM)")
+    p.add_argument("--tls-key", type=Path, help="server private key (PEM)")
+    p.add_argument("--tls-client-ca", type=Path, help="CA of client certificates (mutual TLS)")
+    p.add_argument("--token-file", type=Path, help="bearer token every call must carry")
+    p.add_argument("--grace-seconds", type=float, default=30.0, help="drain time on SIGTERM")
+    p.add_argument("--chunk-bytes", type=int, default=1 << 20, help="result chunk size")
+    p.add_argument("--log-level", default="INFO")
+    p.set_defaults(handler=serve)
+
+
+def serve(args: argparse.Namespace) -> int:
+    from .serve import ServeConfig, serve_forever
+
+    logging.basicConfig(
+        level=args.log_level.upper(), format="%(asctime)s %(name)s %(levelname)s %(message)s"
+    )
+    extractors = args.extractors or ["stain"]
+    _check_positive(args)
+    config = ServeConfig(
+        host=args.host,
+        port=args.port,
+        extractors=extractors,
+        weights=_weights(args.weights, extractors),
+        banks=_banks(args.concepts),
+        device=args.device,
+        slide_roots=args.slide_root,
+        upload_dir=args.upload_dir,
+        upload_max_bytes=args.upload_max_bytes,
+        max_queued_jobs=args.max_queued_jobs,
+        max_running_jobs=args.max_running_jobs,
+        tls_cert=args.tls_cert,
+        tls_key=args.tls_key,
+        tls_client_ca=args.tls_client_ca,
+        token_file=args.token_file,
+        chunk_bytes=args.chunk_bytes,
+        grace_seconds=args.grace_seconds,
+        port_file=args.port_file,
+    )
+    return serve_forever(config)
+
+
+def _weights(values: list[str], extractors: list[str]) -> dict[str, str]:
+    weights: dict[str, str] = {}
+    for value in values:
+        name, _, path = value.rpartition("=")
+        if not name:
+            needing = [e for e in extractors if e != "stain"]
+            if len(needing) != 1:
+                raise InvalidInput(f"say which extractor --weights {value} is for: NAME={value}")
+            name = needing[0]
+        weights[name] = path
+    return weights
+
+
+def _banks(values: list[str]) -> dict[str, Path]:
+    banks: dict[str, Path] = {}
+    for value in values:
+        name, _, path = value.rpartition("=")
+        path_obj = Path(path)
+        banks[name or path_obj.name.split(".")[0]] = path_obj
+    return banks
+
+
+def _check_positive(args: argparse.Namespace) -> None:
+    for name in ("max_queued_jobs", "max_running_jobs", "chunk_bytes", "upload_max_bytes"):
+        if getattr(args, name) < 1:
+            raise InvalidInput(f"--{name.replace('_', '-')} must be at least 1")

@@ -107,18 +107,22 @@ class ConceptBank:
             },
         }
 
-    def save(self, path: str | Path) -> Path:
-        """Write the bank to ``path`` atomically (temporary name, then rename)."""
-        from safetensors.numpy import save_file
+    def to_bytes(self) -> bytes:
+        """The bank as the bytes of a .safetensors file."""
+        from safetensors.numpy import save
 
-        path = Path(path)
         tensors = {
             f"{_TENSOR_PREFIX}{k}": np.ascontiguousarray(self.centres[k], np.float32)
             for k in self.ks
         }
+        return save(tensors, metadata={"fseg": json.dumps(self.metadata())})
+
+    def save(self, path: str | Path) -> Path:
+        """Write the bank to ``path`` atomically (temporary name, then rename)."""
+        path = Path(path)
         tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
         try:
-            save_file(tensors, str(tmp), metadata={"fseg": json.dumps(self.metadata())})
+            tmp.write_bytes(self.to_bytes())
             os.replace(tmp, path)
         finally:
             tmp.unlink(missing_ok=True)
@@ -127,26 +131,43 @@ class ConceptBank:
 
 def load_bank(path: str | Path) -> ConceptBank:
     """Read a bank written by :meth:`ConceptBank.save`; never unpickles anything."""
-    from safetensors import safe_open
-
     path = Path(path)
     if not path.is_file():
         raise NotFound(f"concept bank {path} does not exist")
+    return bank_from_bytes(path.read_bytes(), str(path))
+
+
+def bank_from_bytes(data: bytes, origin: str = "the concept bank") -> ConceptBank:
+    """Parse the bytes of a .safetensors bank (as sent with a request).
+
+    ``origin`` names the bank in error messages.
+    """
     try:
-        with safe_open(str(path), framework="np") as f:
-            meta = json.loads((f.metadata() or {}).get("fseg", "null"))
-            tensors = {name: f.get_tensor(name) for name in f.keys()}  # noqa: SIM118
+        meta = json.loads(_safetensors_metadata(data).get("fseg", "null"))
+        from safetensors.numpy import load
+
+        tensors = load(data)
     except Exception as exc:
         raise InvalidInput(
-            f"{path} is not a concept bank in safetensors format "
+            f"{origin} is not a concept bank in safetensors format "
             f"(convert published .joblib banks with `fseg-server import-concepts`): {exc}"
         ) from exc
-    return _from_parts(path, meta, tensors)
+    return _from_parts(origin, meta, tensors, hashlib.sha256(data).hexdigest())
 
 
-def _from_parts(path: Path, meta: object, tensors: dict[str, np.ndarray]) -> ConceptBank:
+def _safetensors_metadata(data: bytes) -> dict:
+    """The ``__metadata__`` of a safetensors file: 8-byte length, then a JSON header."""
+    size = int.from_bytes(data[:8], "little")
+    if len(data) < 8 or size > len(data) - 8:
+        raise ValueError("truncated or not safetensors")
+    return json.loads(data[8 : 8 + size]).get("__metadata__") or {}
+
+
+def _from_parts(
+    origin: str, meta: object, tensors: dict[str, np.ndarray], digest: str
+) -> ConceptBank:
     if not isinstance(meta, dict) or meta.get("format") != FORMAT:
-        raise InvalidInput(f"{path} has no fseg concept-bank metadata ({FORMAT})")
+        raise InvalidInput(f"{origin} has no fseg concept-bank metadata ({FORMAT})")
     try:
         centres = {int(n[len(_TENSOR_PREFIX) :]): v.astype(np.float32) for n, v in tensors.items()}
         classes = {
@@ -160,12 +181,12 @@ def _from_parts(path: Path, meta: object, tensors: dict[str, np.ndarray]) -> Con
             classes=classes,
             mpp=None if meta.get("mpp") is None else float(meta["mpp"]),
             source=str(meta.get("source", "")),
-            digest=hashlib.sha256(path.read_bytes()).hexdigest(),
+            digest=digest,
         )
     except (KeyError, TypeError, ValueError) as exc:
-        raise InvalidInput(f"{path} has malformed concept-bank metadata: {exc}") from exc
+        raise InvalidInput(f"{origin} has malformed concept-bank metadata: {exc}") from exc
     if not all(np.isfinite(c).all() for c in centres.values()):
-        raise InvalidInput(f"{path} holds non-finite concept centres")
+        raise InvalidInput(f"{origin} holds non-finite concept centres")
     return bank
 
 

@@ -11,7 +11,7 @@ from PIL import Image
 from ..concepts.bank import ConceptClass
 from .canvas import NODATA
 
-OVERLAY_MAX = 2048  # px, long side of the overlay thumbnail
+OVERLAY_MAX = 1536  # px, long side of the overlay thumbnail
 OVERLAY_ALPHA = 0.45  # share of the class colour in tissue pixels
 GLASS_COLOR = (255, 255, 255)
 

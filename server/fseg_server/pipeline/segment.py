@@ -26,7 +26,7 @@ from .fit import fit_bank, sample_slide
 from .options import SegmentOptions
 from .plan import SlidePlan, plan_slide
 from .recipes import LabelRecipe
-from .render import label_png, overlay_png
+from .render import OVERLAY_MAX, label_png, overlay_png
 from .stream import ReadClock, stream_tiles
 from .summary import build_summary
 
@@ -148,7 +148,7 @@ def segment_slide(
         geojson = dumps(collection)
         progress("vectorize", 1, 1)
     with timings.time("render"):
-        thumbnail, _ = slide.thumbnail(2048)
+        thumbnail, _ = slide.thumbnail(OVERLAY_MAX)
         files = {
             "geojson": geojson,
             "labels.png": label_png(canvas.labels, classes),

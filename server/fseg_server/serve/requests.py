@@ -1,0 +1,130 @@
+"""Turning protocol messages into the pipeline's options, checking each field."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import shapely
+from shapely.geometry import shape
+
+from fseg_proto import fseg_pb2
+
+from ..errors import InvalidInput
+from ..factorize import Mode
+from ..pipeline.options import Frame, SegmentOptions, TissueDetection
+from ..vectorize import DEFAULT_SIMPLIFY
+
+MODES = {
+    fseg_pb2.MODE_UNSPECIFIED: Mode.PROJECT,
+    fseg_pb2.MODE_PROJECT: Mode.PROJECT,
+    fseg_pb2.MODE_CLASSIFY: Mode.CLASSIFY,
+    fseg_pb2.MODE_CLUSTER: Mode.CLUSTER,
+}
+FRAMES = {
+    fseg_pb2.FRAME_UNSPECIFIED: Frame.BOUNDS,
+    fseg_pb2.FRAME_BOUNDS: Frame.BOUNDS,
+    fseg_pb2.FRAME_LEVEL0: Frame.LEVEL0,
+}
+TISSUE = {
+    fseg_pb2.TISSUE_UNSPECIFIED: TissueDetection.AUTO,
+    fseg_pb2.TISSUE_ON: TissueDetection.ON,
+    fseg_pb2.TISSUE_OFF: TissueDetection.OFF,
+}
+DEFAULT_K = 8
+DEFAULT_COMPONENTS = 8
+DEFAULT_MIN_AREA_UM2 = 200.0
+MAX_ROI_BYTES = 8 << 20
+
+
+def segment_options(request: fseg_pb2.SegmentRequest) -> SegmentOptions:
+    """The pipeline options of a Segment call; bad values raise InvalidInput."""
+    vectorize = request.vectorize
+    return SegmentOptions(
+        k=request.k or DEFAULT_K,
+        mode=_lookup(MODES, request.mode, "mode"),
+        components=request.components or DEFAULT_COMPONENTS,
+        slide_mpp=_mpp(request.slide_mpp, "slide_mpp (--mpp)"),
+        target_mpp=_mpp(request.target_mpp, "target_mpp (--target-mpp)"),
+        frame=_lookup(FRAMES, request.frame, "frame"),
+        roi=parse_roi(request.roi_geojson) if request.roi_geojson else None,
+        tissue=_lookup(TISSUE, request.tissue, "tissue"),
+        simplify=vectorize.simplify if vectorize.HasField("simplify") else DEFAULT_SIMPLIFY,
+        min_area_um2=vectorize.min_area_um2
+        if vectorize.HasField("min_area_um2")
+        else DEFAULT_MIN_AREA_UM2,
+        split_regions=vectorize.split_regions,
+        label_upsample=vectorize.label_upsample or None,
+    )
+
+
+def requested_outputs(request: fseg_pb2.SegmentRequest) -> set[str]:
+    """Output suffixes to stream; none asked means all of them."""
+    wanted = request.outputs
+    chosen = {
+        name
+        for name, flag in (
+            ("geojson", wanted.geojson),
+            ("labels.png", wanted.labels),
+            ("overlay.png", wanted.overlay),
+        )
+        if flag
+    }
+    return chosen or {"geojson", "labels.png", "overlay.png"}
+
+
+def parse_roi(text: str) -> tuple[shapely.Polygon, ...]:
+    """Polygons of a GeoJSON geometry, Feature, FeatureCollection or list of Features.
+
+    Raises:
+        InvalidInput: not GeoJSON, no polygon, non-finite or invalid geometry.
+    """
+    if len(text) > MAX_ROI_BYTES:
+        raise InvalidInput(f"the ROI is larger than {MAX_ROI_BYTES} bytes")
+    try:
+        document = json.loads(text)
+        geometries = [shape(g) for g in _geometries(document)]
+    except (ValueError, TypeError, KeyError, AttributeError, IndexError) as exc:
+        raise InvalidInput(f"the ROI is not valid GeoJSON ({exc})") from None
+    polygons: list[shapely.Polygon] = []
+    for geometry in geometries:
+        polygons.extend(shapely.get_parts(geometry).tolist())
+    polygons = [p for p in polygons if isinstance(p, shapely.Polygon) and not p.is_empty]
+    if not polygons:
+        raise InvalidInput("the ROI holds no polygon (points and lines do not bound an area)")
+    for polygon in polygons:
+        if not all(math.isfinite(v) for v in polygon.bounds):
+            raise InvalidInput("the ROI has non-finite coordinates")
+        if not polygon.is_valid:
+            reason = shapely.is_valid_reason(polygon)
+            raise InvalidInput(f"the ROI polygon is not valid ({reason}); fix it in QuPath first")
+    return tuple(polygons)
+
+
+def _geometries(document: object) -> list[dict]:
+    if isinstance(document, list):
+        return [g for item in document for g in _geometries(item)]
+    if not isinstance(document, dict):
+        raise ValueError("expected a GeoJSON object")
+    kind = document.get("type")
+    if kind == "FeatureCollection":
+        return [g for feature in document["features"] for g in _geometries(feature)]
+    if kind == "Feature":
+        return [document["geometry"]] if document.get("geometry") else []
+    if kind in ("Polygon", "MultiPolygon", "GeometryCollection", "Point", "LineString"):
+        return [document]
+    raise ValueError(f"unknown GeoJSON type {kind!r}")
+
+
+def _mpp(value: float, name: str) -> float | None:
+    if value == 0:
+        return None
+    if not math.isfinite(value) or value < 0:
+        raise InvalidInput(f"{name} must be a positive number of µm per pixel, not {value}")
+    return value
+
+
+def _lookup(table: dict, value: int, name: str) -> object:
+    if value not in table:
+        raise InvalidInput(f"unknown {name} {value}")
+    return table[value]

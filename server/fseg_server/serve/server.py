@@ -1,0 +1,179 @@
+"""Assembling and running the gRPC server: service, health, reflection, TLS, token, drain."""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import threading
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import grpc
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection
+
+from fseg_proto import fseg_pb2, fseg_pb2_grpc
+
+from ..device import describe_device, resolve_device
+from ..errors import InvalidInput
+from ..pipeline.device_worker import DeviceWorker
+from .admission import Admission
+from .auth import TokenInterceptor
+from .info import Limits
+from .resources import Resources
+from .service import SegmentationService
+from .slide_access import SlideAccess
+from .uploads import UploadStore
+
+log = logging.getLogger("fseg.server")
+SERVICE_NAME = fseg_pb2.DESCRIPTOR.services_by_name["Segmentation"].full_name
+MAX_RECEIVE_BYTES = 32 << 20  # a request may carry a concept bank of up to 16 MiB
+
+
+@dataclass
+class ServeConfig:
+    """Everything ``fseg-server serve`` is started with."""
+
+    host: str = "127.0.0.1"
+    port: int = 50051
+    extractors: list[str] = field(default_factory=lambda: ["stain"])
+    weights: dict[str, str] = field(default_factory=dict)
+    banks: dict[str, Path] = field(default_factory=dict)
+    device: str = "auto"
+    slide_roots: list[Path] = field(default_factory=list)
+    upload_dir: Path | None = None
+    upload_max_bytes: int = 20 << 30
+    max_queued_jobs: int = 16
+    max_running_jobs: int = 2
+    tls_cert: Path | None = None
+    tls_key: Path | None = None
+    tls_client_ca: Path | None = None
+    token_file: Path | None = None
+    chunk_bytes: int = 1 << 20
+    grace_seconds: float = 30.0
+    port_file: Path | None = None
+
+
+@dataclass
+class RunningServer:
+    server: grpc.Server
+    health: health.HealthServicer
+    worker: DeviceWorker
+    port: int
+    draining: threading.Event
+
+    def drain(self, grace: float) -> None:
+        """Refuse new work, give running jobs ``grace`` seconds, then stop."""
+        if self.draining.is_set():
+            return
+        log.info("draining: new calls are refused, running jobs get %.0f s", grace)
+        self.draining.set()
+        self.health.enter_graceful_shutdown()
+        self.server.stop(grace).wait()
+        self.worker.close()
+
+
+def start_server(config: ServeConfig) -> RunningServer:
+    """Build everything, bind the port and start serving."""
+    device = resolve_device(config.device)
+    resources = Resources.load(device, config.extractors, config.weights, config.banks)
+    uploads = UploadStore(config.upload_dir, config.upload_max_bytes) if config.upload_dir else None
+    access = SlideAccess(_existing_dirs(config.slide_roots), uploads)
+    worker = DeviceWorker(device)
+    draining = threading.Event()
+    limits = Limits(
+        max_queued_jobs=config.max_queued_jobs,
+        max_running_jobs=config.max_running_jobs,
+        upload_max_bytes=config.upload_max_bytes,
+        max_message_bytes=MAX_RECEIVE_BYTES,
+        chunk_bytes=config.chunk_bytes,
+    )
+    service = SegmentationService(
+        resources, access, uploads, worker,
+        Admission(config.max_queued_jobs, config.max_running_jobs), limits, draining,
+    )  # fmt: skip
+    interceptors = [TokenInterceptor(_read_token(config.token_file))] if config.token_file else []
+    server = grpc.server(
+        # Each streaming call holds a thread while it waits or runs.
+        ThreadPoolExecutor(max_workers=config.max_queued_jobs + 16, thread_name_prefix="fseg-rpc"),
+        interceptors=interceptors,
+        options=[("grpc.max_receive_message_length", MAX_RECEIVE_BYTES)],
+        maximum_concurrent_rpcs=config.max_queued_jobs + 64,
+    )
+    fseg_pb2_grpc.add_SegmentationServicer_to_server(service, server)
+    health_servicer = health.HealthServicer()
+    health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
+    reflection.enable_server_reflection(
+        (SERVICE_NAME, health.SERVICE_NAME, reflection.SERVICE_NAME), server
+    )
+    port = _bind(server, config)
+    server.start()
+    for name in ("", SERVICE_NAME):
+        health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
+    if config.port_file:
+        _write_atomically(config.port_file, f"{port}\n")
+    log.info(
+        "serving %s on %s:%d (%s), extractors %s, banks %s",
+        SERVICE_NAME, config.host, port, describe_device(device),
+        ", ".join(resources.extractors), ", ".join(resources.banks) or "none",
+    )  # fmt: skip
+    return RunningServer(server, health_servicer, worker, port, draining)
+
+
+def serve_forever(config: ServeConfig) -> int:
+    """Start, then serve until SIGTERM or SIGINT, draining gracefully."""
+    running = start_server(config)
+    stop = threading.Event()
+
+    def on_signal(signum: int, frame: object) -> None:
+        stop.set()
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+    stop.wait()
+    running.drain(config.grace_seconds)
+    return 0
+
+
+def _bind(server: grpc.Server, config: ServeConfig) -> int:
+    address = f"{config.host}:{config.port}"
+    if config.tls_cert or config.tls_key:
+        if not (config.tls_cert and config.tls_key):
+            raise InvalidInput("TLS needs both --tls-cert and --tls-key")
+        client_ca = config.tls_client_ca.read_bytes() if config.tls_client_ca else None
+        credentials = grpc.ssl_server_credentials(
+            [(config.tls_key.read_bytes(), config.tls_cert.read_bytes())],
+            root_certificates=client_ca,
+            require_client_auth=client_ca is not None,
+        )
+        port = server.add_secure_port(address, credentials)
+    else:
+        port = server.add_insecure_port(address)
+    if port == 0:
+        raise InvalidInput(f"cannot listen on {address} (in use, or not a local address)")
+    return port
+
+
+def _read_token(path: Path) -> str:
+    try:
+        token = path.read_text().strip()
+    except OSError as exc:
+        raise InvalidInput(f"--token-file {path} cannot be read ({exc.strerror})") from None
+    if not token:
+        raise InvalidInput(f"--token-file {path} is empty")
+    return token
+
+
+def _existing_dirs(paths: list[Path]) -> list[Path]:
+    for path in paths:
+        if not Path(path).is_dir():
+            raise InvalidInput(f"--slide-root {path} is not a directory")
+    return paths
+
+
+def _write_atomically(path: Path, text: str) -> None:
+    tmp = Path(f"{path}.{os.getpid()}.tmp")
+    tmp.write_text(text)
+    os.replace(tmp, path)

@@ -1,0 +1,231 @@
+"""The fseg.v1 Segmentation service: requests in, jobs run, results streamed out."""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import logging
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import grpc
+
+from fseg_proto import fseg_pb2, fseg_pb2_grpc
+
+from .. import __version__
+from ..concepts.kmeans import Reservoir
+from ..device import describe_device
+from ..errors import FsegError, InvalidInput, NotFound, PermissionDenied
+from ..pipeline.device_worker import DeviceWorker
+from ..pipeline.fit import fit_bank, sample_slide
+from ..pipeline.options import SegmentOptions
+from ..pipeline.segment import segment_slide
+from ..slide.reader import open_slide
+from .admission import Admission
+from .info import Limits, server_info
+from .requests import requested_outputs, segment_options
+from .resources import Resources
+from .slide_access import SlideAccess
+from .streaming import CallStopper, ProgressEvents, file_chunks, run_job
+from .uploads import UploadStore
+
+log = logging.getLogger("fseg.server")
+OUTPUT_ORDER = ("geojson", "labels.png", "overlay.png")
+MAX_FIT_SLIDES = 10_000
+
+
+class SegmentationService(fseg_pb2_grpc.SegmentationServicer):
+    def __init__(
+        self,
+        resources: Resources,
+        access: SlideAccess,
+        uploads: UploadStore | None,
+        worker: DeviceWorker,
+        admission: Admission,
+        limits: Limits,
+        draining: threading.Event,
+    ) -> None:
+        self.resources = resources
+        self.access = access
+        self.uploads = uploads
+        self.worker = worker
+        self.admission = admission
+        self.limits = limits
+        self.draining = draining
+
+    # -- Segment -------------------------------------------------------------------------
+
+    def Segment(self, request: fseg_pb2.SegmentRequest, context: grpc.ServicerContext):
+        with _status(context):
+            self._refuse_if_draining()
+            options = segment_options(request)
+            extractor = self.resources.extractor(request.extractor)
+            bank, bank_name = self.resources.bank(request.bank, request.bank_safetensors)
+            if bank is not None:
+                bank.check_extractor(extractor.spec.name, extractor.spec.feature_dim)
+                bank.concepts(options.k)
+            path = self._slide_path(request.slide)
+            outputs = requested_outputs(request)
+            ticket = self.admission.admit("segment")
+            try:
+                yield fseg_pb2.SegmentEvent(
+                    accepted=fseg_pb2.Accepted(
+                        job_id=ticket.job_id, queue_position=ticket.queue_position
+                    )
+                )
+                stop = CallStopper(context)
+                queued = time.perf_counter()
+                self.admission.wait_for_slot(ticket, stop)
+                waited = time.perf_counter() - queued
+
+                def work(emit):
+                    progress = ProgressEvents(lambda p: emit(fseg_pb2.SegmentEvent(progress=p)))
+                    with open_slide(path) as slide:
+                        return segment_slide(
+                            slide, extractor, bank, options, self.worker,
+                            bank_name=bank_name, progress=progress, should_stop=stop,
+                        )  # fmt: skip
+
+                result = yield from run_job(work, ticket.job_id)
+                for name in OUTPUT_ORDER:
+                    if name in outputs:
+                        for chunk in file_chunks(name, result.files[name], self.limits.chunk_bytes):
+                            yield fseg_pb2.SegmentEvent(chunk=chunk)
+                summary = {
+                    **result.summary,
+                    "server": {
+                        "version": __version__,
+                        "device": describe_device(self.worker.device),
+                        "job_id": ticket.job_id,
+                        "queued_s": round(waited, 4),
+                    },
+                }
+                yield fseg_pb2.SegmentEvent(summary=fseg_pb2.Summary(json=json.dumps(summary)))
+                log.info(
+                    "%s done: %s (%.1f s)", ticket.job_id, path.name, summary["timings_s"]["total"]
+                )
+            finally:
+                self.admission.release(ticket)
+
+    # -- FitConcepts ---------------------------------------------------------------------
+
+    def FitConcepts(self, request: fseg_pb2.FitRequest, context: grpc.ServicerContext):
+        with _status(context):
+            self._refuse_if_draining()
+            extractor = self.resources.extractor(request.extractor)
+            ks = sorted(set(request.k)) or [8]
+            if min(ks) < 1:
+                raise InvalidInput("every k must be at least 1")
+            if not request.slides or len(request.slides) > MAX_FIT_SLIDES:
+                raise InvalidInput(f"give between 1 and {MAX_FIT_SLIDES} slides to fit on")
+            paths = [self._slide_path(ref) for ref in request.slides]
+            options = SegmentOptions(
+                k=max(ks),
+                slide_mpp=request.slide_mpp or None,
+                target_mpp=request.target_mpp or None,
+            )
+            ticket = self.admission.admit("fit")
+            try:
+                stop = CallStopper(context)
+                self.admission.wait_for_slot(ticket, stop)
+
+                def work(emit):
+                    reservoir = Reservoir(200_000, extractor.spec.feature_dim)
+                    for number, path in enumerate(paths, start=1):
+                        with open_slide(path) as slide:
+                            sample_slide(
+                                slide, extractor, self.worker, reservoir, options,
+                                max_tiles=request.tiles_per_slide or 64, should_stop=stop,
+                            )  # fmt: skip
+                        progress = fseg_pb2.Progress(stage="fit", done=number, total=len(paths))
+                        emit(fseg_pb2.FitEvent(progress=progress))
+                    source = f"fitted on {len(paths)} slides by fseg {__version__}"
+                    mpp = options.target_mpp or extractor.spec.mpp
+                    return fit_bank(reservoir, ks, extractor, mpp, source)
+
+                bank = yield from run_job(work, ticket.job_id)
+                data = bank.to_bytes()
+                yield fseg_pb2.FitEvent(
+                    bank=fseg_pb2.FittedBank(
+                        sha256=hashlib.sha256(data).hexdigest(), k=bank.ks, safetensors=data
+                    )
+                )
+            finally:
+                self.admission.release(ticket)
+
+    # -- Slides --------------------------------------------------------------------------
+
+    def StatSlide(self, request: fseg_pb2.SlideRef, context: grpc.ServicerContext):
+        with _status(context):
+            try:
+                path = self._slide_path(request)
+            except (NotFound, PermissionDenied) as exc:
+                return fseg_pb2.SlideStatus(readable=False, reason=str(exc))
+            return fseg_pb2.SlideStatus(readable=True, size_bytes=path.stat().st_size)
+
+    def UploadSlide(self, request_iterator: Iterator[fseg_pb2.UploadChunk], context):
+        with _status(context):
+            self._refuse_if_draining()
+            if self.uploads is None:
+                raise PermissionDenied(
+                    "this server takes no uploads (started without --upload-dir)"
+                )
+            first = next(request_iterator, None)
+            if first is None or not first.HasField("header"):
+                raise InvalidInput("an upload must start with its header (name, sha256, size)")
+            header = first.header
+            chunks = (part.data for part in request_iterator if part.HasField("data"))
+            path, present = self.uploads.receive(
+                header.name, header.sha256, header.size_bytes, chunks
+            )
+            return fseg_pb2.UploadResult(
+                sha256=header.sha256, already_present=present, size_bytes=path.stat().st_size
+            )
+
+    # -- Info ----------------------------------------------------------------------------
+
+    def GetServerInfo(self, request: fseg_pb2.ServerInfoRequest, context):
+        with _status(context):
+            return server_info(
+                self.resources,
+                self.worker.device,
+                self.limits,
+                self.uploads is not None,
+                self.admission.counts,
+            )
+
+    # -- helpers -------------------------------------------------------------------------
+
+    def _slide_path(self, ref: fseg_pb2.SlideRef) -> Path:
+        source = ref.WhichOneof("source")
+        if source == "path":
+            return self.access.resolve_path(ref.path)
+        if source == "sha256":
+            return self.access.resolve_upload(ref.sha256)
+        raise InvalidInput("the request names no slide: give a path or the sha256 of an upload")
+
+    def _refuse_if_draining(self) -> None:
+        if self.draining.is_set():
+            raise _Unavailable("the server is shutting down; send the job to another server")
+
+
+class _Unavailable(FsegError):
+    status = "UNAVAILABLE"
+
+
+@contextlib.contextmanager
+def _status(context: grpc.ServicerContext) -> Iterator[None]:
+    """Map errors to status codes with their one sentence; log the unexpected ones."""
+    try:
+        yield
+    except FsegError as exc:
+        context.abort(getattr(grpc.StatusCode, exc.status), str(exc))
+    except Exception as exc:
+        log.exception("internal error")
+        context.abort(
+            grpc.StatusCode.INTERNAL,
+            f"internal error ({type(exc).__name__}: {exc}); the server keeps serving",
+        )

@@ -1,0 +1,90 @@
+"""Running a job in its own thread while the call's thread streams its events."""
+
+from __future__ import annotations
+
+import hashlib
+import queue
+import threading
+import time
+from collections.abc import Callable, Generator, Iterator
+
+import grpc
+
+from fseg_proto import fseg_pb2
+
+PROGRESS_INTERVAL = 0.2  # seconds between progress events of one stage
+_DONE = object()
+
+
+class CallStopper:
+    """``should_stop()`` for a call: true once the client cancelled or its deadline passed."""
+
+    def __init__(self, context: grpc.ServicerContext) -> None:
+        self._context = context
+
+    def __call__(self) -> bool:
+        if not self._context.is_active():
+            return True
+        remaining = self._context.time_remaining()
+        return remaining is not None and remaining <= 0
+
+
+class ProgressEvents:
+    """Turns pipeline progress callbacks into rate-limited Progress messages."""
+
+    def __init__(self, emit: Callable[[object], None]) -> None:
+        self._emit = emit
+        self._last: dict[str, float] = {}
+
+    def __call__(self, stage: str, done: int, total: int) -> None:
+        now = time.monotonic()
+        final = done >= total
+        if not final and now - self._last.get(stage, 0.0) < PROGRESS_INTERVAL:
+            return
+        self._last[stage] = now
+        self._emit(fseg_pb2.Progress(stage=stage, done=done, total=total))
+
+
+def run_job(
+    work: Callable[[Callable[[object], None]], object], name: str
+) -> Generator[object, None, object]:
+    """Run ``work(emit)`` in a thread; yield what it emits; return its result.
+
+    The work's exception, if any, is raised here, in the call's thread.
+    """
+    events: queue.Queue = queue.Queue()
+    outcome: dict[str, object] = {}
+
+    def target() -> None:
+        try:
+            outcome["result"] = work(events.put)
+        except BaseException as exc:  # handed to the call's thread
+            outcome["error"] = exc
+        finally:
+            events.put(_DONE)
+
+    thread = threading.Thread(target=target, name=name, daemon=True)
+    thread.start()
+    while (item := events.get()) is not _DONE:
+        yield item
+    thread.join()
+    if "error" in outcome:
+        raise outcome["error"]  # type: ignore[misc]
+    return outcome["result"]
+
+
+def file_chunks(name: str, data: bytes, chunk_bytes: int) -> Iterator[fseg_pb2.ResultChunk]:
+    """A file as ResultChunk messages; the last one carries the whole file's SHA-256."""
+    digest = hashlib.sha256(data).hexdigest()
+    total = len(data)
+    offsets = range(0, total, chunk_bytes) if total else [0]
+    for offset in offsets:
+        last = offset + chunk_bytes >= total
+        yield fseg_pb2.ResultChunk(
+            file=name,
+            offset=offset,
+            data=data[offset : offset + chunk_bytes],
+            last=last,
+            total_bytes=total,
+            sha256=digest if last else "",
+        )

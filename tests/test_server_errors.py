@@ -1,0 +1,234 @@
+"""Bad input against a real server: each row gets its status code and one sentence,
+and the server keeps serving with no temporary file left behind (issue 4's table)."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import time
+
+import grpc
+import numpy as np
+import pytest
+
+from conftest import shared
+from fseg_proto import fseg_pb2
+from fseg_server.concepts import ConceptBank, import_joblib
+from servers import start_server
+
+TOKEN = "s3cret-token"
+UPLOAD_CAP = 5_000_000
+
+
+@pytest.fixture(scope="module")
+def env(tmp_path_factory):
+    base = tmp_path_factory.mktemp("server-errors")
+    root = base / "slides"
+    root.mkdir()
+    shutil.copy(shared("slides/CMU-1-Small-Region.svs"), root / "cmu.svs")
+    (root / "empty.svs").write_bytes(b"")
+    (root / "random.svs").write_bytes(np.random.default_rng(0).bytes(50_000))
+    (root / "folder").mkdir()
+    os.symlink(shared("slides/small.svs"), root / "escape.svs")
+    banks = base / "banks"
+    banks.mkdir()
+    rng = np.random.default_rng(1)
+    ConceptBank(
+        "stain", 21, {4: rng.random((4, 21), np.float32), 8: rng.random((8, 21), np.float32)}
+    ).save(banks / "tiny.safetensors")
+    ConceptBank("stain", 20, {8: rng.random((8, 20), np.float32)}).save(
+        banks / "narrow.safetensors"
+    )
+    import_joblib(shared("concept-banks/uni.joblib"), "uni", 1024).save(banks / "uni.safetensors")
+    uploads = base / "uploads"
+    server = start_server(
+        base, "--slide-root", str(root), "--upload-dir", str(uploads),
+        "--upload-max-bytes", str(UPLOAD_CAP),
+        "--concepts", f"tiny={banks / 'tiny.safetensors'}",
+        "--concepts", f"narrow={banks / 'narrow.safetensors'}",
+        "--concepts", f"uni={banks / 'uni.safetensors'}",
+        token=TOKEN,
+    )  # fmt: skip
+    yield {"server": server, "root": root, "uploads": uploads}
+    server.stop()
+
+
+def segment(env, timeout: float | None = 120, metadata=None, **fields) -> list:
+    server = env["server"]
+    request = fseg_pb2.SegmentRequest(**fields)
+    call = server.stub().Segment(
+        request, timeout=timeout, metadata=server.metadata() if metadata is None else metadata
+    )
+    return list(call)
+
+
+def expect(code: grpc.StatusCode, fragment: str, call, *args, **kwargs) -> None:
+    with pytest.raises(grpc.RpcError) as info:
+        call(*args, **kwargs)
+    assert info.value.code() == code, info.value.details()
+    assert fragment in info.value.details()
+    assert "\n" not in info.value.details() and "Traceback" not in info.value.details()
+
+
+@pytest.fixture(autouse=True)
+def still_serving_and_clean(env):
+    before = sorted(p.name for p in env["root"].iterdir())
+    yield
+    assert env["server"].serving(), env["server"].log_text()[-2000:]
+    assert sorted(p.name for p in env["root"].iterdir()) == before
+    assert list((env["uploads"] / "tmp").iterdir()) == []
+
+
+def path(p: str) -> dict:
+    return {"slide": fseg_pb2.SlideRef(path=p)}
+
+
+NOT_FOUND, INVALID, DENIED = (
+    grpc.StatusCode.NOT_FOUND,
+    grpc.StatusCode.INVALID_ARGUMENT,
+    grpc.StatusCode.PERMISSION_DENIED,
+)
+
+
+CMU = path("cmu.svs")
+BOWTIE = {"type": "Polygon", "coordinates": [[[0, 0], [10, 10], [10, 0], [0, 10], [0, 0]]]}
+BAD_REQUESTS = [
+    pytest.param(path("absent.svs"), NOT_FOUND, "does not exist", id="nonexistent"),
+    pytest.param(path("folder"), INVALID, "is a directory", id="directory"),
+    pytest.param(path("/etc/hostname"), DENIED, "outside the server's slide", id="outside-roots"),
+    pytest.param(path("../slides/cmu.svs"), DENIED, "may not contain '..'", id="dotdot"),
+    pytest.param(path("escape.svs"), DENIED, "symlink that escapes", id="symlink-escape"),
+    pytest.param(path("empty.svs"), INVALID, "is empty", id="empty-file"),
+    pytest.param(path("random.svs"), INVALID, "not a slide OpenSlide", id="random-bytes-svs"),
+    pytest.param(
+        {**CMU, "extractor": "nope"}, NOT_FOUND, "not serve the extractor", id="unknown-extractor"
+    ),
+    pytest.param({**CMU, "bank": "nope"}, NOT_FOUND, "no concept bank 'nope'", id="missing-bank"),
+    pytest.param(
+        {**CMU, "bank": "tiny", "k": 16}, INVALID, "no k=16; it holds k = 4, 8", id="k-not-in-bank"
+    ),
+    pytest.param(
+        {**CMU, "bank": "narrow"}, INVALID, "not on stain (21 channels)", id="dimension-mismatch"
+    ),
+    pytest.param({**CMU, "bank": "uni"}, INVALID, "fitted on uni", id="extractor-mismatch"),
+    pytest.param({**CMU, "slide_mpp": -0.5}, INVALID, "positive number of µm", id="negative-mpp"),
+    pytest.param({**CMU, "roi_geojson": "{no"}, INVALID, "not valid GeoJSON", id="roi-not-json"),
+    pytest.param(
+        {**CMU, "roi_geojson": json.dumps(BOWTIE)}, INVALID, "Self-intersection", id="roi-bowtie"
+    ),
+    pytest.param({"slide": fseg_pb2.SlideRef()}, INVALID, "names no slide", id="no-slide"),
+    pytest.param(
+        {"slide": fseg_pb2.SlideRef(sha256="0" * 64)}, NOT_FOUND, "no uploaded", id="no-upload"
+    ),
+]
+
+
+@pytest.mark.parametrize("fields,code,fragment", BAD_REQUESTS)
+def test_bad_request_gets_its_status(env, fields, code, fragment):
+    expect(code, fragment, segment, env, **fields)
+
+
+def upload(env, header: fseg_pb2.UploadHeader, data: bytes, chunk: int = 1 << 20):
+    server = env["server"]
+
+    def messages():
+        yield fseg_pb2.UploadChunk(header=header)
+        for offset in range(0, len(data), chunk):
+            yield fseg_pb2.UploadChunk(data=data[offset : offset + chunk])
+
+    return server.stub().UploadSlide(messages(), timeout=60, metadata=server.metadata())
+
+
+def test_upload_with_a_wrong_hash_is_refused_and_not_kept(env):
+    data = shared("slides/small.svs").read_bytes()
+    header = fseg_pb2.UploadHeader(name="small.svs", sha256="1" * 64, size_bytes=len(data))
+    expect(INVALID, "hash to " + hashlib.sha256(data).hexdigest(), upload, env, header, data)
+    assert not list((env["uploads"] / "objects").rglob("*.svs"))
+
+
+def test_upload_over_the_cap_is_refused_at_once(env):
+    header = fseg_pb2.UploadHeader(name="big.svs", sha256="2" * 64, size_bytes=UPLOAD_CAP + 1)
+    expect(grpc.StatusCode.RESOURCE_EXHAUSTED, "at most 5000000", upload, env, header, b"x" * 10)
+
+
+def test_upload_that_lies_about_its_size_is_cut_at_the_cap(env):
+    data = b"y" * (UPLOAD_CAP + 10)
+    header = fseg_pb2.UploadHeader(
+        name="liar.svs", sha256=hashlib.sha256(data).hexdigest(), size_bytes=10
+    )
+    expect(
+        grpc.StatusCode.RESOURCE_EXHAUSTED, "exceeds this server's limit", upload, env, header, data
+    )
+
+
+def test_a_good_upload_is_stored_once_by_its_hash(env):
+    data = shared("slides/small.svs").read_bytes()
+    digest = hashlib.sha256(data).hexdigest()
+    header = fseg_pb2.UploadHeader(name="small.svs", sha256=digest, size_bytes=len(data))
+    first = upload(env, header, data)
+    again = upload(env, header, data)
+    assert (first.already_present, again.already_present) == (False, True)
+    stored = list((env["uploads"] / "objects").rglob(f"{digest}*"))
+    assert len(stored) == 1 and stored[0].read_bytes() == data
+
+
+@pytest.mark.parametrize(
+    "token,fragment", [(None, "needs a bearer token"), ("wrong", "not accepted")]
+)
+def test_calls_without_the_right_token_are_unauthenticated(env, token, fragment):
+    metadata = env["server"].metadata(token)
+    expect(
+        grpc.StatusCode.UNAUTHENTICATED,
+        fragment,
+        segment,
+        env,
+        metadata=metadata,
+        **path("cmu.svs"),
+    )
+    server = env["server"]
+    with pytest.raises(grpc.RpcError) as info:
+        server.stub().GetServerInfo(fseg_pb2.ServerInfoRequest(), metadata=metadata, timeout=10)
+    assert info.value.code() == grpc.StatusCode.UNAUTHENTICATED
+
+
+def test_deadline_exceeded_stops_the_job(env):
+    expect(grpc.StatusCode.DEADLINE_EXCEEDED, "", segment, env, timeout=0.8, **path("cmu.svs"))
+    assert wait_for_idle(env["server"]) < 2.0
+
+
+def test_cancel_mid_stream_stops_the_job_within_a_second(env):
+    server = env["server"]
+    call = server.stub().Segment(
+        fseg_pb2.SegmentRequest(**path("cmu.svs")), timeout=120, metadata=server.metadata()
+    )
+    for event in call:
+        if event.WhichOneof("event") == "progress":
+            break
+    call.cancel()
+    with pytest.raises(grpc.RpcError) as info:
+        next(call)
+    assert info.value.code() == grpc.StatusCode.CANCELLED
+    assert wait_for_idle(server) < 1.5
+
+
+def wait_for_idle(server, limit: float = 10.0) -> float:
+    """Seconds until the server reports no running or queued job."""
+    started = time.monotonic()
+    while time.monotonic() - started < limit:
+        info = server.stub().GetServerInfo(
+            fseg_pb2.ServerInfoRequest(), metadata=server.metadata(), timeout=5
+        )
+        if info.running_jobs == 0 and info.queued_jobs == 0:
+            return time.monotonic() - started
+        time.sleep(0.05)
+    return limit
+
+
+def test_a_good_request_still_succeeds_after_all_that(env):
+    events = segment(env, **path("cmu.svs"), k=4, bank="tiny")
+    kinds = [e.WhichOneof("event") for e in events]
+    assert kinds[0] == "accepted" and kinds[-1] == "summary"
+    summary = json.loads(events[-1].summary.json)
+    assert summary["k"] == 4 and summary["bank"] == "tiny"
