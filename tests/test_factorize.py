@@ -145,3 +145,15 @@ def test_upsampling_is_bilinear_before_the_argmax():
     uneven = torch.tensor([[[[1.0, 0.0]], [[0.0, 0.5]]]])
     labels = labels_from_scores(uneven, torch.tensor([[0, 1]]), (1, 8))[0, 0]
     assert labels.tolist() == [0, 0, 0, 0, 0, 1, 1, 1]  # the stronger class reaches further
+
+
+@pytest.mark.parametrize("mode", list(Mode))
+def test_a_tiles_labels_do_not_depend_on_its_batch(mode):
+    """Servers batch tiles of different jobs together; results must not change with that."""
+    generator = torch.Generator().manual_seed(0)
+    grids = torch.rand(5, 21, 12, 12, generator=generator) ** 2
+    concepts = torch.rand(8, 21, generator=generator)
+    together, index = concept_scores(grids, concepts, mode, components=4)
+    for i in range(len(grids)):
+        alone, alone_index = concept_scores(grids[i : i + 1], concepts, mode, components=4)
+        assert torch.equal(alone[0], together[i]) and torch.equal(alone_index[0], index[i])

@@ -12,7 +12,12 @@ import shapely
 from scipy import ndimage
 from shapely.geometry import Polygon, box, shape
 
-from fseg_server.vectorize import dumps, feature_collection, vectorize_labels
+from fseg_server.vectorize import (
+    dumps,
+    feature_collection,
+    feature_collection_json,
+    vectorize_labels,
+)
 
 CLASSES = [("Tumour", (200, 0, 0)), ("Stroma", (0, 150, 0)), ("Fat µ", (10, 20, 250))]
 META = {
@@ -55,7 +60,7 @@ def test_feature_properties_follow_qupath_conventions(polygons):
     assert len(set(ids)) == len(ids)
     for index, feature in zip([0, 1], fc["features"], strict=True):
         assert feature["type"] == "Feature"
-        assert uuid.UUID(feature["id"]).version == 4
+        assert uuid.UUID(feature["id"]).version == 5
         props = feature["properties"]
         assert props["objectType"] == "annotation"
         assert props["isLocked"] is False
@@ -165,3 +170,13 @@ def test_numpy_values_in_metadata_serialise():
     fc = feature_collection({}, CLASSES, mpp=None, metadata={"k": np.int64(3), "v": np.ones(2)})
     assert fc["features"] == []
     assert json.loads(dumps(fc))["fseg"] == {"k": 3, "v": [1.0, 1.0]}
+
+
+def test_the_same_job_writes_the_same_bytes(polygons):
+    """Ids derive from the job's metadata, so a slide redone on another server is identical."""
+    first = feature_collection_json(polygons, CLASSES, mpp=0.25, metadata=META)
+    again = feature_collection_json(polygons, CLASSES, mpp=0.25, metadata=META)
+    other = feature_collection_json(polygons, CLASSES, mpp=0.25, metadata={**META, "k": 99})
+    assert first == again
+    ids = {f["id"] for f in json.loads(first)["features"]}
+    assert ids.isdisjoint(f["id"] for f in json.loads(other)["features"])

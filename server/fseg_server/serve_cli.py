@@ -53,8 +53,10 @@ def add_serve(commands: argparse._SubParsersAction) -> None:
 
 
 def serve(args: argparse.Namespace) -> int:
+    from .memory import return_freed_memory
     from .serve import ServeConfig, serve_forever
 
+    return_freed_memory()
     logging.basicConfig(
         level=args.log_level.upper(), format="%(asctime)s %(name)s %(levelname)s %(message)s"
     )

@@ -52,7 +52,7 @@ STAIN_SPEC = ExtractorSpec(
     # The stain features describe a cell's neighbourhood already; small windows
     # keep the fitted concepts close to pure tissue types.
     concept_window=32,
-    batch_size=4,
+    batch_size=2,
 )
 
 

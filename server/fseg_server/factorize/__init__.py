@@ -2,6 +2,13 @@
 
 from .modes import Mode, concept_scores, labels_from_scores
 from .nmf import batched_nmf
-from .nnls import project_onto_concepts
+from .nnls import project_batch, project_onto_concepts
 
-__all__ = ["Mode", "batched_nmf", "concept_scores", "labels_from_scores", "project_onto_concepts"]
+__all__ = [
+    "Mode",
+    "batched_nmf",
+    "concept_scores",
+    "labels_from_scores",
+    "project_batch",
+    "project_onto_concepts",
+]

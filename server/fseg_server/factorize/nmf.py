@@ -29,12 +29,14 @@ def batched_nmf(
     """
     x = X.float()
     batch, cells, channels = x.shape
+    # Random start scaled like scikit-learn's: sqrt(mean(X) / n). Every image
+    # starts from the same draw, so its result does not depend on its batch.
     generator = torch.Generator().manual_seed(seed)
-    # Random start scaled like scikit-learn's: sqrt(mean(X) / n).
+    start_maps = torch.rand((cells, n_components), generator=generator)
+    start_concepts = torch.rand((n_components, channels), generator=generator)
     scale = (x.mean(dim=(1, 2), keepdim=True) / n_components).sqrt()
-    maps = torch.rand((batch, cells, n_components), generator=generator).to(x.device) * scale
-    concepts = torch.rand((batch, n_components, channels), generator=generator).to(x.device)
-    concepts = concepts * scale
+    maps = start_maps.to(x.device).expand(batch, -1, -1) * scale
+    concepts = start_concepts.to(x.device).expand(batch, -1, -1) * scale
     for _ in range(iterations):
         maps = _hals_update(maps, x @ concepts.transpose(1, 2), concepts @ concepts.transpose(1, 2))
         concepts_t = _hals_update(

@@ -12,8 +12,17 @@ K x K per row. We solve all rows at once with ADMM (Boyd et al., 2011, §4.2 on
 constrained QPs): the w-update uses one K x K inverse shared by every row, so
 an iteration is a single (N, K) x (K, K) product. Concept banks are highly
 correlated (condition numbers of G in the thousands), which slows gradient
-methods; ADMM with ρ near the geometric mean of G's extreme eigenvalues
-converges in tens of iterations regardless.
+methods; ADMM starting with ρ near the geometric mean of G's extreme
+eigenvalues, and rebalancing ρ when one residual dominates the other (Boyd
+et al., §3.4.1), converges in tens to a few hundred iterations regardless.
+
+Denormal floats (which ADMM's dual variables approach as it converges) make
+x86 arithmetic hundreds of times slower, so they are flushed to zero.
+
+Problems solved together (the tiles of a batch) each keep their own ρ and
+stop at their own convergence: a tile's weights never depend on which other
+tiles shared its batch, so a slide gives the same labels on any server and
+under any load.
 """
 
 from __future__ import annotations
@@ -21,9 +30,11 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-#: ρ = RHO_SCALE * sqrt(λ_min λ_max) of G; measured best across k = 8..64.
+#: Starting ρ = RHO_SCALE * sqrt(λ_min λ_max) of G; measured best across k = 8..64.
 RHO_SCALE = 0.3
-#: How many rows are solved together; bounds memory at about 6 * K floats a row.
+#: ρ is doubled or halved when one residual exceeds the other by this factor.
+RHO_BALANCE = 10.0
+#: How many rows are solved as one problem when a single large X is given.
 CHUNK_ROWS = 1 << 17
 CHECK_EVERY = 10
 
@@ -53,14 +64,24 @@ def project_onto_concepts(
     h = torch.as_tensor(H, device=x.device)
     if x.ndim != 2 or h.ndim != 2 or x.shape[1] != h.shape[1]:
         raise ValueError(f"X {tuple(x.shape)} and H {tuple(h.shape)} must be (N, C) and (K, C)")
-    x, h = x.float(), h.float().clamp_min(0.0)
-    solver = _AdmmSolver(h, max_iter=max_iter, tol=tol)
-    w = (
-        torch.cat([solver.solve(chunk) for chunk in x.split(CHUNK_ROWS)])
-        if len(x)
-        else (x.new_zeros((0, h.shape[0])))
-    )
+    if len(x) == 0:
+        w = x.new_zeros((0, h.shape[0]))
+    else:
+        w = torch.cat([project_batch(chunk[None], h, max_iter=max_iter, tol=tol)[0]
+                       for chunk in x.float().split(CHUNK_ROWS)])  # fmt: skip
     return w.cpu().numpy() if as_numpy else w
+
+
+def project_batch(
+    X: torch.Tensor, H: torch.Tensor, *, max_iter: int = 500, tol: float = 1e-4
+) -> torch.Tensor:
+    """W (B, N, K) for B independent problems X (B, N, C) against the same H (K, C).
+
+    Each problem converges on its own; its result does not depend on the others.
+    """
+    h = H.to(X.device).float().clamp_min(0.0)
+    torch.set_flush_denormal(True)
+    return _AdmmSolver(h, max_iter=max_iter, tol=tol).solve(X.float())
 
 
 class _AdmmSolver:
@@ -72,31 +93,72 @@ class _AdmmSolver:
         top = eig[-1].clamp_min(1e-30)
         # k > C (e.g. many concepts for a small feature space) makes G singular.
         bottom = eig[0].clamp_min(1e-6 * top)
-        self.rho = float(RHO_SCALE * torch.sqrt(bottom * top))
-        eye = torch.eye(len(gram), dtype=gram.dtype, device=gram.device)
-        system_inv = torch.linalg.inv(gram + self.rho * eye)
+        self.rho0 = float(RHO_SCALE * torch.sqrt(bottom * top))
+        self.gram = gram
         self.concepts = concepts
-        self.system_inv = system_inv.float()
         self.pinv = torch.linalg.pinv(gram).float()
         self.max_iter, self.tol = max_iter, tol
+        self._inverses: dict[float, torch.Tensor] = {}
+
+    def system_inv(self, rho: float) -> torch.Tensor:
+        """(G + ρI)⁻¹, cached: ρ only ever takes a few values."""
+        if rho not in self._inverses:
+            eye = torch.eye(len(self.gram), dtype=self.gram.dtype, device=self.gram.device)
+            self._inverses[rho] = torch.linalg.inv(self.gram + rho * eye).float()
+        return self._inverses[rho]
 
     def solve(self, x: torch.Tensor) -> torch.Tensor:
+        """(B, N, C) -> (B, N, K); problem i's answer is taken when problem i converges."""
+        batch = len(x)
         b = x @ self.concepts.T
         z = (b @ self.pinv).clamp_min_(0.0)  # clipped least squares: a close start
         u = torch.zeros_like(z)
-        b_term = b @ self.system_inv
-        rho_inv = self.rho * self.system_inv
+        # Preallocated buffers: an iteration allocates nothing, which matters
+        # when large allocations are mapped and unmapped (see fseg_server.memory).
+        w, step, z_prev = torch.empty_like(z), torch.empty_like(z), torch.empty_like(z)
+        result = torch.empty_like(z)
+        rho = [self.rho0] * batch
+        rho_t = torch.tensor(rho, device=x.device).view(batch, 1, 1)
+        inverses = torch.stack([self.system_inv(r) for r in rho])
+        pending = list(range(batch))
         for it in range(1, self.max_iter + 1):
-            w = torch.addmm(b_term, z - u, rho_inv)
-            z_prev = z
-            z = (w + u).clamp_min_(0.0)
-            u += w - z
-            if it % CHECK_EVERY == 0 and self._converged(w, z, z_prev):
+            torch.sub(z, u, out=step)
+            torch.bmm(step.mul_(rho_t).add_(b), inverses, out=w)
+            checking = it % CHECK_EVERY == 0
+            if checking:
+                z_prev.copy_(z)
+            torch.add(w, u, out=z).clamp_min_(0.0)
+            u.add_(w).sub_(z)
+            if not checking and it < self.max_iter:
+                continue
+            primal, dual = _residuals(w, z, z_prev)
+            for i in list(pending):
+                if (primal[i] < self.tol and dual[i] < self.tol) or it == self.max_iter:
+                    result[i] = z[i]
+                    pending.remove(i)
+                elif self._rebalance(rho, i, primal[i], dual[i]):
+                    u[i].mul_(rho_t[i, 0, 0] / rho[i])  # u is the dual scaled by 1/ρ
+                    rho_t[i] = rho[i]
+                    inverses[i] = self.system_inv(rho[i])
+            if not pending:
                 break
-        return z
+        return result
 
-    def _converged(self, w: torch.Tensor, z: torch.Tensor, z_prev: torch.Tensor) -> bool:
-        scale = torch.linalg.norm(z).clamp_min(1e-12)
-        primal = torch.linalg.norm(w - z) / scale
-        dual = torch.linalg.norm(z - z_prev) / scale
-        return bool(primal < self.tol and dual < self.tol)
+    @staticmethod
+    def _rebalance(rho: list[float], i: int, primal: float, dual: float) -> bool:
+        """Residual balancing (Boyd et al., §3.4.1): change ρ[i] when one residual dominates."""
+        if primal > RHO_BALANCE * dual:
+            rho[i] *= 2
+        elif dual > RHO_BALANCE * primal:
+            rho[i] /= 2
+        else:
+            return False
+        return True
+
+
+def _residuals(w: torch.Tensor, z: torch.Tensor, z_prev: torch.Tensor) -> tuple[list, list]:
+    """Per problem: primal (w - z) and dual (change of z) residuals relative to ||z||."""
+    scale = torch.linalg.vector_norm(z, dim=(1, 2)).clamp_min(1e-12)
+    primal = torch.linalg.vector_norm(w - z, dim=(1, 2)) / scale
+    dual = torch.linalg.vector_norm(z - z_prev, dim=(1, 2)) / scale
+    return primal.tolist(), dual.tolist()

@@ -19,7 +19,7 @@ from ..concepts.bank import ConceptBank
 from ..concepts.kmeans import Reservoir
 from ..extract import Extractor
 from ..slide.reader import Slide
-from ..vectorize import dumps, feature_collection, vectorize_labels
+from ..vectorize import feature_collection_json, vectorize_labels
 from .canvas import NODATA, LabelCanvas
 from .device_worker import DeviceWorker
 from .fit import fit_bank, sample_slide
@@ -138,14 +138,13 @@ def segment_slide(
             min_cells=int(options.min_area_um2 / pixel_um2),
             nodata=NODATA,
         )
-        collection = feature_collection(
+        geojson = feature_collection_json(
             polygons,
             [(c.name, c.color) for c in classes],
             mpp=level0_mpp,
             split_regions=options.split_regions,
             metadata=metadata,
         )
-        geojson = dumps(collection)
         progress("vectorize", 1, 1)
     with timings.time("render"):
         thumbnail, _ = slide.thumbnail(OVERLAY_MAX)

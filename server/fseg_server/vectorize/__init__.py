@@ -13,7 +13,8 @@ import logging
 import numpy as np
 import shapely
 
-from fseg_server.vectorize.geojson import dumps, feature_collection
+from fseg_server.vectorize.bands import BAND_ROWS, polygons_in_bands, sieve_in_bands
+from fseg_server.vectorize.geojson import dumps, feature_collection, feature_collection_json
 from fseg_server.vectorize.sieve import sieve
 from fseg_server.vectorize.trace import count_boundary_edges, label_polygons
 
@@ -22,6 +23,7 @@ __all__ = [
     "count_boundary_edges",
     "dumps",
     "feature_collection",
+    "feature_collection_json",
     "label_polygons",
     "sieve",
     "simplify_coverage",
@@ -56,8 +58,12 @@ def vectorize_labels(
     min_cells: int = 0,
     nodata: int = 255,
     simplify_outline: bool = False,
+    band_rows: int = BAND_ROWS,
 ) -> dict[int, list[shapely.Polygon]]:
     """Polygons of every class of a label grid, in level-0 pixel coordinates.
+
+    Large grids are sieved and traced in bands of ``band_rows`` rows so that
+    working memory follows the band, not the slide (see ``bands``).
 
     Args:
         labels: 2-D integer grid, one class index per feature cell; ``nodata`` = no tissue.
@@ -79,8 +85,8 @@ def vectorize_labels(
     _affine(cell_size, origin)  # fail before the work, not after it
     grid = np.asarray(labels)
     if min_cells > 1:
-        grid = sieve(grid, min_cells, nodata=nodata)
-    polygons = label_polygons(grid, nodata=nodata)
+        grid = sieve_in_bands(grid, min_cells, nodata, band_rows=band_rows)
+    polygons = polygons_in_bands(grid, nodata, band_rows=band_rows)
     if simplify > 0:
         polygons = simplify_coverage(polygons, simplify, simplify_outline=simplify_outline)
     return to_output_frame(polygons, cell_size=cell_size, origin=origin)
@@ -108,13 +114,16 @@ def simplify_coverage(
     or, failing that, replaced by its unsimplified self, and a warning is logged.
     """
     keys, flat = _flatten(polygons)
+    # GEOS simplifies a ring without junctions from its first vertex on; a
+    # canonical start makes the result independent of how the ring was traced.
+    canonical = shapely.normalize(flat)
     out = flat.copy()
     todo = np.arange(flat.size)
     if not simplify_outline:
         todo = todo[shapely.area(flat) >= 4 * tolerance * tolerance]
     if todo.size:
         out[todo] = shapely.coverage_simplify(
-            flat[todo], tolerance, simplify_boundary=simplify_outline
+            canonical[todo], tolerance, simplify_boundary=simplify_outline
         )
     bad = todo[~shapely.is_valid(out[todo]) | shapely.is_empty(out[todo])]
     parts = {int(i): _repair(out[i], flat[i]) for i in bad}

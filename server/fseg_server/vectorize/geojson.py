@@ -23,6 +23,7 @@ import numpy as np
 import shapely
 
 DECIMALS = 3
+_ID_NAMESPACE = uuid.UUID("5a1d1e7e-f5e9-4a11-9d1f-3b0c0a11f5e9")
 
 
 def feature_collection(
@@ -33,7 +34,26 @@ def feature_collection(
     split_regions: bool = False,
     metadata: Mapping[str, Any],
 ) -> dict[str, Any]:
-    """Build the FeatureCollection dict.
+    """The FeatureCollection as a dict (see :func:`feature_collection_json` for the arguments)."""
+    return json.loads(
+        feature_collection_json(
+            polygons, classes, mpp=mpp, split_regions=split_regions, metadata=metadata
+        )
+    )
+
+
+def feature_collection_json(
+    polygons: Mapping[int, Sequence[shapely.Polygon]],
+    classes: Sequence[tuple[str, tuple[int, int, int]]],
+    *,
+    mpp: float | None,
+    split_regions: bool = False,
+    metadata: Mapping[str, Any],
+) -> bytes:
+    """The FeatureCollection as compact UTF-8 JSON, written without building it in Python.
+
+    Geometries go straight from GEOS to text (``shapely.to_geojson``), so a
+    slide with millions of vertices never becomes millions of Python floats.
 
     Args:
         polygons: class index -> polygons in level-0 pixels; empty classes are omitted.
@@ -43,28 +63,37 @@ def feature_collection(
         split_regions: one Feature per polygon instead of one MultiPolygon Feature per class.
         metadata: run description (extractor, bank, k, mode, mpp, frame, ...), copied to
             the top-level ``fseg`` member and into every Feature's ``fseg`` property.
+            Feature ids are derived from it, so the same job gives the same file.
     """
     if mpp is not None and not (math.isfinite(mpp) and mpp > 0):
         raise ValueError(f"mpp must be a positive number or None, got {mpp}")
     parts = {int(i): _polygon_parts(polygons[i]) for i in sorted(polygons)}
     indices = [i for i in parts if parts[i].size > 0]
     flat = np.concatenate([parts[i] for i in indices]) if indices else np.empty(0, dtype=object)
+    if flat.size and not np.isfinite(shapely.bounds(flat)).all():
+        raise ValueError("polygon coordinates must be finite")
     areas = shapely.area(flat)
-    coords = _coordinates(flat)
-    features: list[dict[str, Any]] = []
+    shapes = _rounded(shapely.orient_polygons(flat, exterior_cw=False)) if flat.size else flat
+    id_seed = json.dumps(dict(metadata), sort_keys=True, default=_plain)
+    features: list[str] = []
     at = 0
     for index in indices:
         name, color = _class_entry(classes, index)
         n = parts[index].size
         spans = [(k, k + 1) for k in range(at, at + n)] if split_regions else [(at, at + n)]
         for lo, hi in spans:
-            geometry = _geometry(coords[lo:hi])
-            area = float(areas[lo:hi].sum())
-            fseg = {**metadata, "class_index": index}
-            properties = _properties(name, color, area, mpp, fseg)
-            features.append(_feature(geometry, properties))
+            geometry = shapes[lo] if hi - lo == 1 else shapely.multipolygons(shapes[lo:hi])
+            properties = _properties(
+                name, color, float(areas[lo:hi].sum()), mpp, {**metadata, "class_index": index}
+            )
+            feature_id = uuid.uuid5(_ID_NAMESPACE, f"{id_seed}|{index}|{lo}")
+            features.append(
+                f'{{"type":"Feature","id":"{feature_id}","geometry":'
+                f'{shapely.to_geojson(geometry)},"properties":{_compact(properties)}}}'
+            )
         at += n
-    return {"type": "FeatureCollection", "features": features, "fseg": dict(metadata)}
+    head = f'{{"type":"FeatureCollection","fseg":{_compact(dict(metadata))},"features":['
+    return (head + ",".join(features) + "]}").encode("utf-8")
 
 
 def dumps(fc: Mapping[str, Any]) -> bytes:
@@ -113,44 +142,6 @@ def _properties(
     }
 
 
-def _feature(geometry: dict[str, Any], properties: dict[str, Any]) -> dict[str, Any]:
-    return {
-        "type": "Feature",
-        "id": str(uuid.uuid4()),
-        "geometry": geometry,
-        "properties": properties,
-    }
-
-
-def _geometry(polygon_coords: list[list[list[list[float]]]]) -> dict[str, Any]:
-    if len(polygon_coords) == 1:
-        return {"type": "Polygon", "coordinates": polygon_coords[0]}
-    return {"type": "MultiPolygon", "coordinates": polygon_coords}
-
-
-def _coordinates(polygons: np.ndarray) -> list[list[list[list[float]]]]:
-    """Nested coordinate lists (polygon -> ring -> [x, y]), rounded when that stays valid.
-
-    Exteriors are written counter-clockwise in (x, y) as RFC 7946 asks.
-    """
-    if polygons.size == 0:
-        return []
-    oriented = shapely.orient_polygons(polygons, exterior_cw=False)
-    rounded = _rounded(oriented)
-    rings, owner = shapely.get_rings(rounded, return_index=True)
-    xy, ring_of_point = shapely.get_coordinates(rings, return_index=True)
-    if not np.isfinite(xy).all():
-        raise ValueError("polygon coordinates must be finite")
-    ends = np.cumsum(np.bincount(ring_of_point, minlength=rings.size)).tolist()
-    points = xy.tolist()  # one conversion, then cheap list slices per ring
-    out: list[list[list[list[float]]]] = [[] for _ in range(polygons.size)]
-    start = 0
-    for end, p in zip(ends, owner.tolist(), strict=True):
-        out[p].append(points[start:end])
-        start = end
-    return out
-
-
 def _rounded(polygons: np.ndarray) -> np.ndarray:
     """``polygons`` rounded to ``DECIMALS``, or unchanged if any would become invalid."""
     rounded = shapely.set_precision(polygons, 10.0**-DECIMALS, mode="pointwise")
@@ -164,6 +155,12 @@ def _rounded(polygons: np.ndarray) -> np.ndarray:
     if np.all(shapely.is_valid(candidates) & ~shapely.is_empty(candidates)):
         return rounded
     return polygons
+
+
+def _compact(value: Any) -> str:
+    return json.dumps(
+        value, ensure_ascii=False, separators=(",", ":"), allow_nan=False, default=_plain
+    )
 
 
 def _plain(value: Any) -> Any:

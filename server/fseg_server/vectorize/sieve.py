@@ -1,128 +1,156 @@
 """Remove small regions from a label grid before tracing.
 
 A *small component* is a 4-connected component of one class with fewer than
-``min_cells`` cells. Its cells are taken over by the surrounding regions: the
-kept regions grow into small components one cell layer at a time (each cell
-takes the most common label among its already settled 4-neighbours), so every
-cell ends up with the label of its nearest kept region measured along paths
-through the small components. Regions never grow into nodata and nodata never
-fills tissue, so the tissue area is unchanged, with one documented exception:
+``min_cells`` cells. Each one takes the label of the neighbour it shares the
+most edge with among the components that are not small; one surrounded only
+by other small components joins its largest neighbour, so an island made of
+small pieces ends up as its largest piece. Regions never grow into nodata and
+nodata never fills tissue, with one exception: a small component with no
+tissue neighbour at all (debris on the glass) becomes nodata, since filling it
+from across the glass would invent a class there.
 
-* a tissue island (4-connected non-nodata cells surrounded by nodata) that has
-  fewer than ``min_cells`` cells in total becomes nodata: it is debris, and
-  filling it from across the glass would invent a far-away class there;
-* an island of at least ``min_cells`` cells made only of small components keeps
-  its largest component, which then fills the island.
-
-After sieving, every component of every class has at least ``min_cells`` cells.
-Work is proportional to the boundary length plus the cells being relabelled.
+The grid is labelled once; merging then happens on the graph of components
+(a union-find over component ids), and the grid is relabelled once at the
+end. Memory is one int32 per cell, whatever the number of regions, so sieving
+a whole slide's label grid stays cheap.
 """
 
 from __future__ import annotations
 
 import numpy as np
-from scipy import sparse
-from scipy.sparse.csgraph import connected_components
+from scipy import ndimage
 
-from fseg_server.vectorize.trace import Runs, component_runs
+MAX_ROUNDS = 64
+_FOUR = ndimage.generate_binary_structure(2, 1)
+_NODATA_ID = 0
 
 
-def sieve(labels: np.ndarray, min_cells: int, nodata: int = 255) -> np.ndarray:
+def sieve(
+    labels: np.ndarray,
+    min_cells: int,
+    nodata: int = 255,
+    open_edges: tuple[bool, bool] = (False, False),
+) -> np.ndarray:
     """Relabel every class component smaller than ``min_cells`` cells (see module docstring).
 
     Args:
         labels: 2-D integer grid of class indices, one per grid cell.
         min_cells: smallest component (in grid cells) that survives; 0 or 1 keeps all.
         nodata: label of cells outside the tissue.
+        open_edges: whether the grid's (top, bottom) row is cut from a larger
+            grid; components touching a cut edge are left alone and count as
+            large, since their true size is unknown here.
 
     Returns:
         A new array of the same shape and dtype.
     """
-    grid = np.array(labels, copy=True)
+    grid = np.asarray(labels)
     if min_cells <= 1 or grid.size == 0:
-        return grid
-    runs = component_runs(grid, nodata)
-    small = runs.size < min_cells
-    if not small.any():
-        return grid
-    height, width = grid.shape
-    padded = np.pad(grid, 1, constant_values=nodata)
-    cells, comp = _small_cells(runs, small, width + 2)
-    flat = padded.ravel()
-    settled = np.ones(flat.size, dtype=bool)
-    settled[cells] = False
-    settled[flat == nodata] = False  # nodata never spreads into tissue
-    pending = _grow(flat, settled, cells, width + 2)
-    while pending.size:
-        seeds, dropped = _settle_islands(
-            pending, comp[np.searchsorted(cells, pending)], runs, min_cells, width + 2
-        )
-        flat[dropped] = nodata
-        settled[seeds] = True
-        rest = np.setdiff1d(pending, np.concatenate([seeds, dropped]), assume_unique=True)
-        pending = _grow(flat, settled, rest, width + 2)
-    return padded[1 : height + 1, 1 : width + 1].copy()
+        return grid.copy()
+    ids, sizes, classes = _components(grid, nodata)
+    for is_open, row in zip(open_edges, (ids[0], ids[-1]), strict=True):
+        if is_open:
+            cut = np.unique(row)
+            sizes[cut[cut != _NODATA_ID]] = np.iinfo(np.int64).max // 4
+    if not (sizes[1:] < min_cells).any():
+        return grid.copy()
+    own, other, shared = _adjacency(ids, sizes < min_cells)
+    parent = _merge(own, other, shared, sizes, min_cells)
+    root = _find_all(parent)
+    final = np.where(root == _NODATA_ID, nodata, classes[root]).astype(grid.dtype)
+    return final[ids]
 
 
-def _small_cells(runs: Runs, small: np.ndarray, padded_width: int) -> tuple[np.ndarray, np.ndarray]:
-    """Sorted padded flat indices of cells in small components, and their component ids."""
-    pick = np.flatnonzero(small[runs.component])
-    length = runs.stop[pick] - runs.start[pick]
-    first = (runs.row[pick] + 1) * padded_width + runs.start[pick] + 1
-    # Expand each run to its cells: offsets 0..length-1 after each run's first cell.
-    run_of_cell = np.repeat(np.arange(pick.size), length)
-    offset = np.arange(run_of_cell.size) - np.repeat(np.cumsum(length) - length, length)
-    cells = first[run_of_cell] + offset
-    comp = runs.component[pick][run_of_cell]
-    order = np.argsort(cells, kind="stable")
-    return cells[order], comp[order]
+def _components(grid: np.ndarray, nodata: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """A global id per 4-connected class component (0 for nodata), sizes and classes by id."""
+    ids = np.zeros(grid.shape, np.int32)
+    sizes, classes = [np.zeros(1, np.int64)], [np.array([nodata])]
+    offset = 0
+    present = np.flatnonzero(np.bincount(grid.ravel().astype(np.int64)))
+    for value in present[present != nodata]:
+        mask = grid == value
+        local, count = ndimage.label(mask, structure=_FOUR, output=np.int32)
+        local[mask] += offset
+        np.copyto(ids, local, where=mask)
+        sizes.append(np.bincount(local[mask] - offset, minlength=count + 1)[1:])
+        classes.append(np.full(count, value))
+        offset += count
+        del mask, local
+    return ids, np.concatenate(sizes), np.concatenate(classes)
 
 
-def _grow(flat: np.ndarray, settled: np.ndarray, pending: np.ndarray, wp: int) -> np.ndarray:
-    """Let settled cells take over ``pending`` layer by layer; return cells never reached."""
-    steps = np.array([-wp, -1, wp, 1])
-    while pending.size:
-        neighbour = pending[:, None] + steps  # (n, 4), always inside the padded grid
-        ok = settled[neighbour]
-        reached = ok.any(axis=1)
-        if not reached.any():
-            break
-        cells, ok, lab = pending[reached], ok[reached], flat[neighbour[reached]]
-        # Most common settled neighbour label; ties go to the first in `steps` order.
-        votes = ((lab[:, :, None] == lab[:, None, :]) & ok[:, None, :]).sum(axis=2)
-        votes[~ok] = -1
-        flat[cells] = lab[np.arange(cells.size), votes.argmax(axis=1)]
-        settled[cells] = True  # after the vote, so a layer only sees the previous ones
-        pending = pending[~reached]
-    return pending
+def _adjacency(ids: np.ndarray, small: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Edges between a small component and any neighbour: (small id, neighbour id, shared edges).
 
-
-def _settle_islands(
-    stranded: np.ndarray, comp: np.ndarray, runs: Runs, min_cells: int, wp: int
-) -> tuple[np.ndarray, np.ndarray]:
-    """Handle islands made only of small components.
-
-    Returns the cells of each large island's largest component (new seeds) and
-    the cells of islands below ``min_cells`` (to become nodata).
+    The grid's outside counts as nodata (id 0).
     """
-    n = stranded.size
-    # 4-adjacency among the stranded cells: right and down neighbours suffice.
-    src, dst = [], []
-    for step in (1, wp):
-        j = np.searchsorted(stranded, stranded + step)
-        hit = (j < n) & (stranded[np.minimum(j, n - 1)] == stranded + step)
-        src.append(np.flatnonzero(hit))
-        dst.append(j[hit])
-    src_all, dst_all = np.concatenate(src), np.concatenate(dst)
-    graph = sparse.coo_matrix((np.ones(src_all.size, dtype=np.int8), (src_all, dst_all)), (n, n))
-    island = connected_components(graph, directed=False)[1]
-    island_size = np.bincount(island)
-    dropped = island_size[island] < min_cells
-    # Largest component per island: sort cells by (island, component size), take the last.
-    size = runs.size[comp]
-    order = np.lexsort((comp, size, island))
-    last = order[np.r_[np.flatnonzero(np.diff(island[order])), order.size - 1]]
-    best = np.full(island_size.size, -1, dtype=np.int64)
-    best[island[last]] = comp[last]
-    seeds = ~dropped & (comp == best[island])
-    return stranded[seeds], stranded[dropped]
+    padded = np.pad(ids, 1, constant_values=_NODATA_ID)
+    pairs = []
+    for a, b in ((padded[:, :-1], padded[:, 1:]), (padded[:-1, :], padded[1:, :])):
+        touching = (a != b) & (small[a] | small[b])
+        left, right = a[touching], b[touching]
+        pairs.append(np.stack([left, right]))
+        pairs.append(np.stack([right, left]))
+    both = np.concatenate(pairs, axis=1)
+    both = both[:, small[both[0]]]
+    keys, shared = np.unique(_pair_keys(both[0], both[1], small.size), return_counts=True)
+    own, other = np.divmod(keys, small.size)
+    return own, other, shared
+
+
+def _merge(
+    own: np.ndarray, other: np.ndarray, shared: np.ndarray, sizes: np.ndarray, min_cells: int
+) -> np.ndarray:
+    """Union-find parents after small components have joined their neighbours.
+
+    Each round, every small root joins (by root ids and pooled edge counts):
+    the not-small neighbour it shares most edges with; else a larger small
+    neighbour (ties to the higher id); a root with only nodata around joins
+    nodata (id 0). Joins only go to "larger", so no cycle can form.
+    """
+    parent = np.arange(sizes.size)
+    for _ in range(MAX_ROUNDS):
+        roots = _find_all(parent)
+        size = np.bincount(roots, weights=sizes, minlength=sizes.size)
+        root_own, root_other = roots[own], roots[other]
+        live = (root_own != root_other) & (root_own != _NODATA_ID)
+        live &= size[root_own] < min_cells
+        if not live.any():
+            break
+        keys, edges = _pool(root_own[live], root_other[live], shared[live])
+        mine, theirs = keys
+        tissue = theirs != _NODATA_ID
+        big = tissue & (size[theirs] >= min_cells)
+        larger = (size[theirs] > size[mine]) | ((size[theirs] == size[mine]) & (theirs > mine))
+        rank = np.where(big, 2e12 + edges, np.where(tissue & larger, 1e12 + size[theirs], 0.0))
+        order = np.lexsort((rank, mine))
+        best = order[np.r_[np.flatnonzero(np.diff(mine[order])), order.size - 1]]
+        joins = rank[best] > 0
+        isolated = np.setdiff1d(mine, mine[tissue])
+        if not joins.any() and isolated.size == 0:
+            break
+        parent[mine[best][joins]] = theirs[best][joins]
+        parent[isolated] = _NODATA_ID
+    return parent
+
+
+def _pool(own: np.ndarray, other: np.ndarray, shared: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Sum edge counts of duplicate (own, other) root pairs."""
+    count = int(max(own.max(), other.max())) + 1
+    keys, inverse = np.unique(_pair_keys(own, other, count), return_inverse=True)
+    return np.stack(np.divmod(keys, count)), np.bincount(inverse, weights=shared)
+
+
+def _pair_keys(a: np.ndarray, b: np.ndarray, count: int) -> np.ndarray:
+    """One int64 per (a, b) pair, ordered by a then b (1-D unique is far faster than axis=1)."""
+    return a.astype(np.int64) * count + b
+
+
+def _find_all(parent: np.ndarray) -> np.ndarray:
+    """The root of every id, by pointer jumping (vectorized path compression)."""
+    root = parent.copy()
+    while True:
+        nxt = root[root]
+        if np.array_equal(nxt, root):
+            return root
+        root = nxt
