@@ -1,0 +1,243 @@
+"""``fseg segment``: a batch of slides through one or several servers.
+
+Order of work: check arguments and inputs (exit 2 on any problem, before any
+server is contacted), start the embedded server if no ``--server`` was given,
+fit the batch's bank if needed, skip completed slides, run the rest, and write
+``batch-summary.csv``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import threading
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from .atomic import clean_stale_temp_files
+from .bankfile import BANK_FILE_NAME, BankSpec, bank_metadata
+from .calls import CallRegistry
+from .connect import Connection, Credentials, connect_all, credentials_from_args, parse_servers
+from .errors import EXIT_FAILED, EXIT_OK, ClientError
+from .fingerprint import HashCache
+from .fit import fit_batch_bank
+from .inputs import SlideInput, collect_inputs
+from .job import BatchContext, SlideTask
+from .local_server import LocalServer
+from .options import OUTPUT_FILES, RequestOptions, options_from_args
+from .outputs import output_names
+from .plan import choose_bank, plan_tasks, with_bank_extractor
+from .progress import Progress
+from .remote_slides import SlideResolver
+from .report import CSV_NAME, FAILED, PENDING, SlideOutcome, counts, write_batch_csv
+from .retry import RetryPolicy
+from .scheduler import INTERRUPTED, Scheduler
+
+
+class Board:
+    """Every slide's outcome so far; rewrites the batch CSV as slides finish.
+
+    Rewrites are at most one per ``CSV_INTERVAL_S`` seconds, so a batch of
+    thousands of slides does not rewrite a large file thousands of times.
+    """
+
+    CSV_INTERVAL_S = 2.0
+
+    def __init__(self, out_dir: Path, slides: Sequence[SlideInput], progress: Progress) -> None:
+        self.out_dir, self.progress = out_dir, progress
+        self._outcomes = {s.stem: SlideOutcome(s) for s in slides}
+        self._lock = threading.Lock()
+        self._csv_warned = False
+        self._written_at = -float("inf")
+
+    def record(self, outcome: SlideOutcome, announce: bool = True) -> None:
+        with self._lock:
+            self._outcomes[outcome.slide.stem] = outcome
+            if time.monotonic() - self._written_at >= self.CSV_INTERVAL_S:
+                self._write()
+        if announce:
+            self.progress.finished(outcome)
+
+    def close(self, reason: str) -> list[SlideOutcome]:
+        """Mark slides still pending as failed with ``reason``; write the final CSV."""
+        with self._lock:
+            for outcome in self._outcomes.values():
+                if outcome.status == PENDING:
+                    outcome.status, outcome.error = FAILED, reason
+            self._write()
+            return list(self._outcomes.values())
+
+    def _write(self) -> None:
+        self._written_at = time.monotonic()
+        try:
+            write_batch_csv(self.out_dir, list(self._outcomes.values()))
+        except OSError as exc:  # the results matter more than their index: go on
+            if not self._csv_warned:
+                self._csv_warned = True
+                self.progress.note(f"fseg: cannot write {CSV_NAME} ({exc.strerror})")
+
+
+def local_server_args(
+    args: argparse.Namespace, slides: Sequence[SlideInput], options: RequestOptions
+) -> dict:
+    """Keyword arguments of :func:`fseg_client.local_server.server_command`.
+
+    The extractor is the batch's (the bank's, when the user named none), so the
+    local server serves the extractor the bank was fitted on.
+    """
+    concepts = Path(args.concepts).expanduser() if args.concepts else None
+    if concepts is not None and not concepts.is_file():
+        concepts = None  # a bank name: the local server has none, the request will say so
+    return {
+        # Only folders that exist here: the server refuses to start on a missing root.
+        "slide_roots": [slide.path.parent for slide in slides if slide.local],
+        "extractor": options.extractor,
+        "weights": args.weights or [],
+        "concepts": str(concepts.resolve()) if concepts else None,
+        "device": args.device,
+    }
+
+
+def _check_args(args: argparse.Namespace) -> None:
+    if args.concurrency < 1:
+        raise ClientError(f"--concurrency must be at least 1, not {args.concurrency}")
+    if args.retries < 0:
+        raise ClientError(f"--retries must be at least 0, not {args.retries}")
+    if args.slide_timeout is not None and not args.slide_timeout > 0:
+        raise ClientError("--slide-timeout must be a number of seconds above 0")
+    if args.server and (args.weights or args.device):
+        raise ClientError("--weights and --device are for the embedded server (no --server)")
+    if not args.server and (args.tls_ca or args.tls_cert):
+        raise ClientError("the TLS options need --server (the embedded server is local, plain)")
+    if not args.server and args.upload == "always":
+        raise ClientError("--upload always needs --server (the local server reads files in place)")
+
+
+def run_segment(args: argparse.Namespace) -> int:
+    """Run ``fseg segment``; returns the exit code (0 all done, 1 some failed)."""
+    _check_args(args)
+    options = options_from_args(args)
+    manifest = Path(args.manifest).expanduser() if args.manifest else None
+    slides = collect_inputs(args.inputs, manifest, allow_remote=args.upload == "never")
+    addresses = parse_servers(args.server)
+    creds = credentials_from_args(args)
+    out_dir = Path(args.out).expanduser()
+    try:
+        out_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise ClientError(f"cannot create the output folder {out_dir} ({exc.strerror})") from None
+    bank, options = choose_bank(args.concepts, out_dir, options)
+    every_output = list(OUTPUT_FILES.values())  # also leftovers of runs with other --outputs
+    names = [n for s in slides for n in output_names(s.stem, every_output)]
+    clean_stale_temp_files(out_dir, [*names, BANK_FILE_NAME, CSV_NAME])
+    progress = Progress(len(slides), bars=Progress.wanted(args.quiet))
+    board = Board(out_dir, slides, progress)
+    batch = _Batch(args, slides, out_dir, creds, progress, board)
+    try:
+        outcomes = _run(batch, options, bank, addresses)
+    except KeyboardInterrupt:
+        board.close(INTERRUPTED)
+        raise
+    except ClientError as exc:  # the batch stopped (no server, no bank): say so per slide too
+        board.close(str(exc).rstrip("."))
+        raise
+    finally:
+        progress.close()
+    return _report(outcomes, out_dir)
+
+
+@dataclass
+class _Batch:
+    """State shared by the steps of one ``fseg segment`` run."""
+
+    args: argparse.Namespace
+    slides: Sequence[SlideInput]
+    out_dir: Path
+    creds: Credentials
+    progress: Progress
+    board: Board
+    registry: CallRegistry = field(default_factory=CallRegistry)
+    hashes: HashCache = field(default_factory=HashCache)
+
+    def plan(self, options: RequestOptions, bank: BankSpec) -> list[SlideTask]:
+        """The slides still to do; completed ones are recorded as skipped."""
+        by_content = self.args.upload == "always"
+        tasks, skipped = plan_tasks(
+            self.slides, options, bank, self.out_dir, by_content, self.hashes
+        )
+        for outcome in skipped:
+            self.board.record(outcome, announce=False)
+        self.progress.skipped_upfront(len(skipped))
+        return tasks
+
+    def open_servers(
+        self, stack: contextlib.ExitStack, addresses: list[str], options: RequestOptions
+    ) -> tuple[list[Connection], Callable[[], str | None]]:
+        """Connections to the servers (starting the local one if none was given)."""
+        fatal: Callable[[], str | None] = lambda: None  # noqa: E731
+        if not addresses:
+            local = LocalServer(local_server_args(self.args, self.slides, options), self.creds)
+            self.progress.note("fseg: starting a local fseg server (no --server given)")
+            stack.enter_context(local)
+            addresses, fatal = [local.address], local.death_reason
+        conns = connect_all(addresses, self.creds)
+        for conn in conns:
+            stack.callback(conn.close)
+        return conns, fatal
+
+
+def _run(
+    batch: _Batch, options: RequestOptions, bank: BankSpec | None, addresses: list[str]
+) -> list[SlideOutcome]:
+    args = batch.args
+    resolver = SlideResolver(args.upload, batch.hashes, batch.registry)
+    policy = RetryPolicy(retries=args.retries)
+    tasks = batch.plan(options, bank) if bank is not None else None
+    if tasks == []:  # all done already: no server needed, not even the local one
+        return batch.board.close("not attempted")
+    with contextlib.ExitStack() as stack:
+        conns, fatal = batch.open_servers(stack, addresses, options)
+        if bank is None:
+            path = batch.out_dir / BANK_FILE_NAME
+            try:
+                bank = fit_batch_bank(
+                    conns, batch.slides, options, resolver, batch.progress, policy, path
+                )
+            except ClientError:
+                reason = fatal()  # a dead local server explains every failure: say that
+                if reason:
+                    raise ClientError(reason, exit_code=EXIT_FAILED) from None
+                raise
+            options = with_bank_extractor(options, bank_metadata(bank.data, str(path)))
+            tasks = batch.plan(options, bank)
+        ctx = BatchContext(
+            batch.out_dir,
+            options,
+            bank,
+            resolver,
+            batch.registry,
+            batch.progress,
+            args.slide_timeout,
+        )
+        scheduler = Scheduler(ctx, conns, policy, args.concurrency, batch.board.record, fatal)
+        scheduler.run(tasks or [])
+    return batch.board.close("not attempted")
+
+
+def _report(outcomes: Sequence[SlideOutcome], out_dir: Path) -> int:
+    tally = counts(outcomes)
+    csv_path = out_dir / CSV_NAME
+    failed = tally[FAILED]
+    if failed:
+        raise ClientError(
+            f"{failed} of {len(outcomes)} slides failed ({tally['done']} done, "
+            f"{tally['skipped']} skipped); see {csv_path} for the reasons",
+            exit_code=EXIT_FAILED,
+        )
+    print(
+        f"fseg: {tally['done']} done, {tally['skipped']} skipped; outputs in {out_dir}, "
+        f"summary in {csv_path}"
+    )
+    return EXIT_OK

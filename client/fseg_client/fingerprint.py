@@ -1,0 +1,101 @@
+"""Request fingerprints: has this slide already been done with these options?
+
+A fingerprint is the SHA-256 of a canonical JSON document holding the options,
+the bank's digest and the slide's identity. It is stored in the slide's summary
+JSON; a re-run skips the slide when the stored value equals the new one.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import threading
+from pathlib import Path
+
+from fseg_proto import PROTOCOL
+
+from .inputs import SlideInput
+from .options import RequestOptions
+
+HASH_BLOCK_BYTES = 4 * 1024 * 1024
+
+
+def sha256_file(path: Path) -> str:
+    """Hex SHA-256 of a file's content, read in 4 MiB blocks."""
+    hasher = hashlib.sha256()
+    with open(path, "rb") as handle:
+        while block := handle.read(HASH_BLOCK_BYTES):
+            hasher.update(block)
+    return hasher.hexdigest()
+
+
+class HashCache:
+    """SHA-256 of local slides, computed at most once per file version.
+
+    Keyed by path, size and mtime, so an edited file is hashed again. Known
+    digests (from earlier runs' summaries) can be fed in with :meth:`remember`.
+    Safe to share between threads.
+    """
+
+    def __init__(self) -> None:
+        self._known: dict[tuple[str, int, int], str] = {}
+        self._lock = threading.Lock()
+        self._path_locks: dict[str, threading.Lock] = {}
+
+    @staticmethod
+    def _key(path: Path) -> tuple[str, int, int]:
+        stat = path.stat()
+        return (str(path), stat.st_size, stat.st_mtime_ns)
+
+    def remember(self, path: Path, size: int, mtime_ns: int, digest: str) -> None:
+        """Record a digest computed earlier for this exact file version."""
+        with self._lock:
+            self._known[(str(path), size, mtime_ns)] = digest
+
+    def sha256(self, path: Path) -> str:
+        """The file's digest; hashes it unless this version was seen before."""
+        with self._lock:
+            path_lock = self._path_locks.setdefault(str(path), threading.Lock())
+        with path_lock:  # two threads wanting one file hash it once
+            key = self._key(path)
+            with self._lock:
+                if key in self._known:
+                    return self._known[key]
+            digest = sha256_file(path)
+            with self._lock:
+                self._known[key] = digest
+            return digest
+
+
+def slide_identity(slide: SlideInput, by_content: bool, hashes: HashCache) -> dict:
+    """What identifies the slide's data.
+
+    Args:
+        by_content: identify by SHA-256 (``--upload always``: the server sees only
+            the bytes) instead of by file name, size and modification time.
+    """
+    if not slide.local:
+        return {"path": str(slide.path)}
+    if by_content:
+        return {"name": slide.name, "sha256": hashes.sha256(slide.path)}
+    stat = os.stat(slide.path)
+    return {"name": slide.name, "size": stat.st_size, "mtime_ns": stat.st_mtime_ns}
+
+
+def request_fingerprint(options: RequestOptions, bank_digest: str, identity: dict) -> str:
+    """Hex SHA-256 of everything that determines a slide's result.
+
+    Args:
+        options: the batch's options (extractor included).
+        bank_digest: :attr:`fseg_client.bankfile.BankSpec.digest`.
+        identity: :func:`slide_identity`.
+    """
+    document = {
+        "protocol": PROTOCOL,
+        "options": options.canonical(),
+        "bank": bank_digest,
+        "slide": identity,
+    }
+    text = json.dumps(document, sort_keys=True, separators=(",", ":"), ensure_ascii=True)
+    return hashlib.sha256(text.encode("ascii")).hexdigest()

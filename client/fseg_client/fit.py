@@ -1,0 +1,137 @@
+"""The batch's own concept bank: fitted once on every slide, then sent with each request.
+
+Servers keep no state between calls, so a bank fitted per slide would give
+class 3 a different meaning on every slide. Fitting one bank on the whole batch
+(FitConcepts) and sending its bytes with every SegmentRequest keeps the classes
+comparable across the cohort, whichever server segments which slide.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+import grpc
+
+from fseg_proto import fseg_pb2
+
+from .atomic import write_bytes_atomic
+from .bankfile import BankSpec, bank_metadata, check_bank
+from .calls import CallRegistry, Cancelled
+from .connect import Connection
+from .errors import EXIT_FAILED, ClientError, ProtocolError, rpc_error_code, rpc_error_sentence
+from .inputs import SlideInput
+from .options import RequestOptions
+from .progress import Progress
+from .remote_slides import SlideResolver
+from .retry import Action, RetryPolicy, classify
+
+# Refusals caused by one slide of the batch (unreadable, no resolution...).
+_SLIDE_FAULTS = frozenset(
+    {
+        grpc.StatusCode.INVALID_ARGUMENT,
+        grpc.StatusCode.FAILED_PRECONDITION,
+        grpc.StatusCode.NOT_FOUND,
+    }
+)
+
+
+def fit_request(
+    conn: Connection, slides: Sequence[SlideInput], options: RequestOptions, resolver: SlideResolver
+) -> fseg_pb2.FitRequest:
+    """A FitRequest over every slide, each referenced as ``conn``'s server can read it."""
+    return fseg_pb2.FitRequest(
+        slides=[resolver.slide_ref(conn, slide) for slide in slides],
+        extractor=options.extractor,
+        k=[options.k],
+        slide_mpp=options.slide_mpp,
+        target_mpp=options.target_mpp,
+    )
+
+
+def fit_on(
+    conn: Connection,
+    request: fseg_pb2.FitRequest,
+    registry: CallRegistry,
+    progress: Progress,
+) -> bytes:
+    """Run FitConcepts on one server; returns the bank file's bytes, checked."""
+    bar = progress.slide_bar("concept bank")
+    try:
+        registry.check()
+        call = conn.stub.FitConcepts(request, metadata=conn.metadata)
+        fitted = None
+        with registry.track(call):
+            for event in call:
+                if event.WhichOneof("event") == "progress":
+                    bar.stage(event.progress.stage, event.progress.done, event.progress.total)
+                elif event.WhichOneof("event") == "bank":
+                    fitted = event.bank
+    finally:
+        bar.close()
+    if fitted is None or not fitted.safetensors:
+        raise ProtocolError("FitConcepts ended without a bank")
+    digest = hashlib.sha256(fitted.safetensors).hexdigest()
+    if fitted.sha256 and fitted.sha256.lower() != digest:
+        raise ProtocolError(f"the bank failed its SHA-256 check ({digest} != {fitted.sha256})")
+    return bytes(fitted.safetensors)
+
+
+def fit_batch_bank(
+    conns: Sequence[Connection],
+    slides: Sequence[SlideInput],
+    options: RequestOptions,
+    resolver: SlideResolver,
+    progress: Progress,
+    policy: RetryPolicy,
+    path: Path,
+) -> BankSpec:
+    """Fit a bank on all ``slides`` (one server; the next one if it fails) and save it.
+
+    The bank is written atomically to ``path`` so that a re-run reuses it.
+
+    Raises:
+        ClientError: every server failed, or the fit was refused (exit code 1).
+        KeyboardInterrupt: Ctrl-C; the call is cancelled.
+    """
+    registry = resolver.registry
+    tries = (policy.retries + 1) * len(conns)
+    message = "no server was tried"
+    for attempt in range(tries):
+        conn = conns[attempt % len(conns)]
+        if attempt and attempt % len(conns) == 0:  # every server failed once more: rest
+            time.sleep(policy.delay(attempt // len(conns)))
+        progress.note(
+            f"fseg: fitting a concept bank (k={options.k}) on {len(slides)} "
+            f"slide{'s' if len(slides) != 1 else ''} on {conn.address}"
+        )
+        try:
+            data = fit_on(conn, fit_request(conn, slides, options, resolver), registry, progress)
+        except KeyboardInterrupt:
+            registry.cancel_all()
+            raise
+        except (grpc.RpcError, ProtocolError, ClientError, Cancelled) as exc:
+            stopping = registry.stopping.is_set() or isinstance(exc, Cancelled)
+            verdict = classify(exc, started=True, slide_timeout=False, cancelled_by_us=stopping)
+            if verdict.action is Action.STOP:
+                raise KeyboardInterrupt from None
+            message = rpc_error_sentence(exc, conn.address)
+            if verdict.action is Action.FAIL:
+                raise _fit_failed(message, advise=rpc_error_code(exc) in _SLIDE_FAULTS) from None
+            progress.note(f"fseg: {message.rstrip('.')}; trying again")
+            continue
+        check_bank(bank_metadata(data, "fitted by the server"), "fitted", options.k, "")
+        write_bytes_atomic(path, data)
+        progress.note(f"fseg: concept bank saved to {path}")
+        return BankSpec(data=data, source=str(path))
+    raise _fit_failed(f"gave up after {tries} attempts: {message}")
+
+
+def _fit_failed(message: str, advise: bool = False) -> ClientError:
+    advice = " (leave out the slide at fault, or pass --concepts)" if advise else ""
+    return ClientError(
+        f"fitting the batch's concept bank failed: {message.rstrip('.')}{advice}",
+        exit_code=EXIT_FAILED,
+    )

@@ -1,0 +1,91 @@
+"""A slide's files in the output folder, and when they count as complete.
+
+``<stem>.json`` (the summary) is written last and holds the request
+fingerprint; its presence with a matching fingerprint, plus every requested
+file, is what "done" means to a re-run.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+from pathlib import Path
+
+from .atomic import write_json_atomic
+from .errors import ProtocolError
+from .results import ResultAssembler
+
+FINGERPRINT_KEY = "request_fingerprint"
+
+
+def summary_path(out_dir: Path, stem: str) -> Path:
+    """``<out_dir>/<stem>.json``."""
+    return out_dir / f"{stem}.json"
+
+
+def output_names(stem: str, suffixes: list[str]) -> list[str]:
+    """File names of a slide's outputs, summary included: ``x.geojson``, ... ``x.json``."""
+    return [f"{stem}.{suffix}" for suffix in suffixes] + [f"{stem}.json"]
+
+
+def read_summary(path: Path) -> dict | None:
+    """A summary JSON as a dict, or None when it is missing or unreadable."""
+    try:
+        payload = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+        return None
+    return payload if isinstance(payload, dict) else None
+
+
+def completed_summary(
+    out_dir: Path, stem: str, fingerprint: str, suffixes: list[str]
+) -> dict | None:
+    """The slide's summary if it is complete for ``fingerprint``, else None.
+
+    Complete means: the summary exists, carries this fingerprint, and every
+    requested output file exists beside it.
+    """
+    summary = read_summary(summary_path(out_dir, stem))
+    if summary is None or summary.get(FINGERPRINT_KEY) != fingerprint:
+        return None
+    if not all((out_dir / f"{stem}.{suffix}").is_file() for suffix in suffixes):
+        return None
+    return summary
+
+
+def parse_server_summary(text: str) -> dict:
+    """The Summary message's JSON as a dict."""
+    try:
+        payload = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise ProtocolError(f"the summary is not valid JSON ({exc})") from None
+    if not isinstance(payload, dict):
+        raise ProtocolError("the summary is not a JSON object")
+    return payload
+
+
+def finish_slide(
+    assembler: ResultAssembler,
+    out_dir: Path,
+    stem: str,
+    server_summary: dict,
+    fingerprint: str,
+    client_info: dict,
+) -> dict:
+    """Put a slide's verified files in place; the summary goes last.
+
+    The old summary is removed first, so that between the renames no summary
+    vouches for a mix of old and new files.
+
+    Returns:
+        The summary as written.
+    """
+    path = summary_path(out_dir, stem)
+    with contextlib.suppress(FileNotFoundError):
+        path.unlink()
+    written = assembler.commit_all()
+    summary = dict(server_summary)
+    summary[FINGERPRINT_KEY] = fingerprint
+    summary["client"] = {**client_info, "files": sorted(p.name for p in written)}
+    write_json_atomic(path, summary)
+    return summary

@@ -1,0 +1,117 @@
+"""Before sending anything: which slides are already done, and the bank to use."""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+from .bankfile import BANK_FILE_NAME, BankSpec, check_bank, load_bank_file, looks_like_bank_file
+from .errors import ClientError
+from .fingerprint import HashCache, request_fingerprint, slide_identity
+from .inputs import SlideInput
+from .job import SlideTask
+from .options import RequestOptions
+from .outputs import completed_summary, read_summary, summary_path
+from .report import SKIPPED, SlideOutcome
+
+HASH_THREADS = 4
+
+
+def with_bank_extractor(options: RequestOptions, meta: dict) -> RequestOptions:
+    """Fill in the bank's extractor when none was asked for.
+
+    The server's default extractor may not be the one the bank was fitted on;
+    naming it keeps requests right on every server, and keeps the fingerprint
+    the same whether the bank was just fitted or reused.
+    """
+    if options.extractor or not meta.get("extractor"):
+        return options
+    return dataclasses.replace(options, extractor=str(meta["extractor"]))
+
+
+def choose_bank(
+    concepts: str | None, out_dir: Path, options: RequestOptions
+) -> tuple[BankSpec | None, RequestOptions]:
+    """The bank of the batch, or None when one must be fitted on the batch first.
+
+    ``--concepts`` names a local bank file or a bank the server loaded; without
+    it, a bank fitted by an earlier run of this batch (``DIR/fseg-bank.safetensors``)
+    is reused.
+    """
+    if concepts and looks_like_bank_file(concepts):
+        path = Path(concepts).expanduser()
+        if not path.is_file():
+            raise ClientError(f"the concept bank {concepts} does not exist")
+        spec, meta = load_bank_file(path)
+        check_bank(meta, str(path), options.k, options.extractor)
+        return spec, with_bank_extractor(options, meta)
+    if concepts:
+        return BankSpec(name=concepts, source=f"server bank {concepts}"), options
+    saved = out_dir / BANK_FILE_NAME
+    if not saved.is_file():
+        return None, options
+    spec, meta = load_bank_file(saved)
+    try:
+        check_bank(meta, str(saved), options.k, options.extractor)
+    except ClientError as exc:
+        raise ClientError(
+            f"{str(exc).rstrip('.')}; it was fitted by an earlier run into {out_dir}: use "
+            "another --out, or delete it to fit a new one"
+        ) from None
+    return spec, with_bank_extractor(options, meta)
+
+
+def _remember_digest(slide: SlideInput, out_dir: Path, hashes: HashCache) -> None:
+    """Reuse the SHA-256 an earlier run recorded for this very file version."""
+    summary = read_summary(summary_path(out_dir, slide.stem)) or {}
+    client = summary.get("client") if isinstance(summary.get("client"), dict) else {}
+    identity, info = client.get("slide") or {}, client.get("file") or {}
+    try:
+        if identity.get("sha256") and info.get("size") is not None:
+            hashes.remember(
+                slide.path, int(info["size"]), int(info["mtime_ns"]), str(identity["sha256"])
+            )
+    except (AttributeError, KeyError, TypeError, ValueError):
+        return
+
+
+def plan_tasks(
+    slides: Sequence[SlideInput],
+    options: RequestOptions,
+    bank: BankSpec,
+    out_dir: Path,
+    by_content: bool,
+    hashes: HashCache,
+) -> tuple[list[SlideTask], list[SlideOutcome]]:
+    """Split the batch into slides to send and slides already complete.
+
+    Args:
+        by_content: identify slides by SHA-256 (``--upload always``); digests
+            are computed in a few threads, or reused from earlier summaries.
+
+    Returns:
+        (tasks to run, outcomes of the skipped slides), each in input order.
+    """
+
+    def one(slide: SlideInput) -> SlideTask | SlideOutcome:
+        if by_content and slide.local:
+            _remember_digest(slide, out_dir, hashes)
+        try:
+            identity = slide_identity(slide, by_content, hashes)
+        except OSError as exc:
+            raise ClientError(f"cannot read {slide.path} ({exc.strerror})") from None
+        fingerprint = request_fingerprint(options, bank.digest, identity)
+        done = completed_summary(out_dir, slide.stem, fingerprint, options.output_files)
+        if done is not None:
+            client = done.get("client") if isinstance(done.get("client"), dict) else {}
+            return SlideOutcome(slide, SKIPPED, server=str(client.get("server", "")), summary=done)
+        return SlideTask(slide, fingerprint, identity)
+
+    threads = HASH_THREADS if by_content else 1
+    with ThreadPoolExecutor(max_workers=threads) as pool:
+        results = list(pool.map(one, slides))
+    tasks = [r for r in results if isinstance(r, SlideTask)]
+    skipped = [r for r in results if isinstance(r, SlideOutcome)]
+    return tasks, skipped

@@ -1,0 +1,114 @@
+"""What happened to each slide, and the batch summary CSV.
+
+One row per slide: status, server, attempts, error, seconds, tissue area and one
+column per class area, taken from the slide's summary JSON (``classes`` entries
+carry ``area_um2``, or ``area_px2`` for uncalibrated images).
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from .atomic import write_bytes_atomic
+from .inputs import SlideInput
+
+DONE, SKIPPED, FAILED, PENDING = "done", "skipped", "failed", "pending"
+CSV_NAME = "batch-summary.csv"
+BASE_COLUMNS = ["slide", "path", "status", "server", "attempts", "error", "seconds"]
+_UNITS = ("um2", "px2")
+
+
+@dataclass
+class SlideOutcome:
+    """The fate of one slide in this run.
+
+    Attributes:
+        seconds: wall time from the slide's first attempt to its last, in s.
+        summary: the slide's summary JSON (done and skipped slides).
+    """
+
+    slide: SlideInput
+    status: str = PENDING
+    server: str = ""
+    attempts: int = 0
+    error: str = ""
+    seconds: float = 0.0
+    summary: dict | None = None
+
+
+def _areas(summary: dict | None) -> dict[str, float]:
+    """``{"tissue_area_um2": ..., "area_um2:Stroma": ...}`` from a summary."""
+    if not summary:
+        return {}
+    areas: dict[str, float] = {}
+    tissue = summary.get("tissue")
+    if isinstance(tissue, dict):
+        for unit in _UNITS:
+            if isinstance(tissue.get(f"area_{unit}"), int | float):
+                areas[f"tissue_area_{unit}"] = float(tissue[f"area_{unit}"])
+    classes = summary.get("classes")
+    for entry in classes if isinstance(classes, list) else []:
+        if not isinstance(entry, dict):
+            continue
+        name = str(entry.get("name", entry.get("index", "?")))
+        for unit in _UNITS:
+            if isinstance(entry.get(f"area_{unit}"), int | float):
+                areas[f"area_{unit}:{name}"] = float(entry[f"area_{unit}"])
+    return areas
+
+
+def csv_table(outcomes: Sequence[SlideOutcome]) -> tuple[list[str], list[dict[str, str]]]:
+    """Column names and rows of the batch summary.
+
+    Area columns follow the base columns: tissue first, then classes in the
+    order they first appear, so a bank's class order is kept.
+    """
+    area_columns: dict[str, None] = {}
+    rows = []
+    for outcome in outcomes:
+        areas = _areas(outcome.summary)
+        for column in areas:
+            area_columns.setdefault(column, None)
+        row = {
+            "slide": outcome.slide.stem,
+            "path": str(outcome.slide.path),
+            "status": outcome.status,
+            "server": outcome.server,
+            "attempts": str(outcome.attempts),
+            "error": outcome.error,
+            "seconds": f"{outcome.seconds:.2f}",
+        }
+        row.update({column: f"{value:.3f}" for column, value in areas.items()})
+        rows.append(row)
+    tissue = [c for c in area_columns if c.startswith("tissue_")]
+    classes = [c for c in area_columns if not c.startswith("tissue_")]
+    return BASE_COLUMNS + tissue + classes, rows
+
+
+def csv_text(outcomes: Sequence[SlideOutcome]) -> str:
+    """The batch summary as CSV text."""
+    columns, rows = csv_table(outcomes)
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=columns, restval="", lineterminator="\n")
+    writer.writeheader()
+    writer.writerows(rows)
+    return buffer.getvalue()
+
+
+def write_batch_csv(out_dir: Path, outcomes: Sequence[SlideOutcome]) -> Path:
+    """Write ``<out_dir>/batch-summary.csv`` atomically; returns its path."""
+    path = out_dir / CSV_NAME
+    write_bytes_atomic(path, csv_text(outcomes).encode("utf-8"))
+    return path
+
+
+def counts(outcomes: Sequence[SlideOutcome]) -> dict[str, int]:
+    """Slides per status."""
+    tally = {DONE: 0, SKIPPED: 0, FAILED: 0, PENDING: 0}
+    for outcome in outcomes:
+        tally[outcome.status] = tally.get(outcome.status, 0) + 1
+    return tally

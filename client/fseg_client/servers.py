@@ -1,0 +1,65 @@
+"""What a batch knows about each server: up or cooling down, and how to probe it."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+
+import grpc
+
+from .connect import Connection
+from .errors import rpc_error_code, rpc_error_sentence
+from .retry import RetryPolicy
+
+PROBE_TIMEOUT_S = 5.0
+
+
+@dataclass
+class ServerState:
+    """One server (one channel) as the scheduler sees it; guarded by the scheduler's lock.
+
+    Times are ``time.monotonic()`` seconds.
+    """
+
+    conn: Connection
+    last_ok: float  # when it last sent an event for one of our slides
+    failures: int = 0  # unreachable, in a row
+    down_until: float = 0.0  # no new work before
+    needs_probe: bool = False  # ask the health service before sending work
+    probing: bool = False
+    in_flight: int = 0  # this client's attempts running there now
+    last_error: str = ""
+
+    @property
+    def address(self) -> str:
+        return self.conn.address
+
+    def usable(self, now: float) -> bool:
+        """Neither cooling down nor waiting for a health probe."""
+        return self.down_until <= now and not self.needs_probe
+
+    def mark_down(self, policy: RetryPolicy, error: str) -> None:
+        """Cool the server down; the cool-down grows with each failure in a row."""
+        self.failures += 1
+        self.down_until = time.monotonic() + policy.delay(self.failures)
+        self.needs_probe = True
+        self.last_error = error
+
+    def answered(self) -> None:
+        """It sent an event: up and working, whatever it did before."""
+        self.last_ok = time.monotonic()
+        self.failures = 0
+
+    def probe(self) -> str:
+        """Ask the health service; returns "" when serving, else why not (a sentence).
+
+        Runs without the scheduler's lock (it waits on the network).
+        """
+        try:
+            status = self.conn.check_health(PROBE_TIMEOUT_S)
+        except grpc.RpcError as exc:
+            # A server without the health service still answered: it is up.
+            if rpc_error_code(exc) is grpc.StatusCode.UNIMPLEMENTED:
+                return ""
+            return rpc_error_sentence(exc, self.address)
+        return "" if status == "SERVING" else f"its health service says {status}"

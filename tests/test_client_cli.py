@@ -1,0 +1,97 @@
+"""``fseg`` commands: info, health, and one-sentence errors with the right exit code."""
+
+from __future__ import annotations
+
+import json
+import socket
+from pathlib import Path
+
+import pytest
+from test_client_fake_server import FakeSegmentation, start
+
+from fseg_client.cli import main
+
+
+@pytest.fixture
+def address():
+    server, address = start(FakeSegmentation())
+    yield address
+    server.stop(0)
+
+
+def dead_address() -> str:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return f"127.0.0.1:{s.getsockname()[1]}"
+
+
+def test_info_is_readable_and_json_on_request(address: str, capsys) -> None:
+    assert main(["info", "--server", address]) == 0
+    text = capsys.readouterr().out
+    assert f"server      {address}" in text and "stain (default): 4 features" in text
+    assert main(["info", "--server", address, "--json"]) == 0
+    payload = json.loads(capsys.readouterr().out)
+    assert payload["server"] == address and payload["extractors"][0]["name"] == "stain"
+
+
+def test_health(address: str, capsys) -> None:
+    assert main(["health", "--server", address]) == 0
+    assert capsys.readouterr().out == f"{address}: SERVING\n"
+    dead = dead_address()
+    assert main(["health", "--server", dead]) == 1
+    line = capsys.readouterr().out
+    assert line.startswith(f"{dead}: UNREACHABLE: ") and line.count("\n") == 1
+
+
+def test_info_on_a_dead_server_is_one_sentence(capsys) -> None:
+    assert main(["info", "--server", dead_address()]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("fseg: error: the server at ") and err.count("\n") == 1
+
+
+@pytest.fixture
+def slide(tmp_path: Path) -> Path:
+    path = tmp_path / "a.svs"
+    path.write_bytes(b"x")
+    return path
+
+
+@pytest.mark.parametrize(
+    ("extra", "message"),
+    [
+        (["--k", "0"], "--k must be at least 1"),
+        (["--outputs", "geojson,mask"], "--outputs takes"),
+        (["--mpp", "-1"], "--mpp must be a number of at least 0"),
+        (["--server", "h:1", "--tls-cert", "c.pem"], "--tls-cert and --tls-key go together"),
+        (["--tls-ca", "ca.pem"], "the TLS options need --server"),
+        (["--concepts", "missing.safetensors"], "does not exist"),
+        (["--server", "localhost"], "needs a port"),
+        (["--concurrency", "0"], "--concurrency must be at least 1"),
+        (["--roi", "nope.geojson"], "cannot read the ROI file"),
+        (["--server", "h:1", "--device", "cuda"], "are for the embedded server"),
+    ],
+)
+def test_bad_arguments_exit_2_with_one_sentence(
+    slide: Path, tmp_path: Path, capsys, extra: list[str], message: str
+) -> None:
+    code = main(["segment", str(slide), "--out", str(tmp_path / "out"), *extra])
+    err = capsys.readouterr().err
+    assert code == 2
+    assert err.startswith("fseg: error: ") and message in err and err.count("\n") == 1
+
+
+def test_duplicate_stems_are_refused_before_anything_starts(tmp_path: Path, capsys) -> None:
+    for folder in ("x", "y"):
+        (tmp_path / folder).mkdir()
+        (tmp_path / folder / "same.svs").write_bytes(b"x")
+    out = tmp_path / "out"
+    code = main(["segment", str(tmp_path / "x"), str(tmp_path / "y"), "--out", str(out)])
+    assert code == 2 and "would both write outputs named 'same'" in capsys.readouterr().err
+    assert not out.exists()
+
+
+def test_invalid_roi_json_is_refused(slide: Path, tmp_path: Path, capsys) -> None:
+    roi = tmp_path / "roi.geojson"
+    roi.write_text("{not json")
+    assert main(["segment", str(slide), "--out", str(tmp_path), "--roi", str(roi)]) == 2
+    assert "is not valid GeoJSON" in capsys.readouterr().err

@@ -1,0 +1,86 @@
+"""Retry decisions and back-off, without threads or clocks."""
+
+from __future__ import annotations
+
+import grpc
+import pytest
+
+from fseg_client.errors import ClientError, ProtocolError
+from fseg_client.retry import Action, RetryPolicy, classify
+
+
+class FakeRpcError(grpc.RpcError):
+    def __init__(self, code: grpc.StatusCode, details: str = "") -> None:
+        self._code, self._details = code, details
+
+    def code(self) -> grpc.StatusCode:
+        return self._code
+
+    def details(self) -> str:
+        return self._details
+
+
+def verdict(code: grpc.StatusCode, started=True, slide_timeout=False, cancelled=False):
+    return classify(
+        FakeRpcError(code),
+        started=started,
+        slide_timeout=slide_timeout,
+        cancelled_by_us=cancelled,
+    )
+
+
+@pytest.mark.parametrize(
+    "code",
+    [
+        grpc.StatusCode.INVALID_ARGUMENT,
+        grpc.StatusCode.NOT_FOUND,
+        grpc.StatusCode.PERMISSION_DENIED,
+        grpc.StatusCode.FAILED_PRECONDITION,
+        grpc.StatusCode.UNAUTHENTICATED,
+        grpc.StatusCode.INTERNAL,
+    ],
+)
+def test_the_requests_own_faults_fail_at_once(code) -> None:
+    assert verdict(code).action is Action.FAIL
+
+
+def test_busy_servers_are_retried_with_back_off() -> None:
+    result = verdict(grpc.StatusCode.RESOURCE_EXHAUSTED)
+    assert result.action is Action.RETRY and result.counts
+
+
+def test_unreachable_server_is_the_servers_fault_until_the_slide_started() -> None:
+    before = verdict(grpc.StatusCode.UNAVAILABLE, started=False)
+    during = verdict(grpc.StatusCode.UNAVAILABLE, started=True)
+    assert before.action is during.action is Action.SERVER_DOWN
+    assert not before.counts and during.counts
+
+
+def test_deadline_moves_the_slide_only_with_a_slide_timeout() -> None:
+    assert verdict(grpc.StatusCode.DEADLINE_EXCEEDED, slide_timeout=True).action is Action.MOVE
+    assert verdict(grpc.StatusCode.DEADLINE_EXCEEDED).action is Action.FAIL
+
+
+def test_our_own_cancel_stops_and_broken_transfers_retry() -> None:
+    assert verdict(grpc.StatusCode.CANCELLED, cancelled=True).action is Action.STOP
+    assert verdict(grpc.StatusCode.CANCELLED).action is Action.RETRY  # the server cancelled
+    kwargs = {"started": True, "slide_timeout": False, "cancelled_by_us": False}
+    assert classify(ProtocolError("bad sha"), **kwargs).action is Action.RETRY
+    never = ProtocolError("no overlay", retryable=False)
+    assert classify(never, **kwargs).action is Action.FAIL
+    assert classify(ClientError("unreadable"), **kwargs).action is Action.FAIL
+
+
+def test_back_off_doubles_up_to_the_cap_with_bounded_jitter() -> None:
+    policy = RetryPolicy(retries=4, base_s=2.0, cap_s=10.0)
+    assert [policy.nominal_delay(n) for n in range(1, 6)] == [2.0, 4.0, 8.0, 10.0, 10.0]
+    assert policy.delay(3, rand=lambda: 0.0) == 4.0
+    assert policy.delay(3, rand=lambda: 1.0) == 8.0
+    assert all(4.0 <= policy.delay(3) <= 8.0 for _ in range(100))
+
+
+def test_retry_budget() -> None:
+    policy = RetryPolicy(retries=4, base_s=2.0, cap_s=60.0)
+    assert not policy.exhausted(4) and policy.exhausted(5)
+    assert policy.budget_s() == 2 + 4 + 8 + 16
+    assert RetryPolicy(retries=0).budget_s() == 2.0  # never zero: a restart gets a moment
