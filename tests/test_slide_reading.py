@@ -81,7 +81,9 @@ def test_tiles_cover_the_slide_with_margins(cmu_slide):
     assert (grid.rows, grid.cols) == (3, 3)
     tile = grid.tile(1, 2)
     assert (tile.core_x, tile.core_y) == (1024, 512)
-    assert tile.read_left == pytest.approx((1024 - 32) * grid.resolution.scale, abs=1)
+    assert tile.source_x == pytest.approx((1024 - 32) * grid.resolution.scale)
+    left, top, span = tile.read_box()
+    assert left <= tile.source_x and left + span >= tile.source_x + tile.source_size
 
 
 def test_tissue_detection_finds_tissue_and_leaves_glass(cmu_slide):

@@ -279,7 +279,7 @@ def test_invalid_simplification_is_repaired(monkeypatch):
     repaired = simplify_coverage(exact, 1.0)
     assert len(repaired[0]) == 2 and all(p.is_valid for p in repaired[0])  # bowtie: two parts
     fallback = simplify_coverage(exact, 1.0)
-    assert fallback[0] == exact[0]  # nothing usable: the unsimplified polygon
+    assert fallback[0][0].equals(exact[0][0])  # nothing usable: the unsimplified polygon
 
 
 # --- sieve ------------------------------------------------------------------------------------

@@ -52,7 +52,7 @@ def sample_slide(
     window_cells = max(1, spec.concept_window // spec.stride)
     recipe = FeatureRecipe(
         extractor=extractor,
-        margin_cells=spec.margin // spec.stride,
+        margin_cells=plan.grid.margin // spec.stride,
         core_cells=plan.grid.tile_size // spec.stride,
         window_cells=window_cells,
         batch_size=spec.batch_size,

@@ -56,6 +56,8 @@ class SegmentOptions:
         readers: reader threads.
         fit_samples: window samples per slide when the bank is fitted on the job's
             own tissue (no bank given).
+        tile_size, margin: tile core and context margin in target pixels; None
+            for the extractor's defaults. Rounded to multiples of its stride.
     """
 
     k: int = 8
@@ -73,6 +75,8 @@ class SegmentOptions:
     batch_size: int | None = None
     readers: int = 4
     fit_samples: int = 4000
+    tile_size: int | None = None
+    margin: int | None = None
 
     def __post_init__(self) -> None:
         for name, kind in (("mode", Mode), ("frame", Frame), ("tissue", TissueDetection)):
@@ -88,6 +92,8 @@ class SegmentOptions:
             (self.simplify >= 0, f"simplify must be >= 0 label pixels, not {self.simplify}"),
             (self.min_area_um2 >= 0, f"min-area must be >= 0 µm², not {self.min_area_um2}"),
             (self.readers >= 1, f"readers must be at least 1, not {self.readers}"),
+            (self.tile_size is None or self.tile_size >= 1, "tile size must be positive"),
+            (self.margin is None or self.margin >= 0, "margin must not be negative"),
             (
                 self.label_upsample is None or self.label_upsample >= 1,
                 f"label upsample must be at least 1, not {self.label_upsample}",

@@ -55,8 +55,10 @@ def plan_slide(
     width_t = math.ceil(info.dimensions[0] / resolution.target_downsample)
     height_t = math.ceil(info.dimensions[1] / resolution.target_downsample)
     # Small images need no tile larger than themselves.
-    tile_size = min(spec.tile_size, _round_up(max(width_t, height_t), spec.stride))
-    grid = plan_tiles(info, resolution, tile_size, spec.margin)
+    wanted = _round_up(options.tile_size or spec.tile_size, spec.stride)
+    tile_size = min(wanted, _round_up(max(width_t, height_t), spec.stride))
+    margin = spec.margin if options.margin is None else _round_up(options.margin, spec.stride, 0)
+    grid = plan_tiles(info, resolution, tile_size, margin)
     detect = options.tissue is TissueDetection.ON or (
         options.tissue is TissueDetection.AUTO and not info.is_plain_image
     )
@@ -109,5 +111,6 @@ def _frame_offset(slide: Slide, frame: Frame) -> tuple[float, float]:
     return (0.0, 0.0)
 
 
-def _round_up(value: int, multiple: int) -> int:
-    return max(multiple, -(-value // multiple) * multiple)
+def _round_up(value: int, multiple: int, least: int | None = None) -> int:
+    """``value`` rounded up to a multiple of ``multiple``, and at least ``least`` (default: one)."""
+    return max(multiple if least is None else least, -(-value // multiple) * multiple)

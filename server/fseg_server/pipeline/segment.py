@@ -18,6 +18,7 @@ from .. import __version__
 from ..concepts.bank import ConceptBank
 from ..concepts.kmeans import Reservoir
 from ..extract import Extractor
+from ..memory import trim
 from ..slide.reader import Slide
 from ..vectorize import feature_collection_json, vectorize_labels
 from .canvas import NODATA, LabelCanvas
@@ -102,7 +103,7 @@ def segment_slide(
         bank_id=bank.digest or f"memory-{uuid.uuid4()}",
         mode=options.mode,
         components=options.components,
-        margin_cells=spec.margin // spec.stride,
+        margin_cells=plan.grid.margin // spec.stride,
         core_cells=plan.grid.tile_size // spec.stride,
         upsample=plan.upsample,
         batch_size=options.batch_size or spec.batch_size,
@@ -124,6 +125,7 @@ def segment_slide(
             canvas.paste(tile, block)
             progress("segment", done, len(plan.tiles))
         canvas.keep_only(plan.tissue)
+    trim()  # the streaming stage's freed buffers, before vectorizing needs its own
     classes = bank.classes[options.k]
     level0_mpp = options.slide_mpp or (slide.info.mpp[0] if slide.info.mpp else None)
     metadata = _metadata(slide, extractor, bank, bank_name, options, plan, level0_mpp)

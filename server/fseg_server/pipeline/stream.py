@@ -37,20 +37,22 @@ class ReadClock:
 
 
 def read_tile(slide: Slide, grid: TileGrid, tile: Tile) -> np.ndarray:
-    """A tile's pixels, core and margins, resized to the working resolution.
+    """A tile's pixels, core and margins, resampled to the working resolution.
 
     Returns:
         (S, S, 3) uint8 with S = grid.input_size target pixels.
     """
     size = grid.input_size
-    pixels = slide.read(
-        grid.resolution.level, tile.read_left, tile.read_top, tile.read_size, tile.read_size
-    )
-    if tile.read_size != size:
-        # Pillow's bilinear filter widens its support when shrinking: antialiased.
-        image = Image.fromarray(pixels).resize((size, size), Image.Resampling.BILINEAR)
-        pixels = np.asarray(image)
-    return np.ascontiguousarray(pixels)
+    left, top, span = tile.read_box()
+    pixels = slide.read(grid.resolution.level, left, top, span, span)
+    exact = (tile.source_x - left, tile.source_y - top)
+    if grid.resolution.scale == 1.0 and exact == (0.0, 0.0):
+        return np.ascontiguousarray(pixels[:size, :size])
+    # Pillow's bilinear filter widens its support when shrinking (antialiased),
+    # and `box` takes the exact fractional source square.
+    box = (exact[0], exact[1], exact[0] + tile.source_size, exact[1] + tile.source_size)
+    image = Image.fromarray(pixels).resize((size, size), Image.Resampling.BILINEAR, box=box)
+    return np.asarray(image)
 
 
 def stream_tiles(

@@ -57,6 +57,7 @@ def build_summary(
             "width": int(canvas.labels.shape[1]),
             "height": int(canvas.labels.shape[0]),
             "downsample": canvas.downsample,
+            "per_cell": plan.upsample,
             "nodata": NODATA,
             "origin": [-plan.frame_offset[0], -plan.frame_offset[1]],
         },

@@ -53,17 +53,27 @@ class Tile:
     Attributes:
         row, col: index in the tile grid.
         core_x, core_y: top-left of the core, target pixels.
-        read_left, read_top, read_size: the region read, in pixels of the
-            level being read (core plus margins, before resizing).
+        source_x, source_y, source_size: the exact square (core plus margins)
+            in pixels of the level being read, as floats: target pixel t
+            covers level pixels [t * scale, (t + 1) * scale). Resampling this
+            exact square makes every tile sample the same global grid, so
+            overlapping tiles see identical pixels.
     """
 
     row: int
     col: int
     core_x: int
     core_y: int
-    read_left: int
-    read_top: int
-    read_size: int
+    source_x: float
+    source_y: float
+    source_size: float
+
+    def read_box(self) -> tuple[int, int, int]:
+        """The integer level-pixel square (left, top, size) that holds the source square."""
+        left, top = math.floor(self.source_x), math.floor(self.source_y)
+        right = math.ceil(self.source_x + self.source_size)
+        bottom = math.ceil(self.source_y + self.source_size)
+        return left, top, max(right - left, bottom - top)
 
 
 def choose_resolution(info: SlideInfo, mpp: float | None, user_mpp: float | None) -> Resolution:
@@ -134,9 +144,9 @@ class TileGrid:
             col=col,
             core_x=core_x,
             core_y=core_y,
-            read_left=math.floor((core_x - self.margin) * scale),
-            read_top=math.floor((core_y - self.margin) * scale),
-            read_size=round(self.input_size * scale),
+            source_x=(core_x - self.margin) * scale,
+            source_y=(core_y - self.margin) * scale,
+            source_size=self.input_size * scale,
         )
 
     def tiles(self, tissue: TissueMask | None = None) -> Iterator[Tile]:

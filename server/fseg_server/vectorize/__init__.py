@@ -87,6 +87,7 @@ def vectorize_labels(
     if min_cells > 1:
         grid = sieve_in_bands(grid, min_cells, nodata, band_rows=band_rows)
     polygons = polygons_in_bands(grid, nodata, band_rows=band_rows)
+    del grid  # a sieved copy of a whole slide's grid
     if simplify > 0:
         polygons = simplify_coverage(polygons, simplify, simplify_outline=simplify_outline)
     return to_output_frame(polygons, cell_size=cell_size, origin=origin)
@@ -116,14 +117,15 @@ def simplify_coverage(
     keys, flat = _flatten(polygons)
     # GEOS simplifies a ring without junctions from its first vertex on; a
     # canonical start makes the result independent of how the ring was traced.
-    canonical = shapely.normalize(flat)
+    # (The normalized copies replace the originals: one copy in memory, not two.)
+    flat = shapely.normalize(flat)
     out = flat.copy()
     todo = np.arange(flat.size)
     if not simplify_outline:
         todo = todo[shapely.area(flat) >= 4 * tolerance * tolerance]
     if todo.size:
         out[todo] = shapely.coverage_simplify(
-            canonical[todo], tolerance, simplify_boundary=simplify_outline
+            flat[todo], tolerance, simplify_boundary=simplify_outline
         )
     bad = todo[~shapely.is_valid(out[todo]) | shapely.is_empty(out[todo])]
     parts = {int(i): _repair(out[i], flat[i]) for i in bad}

@@ -27,7 +27,7 @@ import shapely
 from .sieve import sieve
 from .trace import label_polygons
 
-BAND_ROWS = 2048
+BAND_ROWS = 1024
 
 
 def sieve_in_bands(

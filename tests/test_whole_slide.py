@@ -1,0 +1,166 @@
+"""The whole-slide pipeline on real H&E: valid, non-overlapping polygons that cover the tissue,
+no seams between tiles, and the outputs a user relies on.
+
+Runs the pipeline in-process (the same code the server runs) on the shared
+CMU-1-Small-Region.svs (Aperio, 0.499 µm/px).
+"""
+
+from __future__ import annotations
+
+import io
+import itertools
+import json
+
+import numpy as np
+import pytest
+import shapely
+import torch
+from PIL import Image
+from shapely.geometry import shape
+
+from conftest import shared
+from fseg_server.extract import create_extractor
+from fseg_server.pipeline.device_worker import DeviceWorker
+from fseg_server.pipeline.options import SegmentOptions
+from fseg_server.pipeline.plan import plan_slide
+from fseg_server.pipeline.seams import measure_seams
+from fseg_server.pipeline.segment import fit_on_slide, segment_slide
+from fseg_server.slide.reader import open_slide
+from fseg_server.vectorize import label_polygons
+
+
+@pytest.fixture(scope="module")
+def engine():
+    extractor = create_extractor("stain")
+    with DeviceWorker(torch.device("cpu")) as worker:
+        yield extractor, worker
+
+
+@pytest.fixture(scope="module")
+def cmu(engine):
+    extractor, worker = engine
+    with open_slide(shared("slides/CMU-1-Small-Region.svs")) as slide:
+        bank = fit_on_slide(
+            slide, extractor, SegmentOptions(), worker, lambda *a: None, lambda: False
+        )
+        result = segment_slide(slide, extractor, bank, SegmentOptions(), worker)
+        plan = plan_slide(slide, extractor.spec, bank.mpp, SegmentOptions())
+    return result, plan, bank
+
+
+def geometries(result) -> dict[str, shapely.Geometry]:
+    collection = json.loads(result.files["geojson"])
+    return {
+        f["properties"]["classification"]["name"]: shape(f["geometry"])
+        for f in collection["features"]
+    }
+
+
+def test_every_geometry_parses_and_is_valid(cmu):
+    result, _, _ = cmu
+    shapes = geometries(result)
+    assert len(shapes) >= 4
+    assert all(g.is_valid and not g.is_empty for g in shapes.values())
+
+
+def test_classes_do_not_overlap(cmu):
+    result, _, _ = cmu
+    for (a, ga), (b, gb) in itertools.combinations(geometries(result).items(), 2):
+        overlap = ga.intersection(gb).area
+        assert overlap < 1e-3 * min(ga.area, gb.area), (a, b, overlap)
+
+
+def test_polygons_cover_the_detected_tissue_within_two_percent(cmu):
+    result, plan, _ = cmu
+    union = shapely.union_all(list(geometries(result).values()))
+    mask = plan.tissue
+    tissue = shapely.union_all(label_polygons(mask.mask.astype(np.uint8), nodata=0)[1])
+    tissue = shapely.affinity.scale(tissue, mask.downsample, mask.downsample, origin=(0, 0))
+    assert union.symmetric_difference(tissue).area < 0.02 * tissue.area
+
+
+def test_features_follow_qupath_import_rules(cmu):
+    result, _, bank = cmu
+    collection = json.loads(result.files["geojson"])
+    assert collection["type"] == "FeatureCollection"
+    assert collection["fseg"]["frame"] == "bounds" and collection["fseg"]["extractor"] == "stain"
+    names = {c.name: list(c.color) for c in bank.classes[8]}
+    for feature in collection["features"]:
+        properties = feature["properties"]
+        assert properties["objectType"] == "annotation"
+        assert names[properties["classification"]["name"]] == properties["classification"]["color"]
+        assert properties["measurements"]["Area µm^2"] > 0
+        assert properties["fseg"]["k"] == 8 and properties["fseg"]["mode"] == "project"
+
+
+def test_summary_reports_areas_tiles_resolution_and_timings(cmu):
+    result, plan, _ = cmu
+    summary = result.summary
+    fractions = [c["fraction_of_tissue"] for c in summary["classes"]]
+    assert sum(fractions) == pytest.approx(1.0)
+    assert summary["mpp"] == 0.499 and summary["working_mpp"] == pytest.approx(1.0)
+    assert summary["tiles"]["processed"] == len(plan.tiles) <= summary["tiles"]["grid"]
+    for stage in ("plan", "stream", "vectorize", "render", "extract", "factorize", "total"):
+        assert summary["timings_s"][stage] >= 0
+    tissue_um2 = summary["tissue"]["area_um2"]
+    assert sum(c["area_um2"] for c in summary["classes"]) == pytest.approx(tissue_um2)
+
+
+def test_the_label_png_is_the_grid_the_summary_describes(cmu):
+    result, _, _ = cmu
+    labels = result.summary["labels"]
+    image = Image.open(io.BytesIO(result.files["labels.png"]))
+    assert image.mode == "P" and image.size == (labels["width"], labels["height"])
+    assert labels["width"] * labels["downsample"] == pytest.approx(2220, abs=labels["downsample"])
+    values = set(np.unique(np.asarray(image)).tolist())
+    assert values <= set(range(8)) | {255}
+    overlay = Image.open(io.BytesIO(result.files["overlay.png"]))
+    assert overlay.mode == "RGB" and max(overlay.size) <= 1536
+
+
+def test_an_roi_restricts_the_work_to_its_polygon(engine, cmu):
+    extractor, worker = engine
+    whole, _, bank = cmu
+    roi = shapely.box(600, 900, 1400, 1900)  # level-0 px, bounds frame (CMU has no bounds)
+    with open_slide(shared("slides/CMU-1-Small-Region.svs")) as slide:
+        result = segment_slide(slide, extractor, bank, SegmentOptions(roi=(roi,)), worker)
+    union = shapely.union_all(list(geometries(result).values()))
+    assert union.difference(roi.buffer(20)).area == 0
+    assert union.area > 0.2 * roi.area
+    assert result.summary["tissue"]["area_um2"] < 0.5 * whole.summary["tissue"]["area_um2"]
+
+
+def test_split_regions_gives_one_valid_feature_per_region(engine, cmu):
+    extractor, worker = engine
+    _, _, bank = cmu
+    with open_slide(shared("slides/CMU-1-Small-Region.svs")) as slide:
+        result = segment_slide(slide, extractor, bank, SegmentOptions(split_regions=True), worker)
+    features = json.loads(result.files["geojson"])["features"]
+    assert len(features) == sum(c["regions"] for c in result.summary["classes"])
+    assert all(shape(f["geometry"]).geom_type == "Polygon" for f in features)
+
+
+def test_tiles_with_context_margins_leave_no_seams(engine, cmu):
+    """Label disagreement with a single-tile reference is no higher along tile borders
+    than inside, with the default margin; without a margin the same measure shows seams."""
+    extractor, worker = engine
+    _, _, bank = cmu
+    options = SegmentOptions(min_area_um2=0)
+    with open_slide(shared("slides/CMU-1-Small-Region.svs")) as slide:
+        margin = extractor.spec.margin
+        with_context = measure_seams(
+            slide, extractor, bank, options, worker, tile_size=256, margin=margin
+        )
+        without = measure_seams(slide, extractor, bank, options, worker, tile_size=256, margin=0)
+    assert with_context.border_pixels > 1000 and with_context.interior_pixels > 1000
+    assert with_context.ratio < 1.5
+    assert without.ratio > 3 * with_context.ratio
+
+
+def test_a_coarser_pyramid_level_is_read_when_it_serves(engine, cmu):
+    extractor, worker = engine
+    _, _, bank = cmu
+    with open_slide(shared("slides/tcga-cr-7395-01a-01-ts1.svs")) as slide:
+        options = SegmentOptions(slide_mpp=0.25)  # 1 µm/px wanted: downsample 4, level 1 is 2
+        result = segment_slide(slide, extractor, bank, options, worker)
+    assert result.summary["level_read"] == 1
