@@ -40,6 +40,15 @@ def add_serve(commands: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--upload-max-bytes", type=int, default=20 << 30, help="largest upload (default 20 GiB)"
     )
+    p.add_argument(
+        "--feature-cache", type=Path, metavar="DIR",
+        help="keep tile features (fp16) here, so re-running a slide at another k, bank "
+        "or mode skips reading and extraction (opt-in)",
+    )  # fmt: skip
+    p.add_argument(
+        "--feature-cache-bytes", type=int, default=50 << 30,
+        help="size cap of the feature cache; least recently used tiles go first (50 GiB)",
+    )  # fmt: skip
     p.add_argument("--max-queued-jobs", type=int, default=16, help="admitted jobs at most (16)")
     p.add_argument("--max-running-jobs", type=int, default=2, help="jobs running at once (2)")
     p.add_argument("--tls-cert", type=Path, help="server certificate chain (PEM)")
@@ -72,6 +81,8 @@ def serve(args: argparse.Namespace) -> int:
         slide_roots=args.slide_root,
         upload_dir=args.upload_dir,
         upload_max_bytes=args.upload_max_bytes,
+        feature_cache=args.feature_cache,
+        feature_cache_bytes=args.feature_cache_bytes,
         max_queued_jobs=args.max_queued_jobs,
         max_running_jobs=args.max_running_jobs,
         tls_cert=args.tls_cert,
@@ -108,6 +119,7 @@ def _banks(values: list[str]) -> dict[str, Path]:
 
 
 def _check_positive(args: argparse.Namespace) -> None:
-    for name in ("max_queued_jobs", "max_running_jobs", "chunk_bytes", "upload_max_bytes"):
+    names = ("max_queued_jobs", "max_running_jobs", "chunk_bytes", "upload_max_bytes")
+    for name in (*names, "feature_cache_bytes"):
         if getattr(args, name) < 1:
             raise InvalidInput(f"--{name.replace('_', '-')} must be at least 1")

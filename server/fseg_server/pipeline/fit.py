@@ -23,7 +23,7 @@ from .device_worker import DeviceWorker
 from .options import SegmentOptions
 from .plan import SlidePlan, plan_slide
 from .recipes import FeatureRecipe
-from .stream import stream_tiles
+from .stream import pixels_with, stream_tiles
 
 MIN_TISSUE_IN_WINDOW = 0.5  # windows mostly on glass are not samples of tissue
 
@@ -59,7 +59,11 @@ def sample_slide(
     )
     added = 0
     stream = stream_tiles(
-        slide, plan.grid, tiles, recipe, worker, readers=options.readers, should_stop=should_stop
+        tiles,
+        pixels_with(slide, plan.grid, recipe),
+        worker,
+        readers=options.readers,
+        should_stop=should_stop,
     )
     for done, (tile, windows) in enumerate(stream, start=1):
         keep = _useful_windows(plan, tile, windows.shape[:2], window_cells * spec.stride)

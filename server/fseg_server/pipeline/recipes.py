@@ -3,7 +3,9 @@
 :class:`LabelRecipe` turns tiles into concept-class labels for their cores;
 :class:`FeatureRecipe` turns them into window-averaged feature vectors for
 fitting a concept bank. Both run the extractor under the device's inference
-precision and keep the factorization in fp32.
+precision and keep the factorization in fp32. A label recipe can start from
+cached features instead of pixels (``from_features``): items are then
+(C, h, w) fp16 feature grids, and the extractor is skipped.
 """
 
 from __future__ import annotations
@@ -34,6 +36,18 @@ class StageClock:
         return time.perf_counter() - started
 
 
+def features_of(
+    extractor: Extractor, batch: torch.Tensor, from_features: bool, clock: StageClock
+) -> torch.Tensor:
+    """(B, C, h, w) fp32 features: extracted from (B, H, W, 3) pixels, or given."""
+    if from_features:
+        return batch.float()
+    started = time.perf_counter()
+    features = extract_features(extractor, batch)
+    clock.extract += clock.lap(batch.device, started)
+    return features
+
+
 def extract_features(extractor: Extractor, tiles: torch.Tensor) -> torch.Tensor:
     """(B, H, W, 3) uint8 tiles -> (B, C, H/s, W/s) fp32 features."""
     images = tiles.permute(0, 3, 1, 2)
@@ -55,6 +69,8 @@ class LabelRecipe:
         margin_cells, core_cells: tile geometry in feature cells.
         upsample: label pixels per feature cell along each axis.
         batch_size: tiles per forward pass.
+        from_features: items are cached feature grids, not pixels.
+        keep_features: also return each tile's features (fp16, CPU) for a cache.
     """
 
     extractor: Extractor
@@ -66,10 +82,14 @@ class LabelRecipe:
     core_cells: int
     upsample: int
     batch_size: int
+    from_features: bool = False
+    keep_features: bool = False
     clock: StageClock = field(default_factory=StageClock)
 
     def key(self) -> Hashable:
         return (
+            self.from_features,
+            self.keep_features,
             id(self.extractor),
             self.bank_id,
             len(self.concepts),
@@ -83,10 +103,9 @@ class LabelRecipe:
     def max_batch(self) -> int:
         return self.batch_size
 
-    def run(self, tiles: torch.Tensor) -> list[np.ndarray]:
-        started = time.perf_counter()
-        features = extract_features(self.extractor, tiles)
-        self.clock.extract += self.clock.lap(tiles.device, started)
+    def run(self, tiles: torch.Tensor) -> list[tuple[np.ndarray, np.ndarray | None]]:
+        """(labels of the core, features or None) per tile."""
+        features = features_of(self.extractor, tiles, self.from_features, self.clock)
         started = time.perf_counter()
         scores, index = concept_scores(
             features, self.concepts, self.mode, components=self.components
@@ -99,7 +118,8 @@ class LabelRecipe:
         size = ((n + 2 * apron) * u, (n + 2 * apron) * u)
         labels = labels_from_scores(scores, index, size)
         labels = labels[:, apron * u : (n + apron) * u, apron * u : (n + apron) * u]
-        result = list(labels.cpu().numpy())
+        kept = list(features.half().cpu().numpy()) if self.keep_features else [None] * len(labels)
+        result = list(zip(labels.cpu().numpy(), kept, strict=True))
         self.clock.factorize += self.clock.lap(tiles.device, started)
         return result
 
@@ -133,12 +153,9 @@ class FeatureRecipe:
 
     def run(self, tiles: torch.Tensor) -> list[np.ndarray]:
         """One (rows, cols, C) array of window vectors per tile."""
-        started = time.perf_counter()
-        features = extract_features(self.extractor, tiles)
+        features = features_of(self.extractor, tiles, False, self.clock)
         m, n = self.margin_cells, self.core_cells
         core = features[..., m : m + n, m : m + n]
         window = min(self.window_cells, n)
         pooled = F.avg_pool2d(core, window, ceil_mode=True)  # (B, C, r, c)
-        result = list(pooled.permute(0, 2, 3, 1).cpu().numpy())  # (r, c, C) per tile
-        self.clock.extract += self.clock.lap(tiles.device, started)
-        return result
+        return list(pooled.permute(0, 2, 3, 1).cpu().numpy())  # (r, c, C) per tile

@@ -8,11 +8,8 @@ polygons -> GeoJSON, label PNG, overlay and summary. Nothing flows back.
 from __future__ import annotations
 
 import time
-import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
-
-import torch
 
 from .. import __version__
 from ..concepts.bank import ConceptBank
@@ -21,14 +18,14 @@ from ..extract import Extractor
 from ..memory import trim
 from ..slide.reader import Slide
 from ..vectorize import feature_collection_json, vectorize_labels
-from .canvas import NODATA, LabelCanvas
+from .canvas import NODATA
 from .device_worker import DeviceWorker
+from .feature_cache import FeatureCache
 from .fit import fit_bank, sample_slide
+from .labelling import label_tiles
 from .options import SegmentOptions
 from .plan import SlidePlan, plan_slide
-from .recipes import LabelRecipe
 from .render import OVERLAY_MAX, label_png, overlay_png
-from .stream import ReadClock, stream_tiles
 from .summary import build_summary
 
 Progress = Callable[[str, int, int], None]
@@ -79,10 +76,15 @@ def segment_slide(
     worker: DeviceWorker,
     *,
     bank_name: str = "",
+    cache: FeatureCache | None = None,
     progress: Progress | None = None,
     should_stop: Callable[[], bool] = lambda: False,
 ) -> SegmentResult:
-    """Segment ``slide`` with ``extractor`` against ``bank`` (fitted on the slide if None)."""
+    """Segment ``slide`` with ``extractor`` against ``bank`` (fitted on the slide if None).
+
+    With a feature ``cache``, tiles seen before (same file, extractor,
+    resolution and tiling) skip reading and extraction.
+    """
     progress = progress or (lambda stage, done, total: None)
     timings = Timings()
     started = time.perf_counter()
@@ -92,39 +94,15 @@ def segment_slide(
             bank = fit_on_slide(slide, extractor, options, worker, progress, should_stop)
             bank_name = "fitted on this slide"
     bank.check_extractor(spec.name, spec.feature_dim)
-    concepts = bank.concepts(options.k)
+    bank.concepts(options.k)  # refuse a missing k before any work
     with timings.time("plan"):
         plan = plan_slide(slide, spec, bank.mpp, options)
     progress("plan", 1, 1)
-    canvas = LabelCanvas.for_grid(plan.grid, spec.stride, plan.upsample)
-    recipe = LabelRecipe(
-        extractor=extractor,
-        concepts=torch.from_numpy(concepts).to(worker.device),
-        bank_id=bank.digest or f"memory-{uuid.uuid4()}",
-        mode=options.mode,
-        components=options.components,
-        margin_cells=plan.grid.margin // spec.stride,
-        core_cells=plan.grid.tile_size // spec.stride,
-        upsample=plan.upsample,
-        batch_size=options.batch_size or spec.batch_size,
-    )
-    read_clock = ReadClock()
     with timings.time("stream"):
-        stream = stream_tiles(
-            slide,
-            plan.grid,
-            plan.tiles,
-            recipe,
-            worker,
-            readers=options.readers,
-            in_flight=max(16, 3 * recipe.batch_size),
-            should_stop=should_stop,
-            clock=read_clock,
-        )
-        for done, (tile, block) in enumerate(stream, start=1):
-            canvas.paste(tile, block)
-            progress("segment", done, len(plan.tiles))
-        canvas.keep_only(plan.tissue)
+        canvas, clocks = label_tiles(
+            slide, extractor, bank, options, plan, worker,
+            cache=cache, progress=progress, should_stop=should_stop,
+        )  # fmt: skip
     trim()  # the streaming stage's freed buffers, before vectorizing needs its own
     classes = bank.classes[options.k]
     level0_mpp = options.slide_mpp or (slide.info.mpp[0] if slide.info.mpp else None)
@@ -155,13 +133,14 @@ def segment_slide(
             "labels.png": label_png(canvas.labels, classes),
             "overlay.png": overlay_png(thumbnail, canvas.labels, classes),
         }
-    timings.stages["read_threads"] = read_clock.seconds
-    timings.stages["extract"] = recipe.clock.extract
-    timings.stages["factorize"] = recipe.clock.factorize
+    timings.stages["read_threads"] = clocks.read
+    timings.stages["extract"] = clocks.extract
+    timings.stages["factorize"] = clocks.factorize
     timings.stages["total"] = time.perf_counter() - started
     summary = build_summary(
         slide, canvas, plan, classes, polygons, metadata, timings.stages, level0_mpp
     )
+    summary["tiles"]["from_feature_cache"] = clocks.cached_tiles
     return SegmentResult(slide.info.path.stem, files, summary, canvas.labels)
 
 

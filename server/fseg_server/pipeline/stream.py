@@ -1,9 +1,10 @@
 """Streaming tiles from a slide through the device, with bounded memory.
 
-A pool of reader threads reads and resizes tiles (OpenSlide and Pillow
-release the GIL while they work); each tile goes to the device worker as soon
-as it is read. At most ``in_flight`` tiles exist at once, so memory does not
-grow with the slide, and results come back in tile order.
+A pool of reader threads prepares tiles (reads and resamples pixels, or loads
+cached features; OpenSlide, Pillow and NumPy release the GIL while they work);
+each tile goes to the device worker as soon as it is ready. At most
+``in_flight`` tiles exist at once, so memory does not grow with the slide, and
+results come back in tile order.
 """
 
 from __future__ import annotations
@@ -55,11 +56,17 @@ def read_tile(slide: Slide, grid: TileGrid, tile: Tile) -> np.ndarray:
     return np.asarray(image)
 
 
+Prepare = Callable[[Tile], tuple[Recipe, np.ndarray]]
+
+
+def pixels_with(slide: Slide, grid: TileGrid, recipe: Recipe) -> Prepare:
+    """The usual preparation: read the tile's pixels for ``recipe``."""
+    return lambda tile: (recipe, read_tile(slide, grid, tile))
+
+
 def stream_tiles(
-    slide: Slide,
-    grid: TileGrid,
     tiles: Iterable[Tile],
-    recipe: Recipe,
+    prepare: Prepare,
     worker: DeviceWorker,
     *,
     readers: int = 4,
@@ -69,6 +76,9 @@ def stream_tiles(
 ) -> Iterator[tuple[Tile, object]]:
     """Yield (tile, recipe result) for every tile, in order.
 
+    ``prepare(tile)`` runs in a reader thread and returns the recipe and the
+    array (pixels or cached features) to send to the device.
+
     Raises:
         Cancelled: when ``should_stop()`` turns true; queued work is dropped.
     """
@@ -77,13 +87,13 @@ def stream_tiles(
 
     def read_and_submit(tile: Tile) -> Future:
         started = time.perf_counter()
-        pixels = read_tile(slide, grid, tile)
+        recipe, item = prepare(tile)
         clock.add(time.perf_counter() - started)
         if stopped.is_set():  # the consumer has gone; do not occupy the device
             dropped: Future = Future()
             dropped.cancel()
             return dropped
-        return worker.submit(recipe, pixels)
+        return worker.submit(recipe, item)
 
     pending: deque[tuple[Tile, Future]] = deque()
     source = iter(tiles)

@@ -19,6 +19,7 @@ from fseg_proto import fseg_pb2, fseg_pb2_grpc
 from ..device import describe_device, resolve_device
 from ..errors import InvalidInput
 from ..pipeline.device_worker import DeviceWorker
+from ..pipeline.feature_cache import FeatureCache
 from .admission import Admission
 from .auth import TokenInterceptor
 from .info import Limits
@@ -45,6 +46,8 @@ class ServeConfig:
     slide_roots: list[Path] = field(default_factory=list)
     upload_dir: Path | None = None
     upload_max_bytes: int = 20 << 30
+    feature_cache: Path | None = None
+    feature_cache_bytes: int = 50 << 30
     max_queued_jobs: int = 16
     max_running_jobs: int = 2
     tls_cert: Path | None = None
@@ -82,6 +85,11 @@ def start_server(config: ServeConfig) -> RunningServer:
     uploads = UploadStore(config.upload_dir, config.upload_max_bytes) if config.upload_dir else None
     access = SlideAccess(_existing_dirs(config.slide_roots), uploads)
     worker = DeviceWorker(device)
+    cache = (
+        FeatureCache(config.feature_cache, config.feature_cache_bytes)
+        if config.feature_cache
+        else None
+    )
     draining = threading.Event()
     limits = Limits(
         max_queued_jobs=config.max_queued_jobs,
@@ -92,7 +100,7 @@ def start_server(config: ServeConfig) -> RunningServer:
     )
     service = SegmentationService(
         resources, access, uploads, worker,
-        Admission(config.max_queued_jobs, config.max_running_jobs), limits, draining,
+        Admission(config.max_queued_jobs, config.max_running_jobs), limits, draining, cache,
     )  # fmt: skip
     interceptors = [TokenInterceptor(_read_token(config.token_file))] if config.token_file else []
     server = grpc.server(

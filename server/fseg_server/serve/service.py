@@ -20,6 +20,7 @@ from ..concepts.kmeans import Reservoir
 from ..device import describe_device
 from ..errors import FsegError, InvalidInput, NotFound, PermissionDenied
 from ..pipeline.device_worker import DeviceWorker
+from ..pipeline.feature_cache import FeatureCache
 from ..pipeline.fit import fit_bank, sample_slide
 from ..pipeline.options import SegmentOptions
 from ..pipeline.segment import segment_slide
@@ -47,6 +48,7 @@ class SegmentationService(fseg_pb2_grpc.SegmentationServicer):
         admission: Admission,
         limits: Limits,
         draining: threading.Event,
+        cache: FeatureCache | None = None,
     ) -> None:
         self.resources = resources
         self.access = access
@@ -55,6 +57,7 @@ class SegmentationService(fseg_pb2_grpc.SegmentationServicer):
         self.admission = admission
         self.limits = limits
         self.draining = draining
+        self.cache = cache
 
     # -- Segment -------------------------------------------------------------------------
 
@@ -86,7 +89,8 @@ class SegmentationService(fseg_pb2_grpc.SegmentationServicer):
                     with open_slide(path) as slide:
                         return segment_slide(
                             slide, extractor, bank, options, self.worker,
-                            bank_name=bank_name, progress=progress, should_stop=stop,
+                            bank_name=bank_name, cache=self.cache, progress=progress,
+                            should_stop=stop,
                         )  # fmt: skip
 
                 result = yield from run_job(work, ticket.job_id)

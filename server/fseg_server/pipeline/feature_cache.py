@@ -1,0 +1,90 @@
+"""An opt-in, size-capped, on-disk cache of tile features (fp16).
+
+Segmenting a slide again at another k, with another bank or in another mode
+then costs only the factorization and vectorizing: tiles already seen skip
+reading and the extractor. Entries are keyed by everything the features
+depend on (the file's identity, the extractor and its weights, the pyramid
+level, resolution and tile geometry) and evicted least recently used first
+when the cache outgrows its cap.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import threading
+import uuid
+from pathlib import Path
+
+import numpy as np
+
+from ..extract import Extractor
+from ..slide.tiles import Tile, TileGrid
+
+
+class FeatureCache:
+    """Features per tile under ``root``, at most ``max_bytes`` on disk."""
+
+    def __init__(self, root: Path, max_bytes: int) -> None:
+        self.root = Path(root)
+        self.max_bytes = max_bytes
+        self.root.mkdir(parents=True, exist_ok=True)
+        self._lock = threading.Lock()
+        for stale in self.root.glob("*/.*.tmp"):  # left by a process that died mid-write
+            stale.unlink(missing_ok=True)
+        self._bytes = sum(p.stat().st_size for p in self.root.glob("*/*.npy"))
+
+    @staticmethod
+    def slide_key(path: Path, extractor: Extractor, grid: TileGrid) -> str:
+        """What a slide's features depend on, as a short hex digest."""
+        stat = Path(path).stat()
+        resolution = grid.resolution
+        parts = (
+            str(Path(path).resolve()), stat.st_size, stat.st_mtime_ns,
+            extractor.spec.name, extractor.weights_state,
+            resolution.level, round(resolution.target_downsample, 9),
+            grid.tile_size, grid.margin,
+        )  # fmt: skip
+        return hashlib.sha256(repr(parts).encode()).hexdigest()[:32]
+
+    def get(self, key: str, tile: Tile) -> np.ndarray | None:
+        """The cached (C, h, w) fp16 features of ``tile``, or None."""
+        path = self._path(key, tile)
+        try:
+            features = np.load(path)
+        except (OSError, ValueError):
+            return None
+        os.utime(path)  # recently used: evicted last
+        return features
+
+    def put(self, key: str, tile: Tile, features: np.ndarray) -> None:
+        """Store features (written to a temporary name, then renamed); evict if over the cap."""
+        path = self._path(key, tile)
+        path.parent.mkdir(exist_ok=True)
+        tmp = path.with_name(f".{uuid.uuid4().hex}.tmp")
+        with open(tmp, "wb") as out:
+            np.save(out, features.astype(np.float16, copy=False))
+        size = tmp.stat().st_size
+        os.replace(tmp, path)
+        with self._lock:
+            self._bytes += size
+            if self._bytes > self.max_bytes:
+                self._evict()
+
+    @property
+    def size_bytes(self) -> int:
+        return self._bytes
+
+    def _path(self, key: str, tile: Tile) -> Path:
+        return self.root / key / f"{tile.row}-{tile.col}.npy"
+
+    def _evict(self) -> None:
+        """Delete the least recently used entries until the cache is at 90% of its cap."""
+        entries = sorted(self.root.glob("*/*.npy"), key=lambda p: p.stat().st_mtime_ns)
+        target = int(0.9 * self.max_bytes)
+        for entry in entries:
+            if self._bytes <= target:
+                break
+            size = entry.stat().st_size
+            entry.unlink(missing_ok=True)
+            self._bytes -= size

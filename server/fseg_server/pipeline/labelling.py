@@ -1,0 +1,97 @@
+"""The labelling stage: every planned tile through the device, into the label canvas.
+
+Tiles whose features are in the feature cache skip reading and the
+extractor; the others are read, and their features stored when a cache is on.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass, replace
+
+import numpy as np
+import torch
+
+from ..concepts.bank import ConceptBank
+from ..extract import Extractor
+from ..slide.reader import Slide
+from ..slide.tiles import Tile
+from .canvas import LabelCanvas
+from .device_worker import DeviceWorker
+from .feature_cache import FeatureCache
+from .options import SegmentOptions
+from .plan import SlidePlan
+from .recipes import LabelRecipe, StageClock
+from .stream import ReadClock, read_tile, stream_tiles
+
+Progress = Callable[[str, int, int], None]
+
+
+@dataclass
+class LabellingClocks:
+    """Seconds in reader threads (summed), the extractor and the factorizer."""
+
+    read: float
+    extract: float
+    factorize: float
+    cached_tiles: int
+
+
+def label_tiles(
+    slide: Slide,
+    extractor: Extractor,
+    bank: ConceptBank,
+    options: SegmentOptions,
+    plan: SlidePlan,
+    worker: DeviceWorker,
+    *,
+    cache: FeatureCache | None = None,
+    progress: Progress,
+    should_stop: Callable[[], bool],
+) -> tuple[LabelCanvas, LabellingClocks]:
+    """Labels of every planned tile, pasted into a canvas restricted to the tissue."""
+    spec = extractor.spec
+    canvas = LabelCanvas.for_grid(plan.grid, spec.stride, plan.upsample)
+    clock = StageClock()
+    from_pixels = LabelRecipe(
+        extractor=extractor,
+        concepts=torch.from_numpy(bank.concepts(options.k)).to(worker.device),
+        bank_id=bank.digest or f"memory-{uuid.uuid4()}",
+        mode=options.mode,
+        components=options.components,
+        margin_cells=plan.grid.margin // spec.stride,
+        core_cells=plan.grid.tile_size // spec.stride,
+        upsample=plan.upsample,
+        batch_size=options.batch_size or spec.batch_size,
+        keep_features=cache is not None,
+        clock=clock,
+    )
+    from_features = replace(from_pixels, from_features=True, keep_features=False)
+    key = FeatureCache.slide_key(slide.info.path, extractor, plan.grid) if cache else ""
+    hits = [0]
+
+    def prepare(tile: Tile) -> tuple[LabelRecipe, np.ndarray]:
+        cached = cache.get(key, tile) if cache else None
+        if cached is not None:
+            hits[0] += 1
+            return from_features, cached
+        return from_pixels, read_tile(slide, plan.grid, tile)
+
+    read_clock = ReadClock()
+    stream = stream_tiles(
+        plan.tiles,
+        prepare,
+        worker,
+        readers=options.readers,
+        in_flight=max(16, 3 * from_pixels.batch_size),
+        should_stop=should_stop,
+        clock=read_clock,
+    )
+    for done, (tile, (block, features)) in enumerate(stream, start=1):
+        canvas.paste(tile, block)
+        if cache is not None and features is not None:
+            cache.put(key, tile, features)
+        progress("segment", done, len(plan.tiles))
+    canvas.keep_only(plan.tissue)
+    return canvas, LabellingClocks(read_clock.seconds, clock.extract, clock.factorize, hits[0])

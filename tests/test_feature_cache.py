@@ -1,0 +1,86 @@
+"""The feature cache: a slide seen before skips reading and extraction, results stay the same,
+and the cache keeps to its size cap."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from conftest import shared
+from fseg_server.extract import create_extractor
+from fseg_server.pipeline.device_worker import DeviceWorker
+from fseg_server.pipeline.feature_cache import FeatureCache
+from fseg_server.pipeline.options import SegmentOptions
+from fseg_server.pipeline.segment import fit_on_slide, segment_slide
+from fseg_server.slide.reader import open_slide
+
+
+@pytest.fixture(scope="module")
+def setup():
+    extractor = create_extractor("stain")
+    path = shared("slides/CMU-1-Small-Region.svs")
+    with DeviceWorker(torch.device("cpu")) as worker, open_slide(path) as slide:
+        options = SegmentOptions(k=8)
+        bank = fit_on_slide(slide, extractor, options, worker, lambda *a: None, lambda: False)
+        yield slide, extractor, worker, bank
+
+
+def run(setup, cache, k=8):
+    slide, extractor, worker, bank = setup
+    return segment_slide(slide, extractor, bank, SegmentOptions(k=k), worker, cache=cache)
+
+
+def test_a_second_run_takes_every_tile_from_the_cache(setup, tmp_path):
+    cache = FeatureCache(tmp_path, 1 << 30)
+    first = run(setup, cache)
+    again = run(setup, cache)
+    processed = first.summary["tiles"]["processed"]
+    assert first.summary["tiles"]["from_feature_cache"] == 0
+    assert again.summary["tiles"]["from_feature_cache"] == processed > 0
+    assert again.summary["timings_s"]["extract"] == 0  # the extractor never ran
+    assert cache.size_bytes > 0
+
+
+def test_cached_fp16_features_give_the_same_labels(setup, tmp_path):
+    cache = FeatureCache(tmp_path, 1 << 30)
+    fresh = run(setup, None)
+    run(setup, cache)
+    cached = run(setup, cache)
+    tissue = fresh.labels != 255
+    agreement = (fresh.labels[tissue] == cached.labels[tissue]).mean()
+    assert agreement > 0.99
+
+
+def test_the_cache_serves_another_k_of_the_same_bank(setup, tmp_path):
+    slide, extractor, worker, _ = setup
+    cache = FeatureCache(tmp_path, 1 << 30)
+    run(setup, cache)
+    many = fit_on_slide(
+        slide, extractor, SegmentOptions(k=4), worker, lambda *a: None, lambda: False
+    )
+    result = segment_slide(slide, extractor, many, SegmentOptions(k=4), worker, cache=cache)
+    assert result.summary["tiles"]["from_feature_cache"] == result.summary["tiles"]["processed"]
+    assert result.summary["k"] == 4
+
+
+def test_the_cache_keeps_to_its_cap(setup, tmp_path):
+    cache = FeatureCache(tmp_path, 1 << 30)
+    run(setup, cache)
+    one_run = cache.size_bytes  # two tiles of tissue
+    cap = int(0.75 * one_run)
+    small = FeatureCache(tmp_path / "small", cap)
+    run(setup, small)
+    assert 0 < small.size_bytes <= cap
+    files = list((tmp_path / "small").rglob("*.npy"))
+    assert sum(f.stat().st_size for f in files) == small.size_bytes
+
+
+def test_a_damaged_entry_is_recomputed_not_trusted(setup, tmp_path):
+    cache = FeatureCache(tmp_path, 1 << 30)
+    first = run(setup, cache)
+    for entry in tmp_path.rglob("*.npy"):
+        entry.write_bytes(b"garbage")
+    again = run(setup, cache)
+    assert again.summary["tiles"]["from_feature_cache"] == 0
+    assert np.array_equal(again.labels, first.labels)
