@@ -86,10 +86,14 @@ def vectorize_labels(
     grid = np.asarray(labels)
     if min_cells > 1:
         grid = sieve_in_bands(grid, min_cells, nodata, band_rows=band_rows)
-    polygons = polygons_in_bands(grid, nodata, band_rows=band_rows)
+    if simplify > 0 and simplify_outline:
+        # The outline's simplification needs the whole coverage at once.
+        polygons = polygons_in_bands(grid, nodata, band_rows=grid.shape[0])
+        polygons = simplify_coverage(polygons, simplify, simplify_outline=True)
+    else:
+        band_simplify = (lambda p: simplify_coverage(p, simplify)) if simplify > 0 else None
+        polygons = polygons_in_bands(grid, nodata, band_rows=band_rows, simplify=band_simplify)
     del grid  # a sieved copy of a whole slide's grid
-    if simplify > 0:
-        polygons = simplify_coverage(polygons, simplify, simplify_outline=simplify_outline)
     return to_output_frame(polygons, cell_size=cell_size, origin=origin)
 
 

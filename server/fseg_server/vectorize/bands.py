@@ -8,8 +8,10 @@ tracing it at once needs working memory of many bytes per cell. Bands of
   context on both sides (a small component spans fewer rows than it has
   cells); components cut by the window's edge are never relabelled and count
   as large;
-* tracing: each band is traced on its own, then the polygons of a class that
-  touch a band line are unioned with their continuation in the next band.
+* tracing: each band is traced, and simplified, on its own (band lines are
+  part of its coverage's boundary, so simplification keeps them exact); then
+  the polygons of a class that touch a band line are unioned with their
+  continuation in the next band.
   Their rings are then given exactly the vertices the whole-grid trace would
   have on band lines: corners and junctions (three labels meeting, or a
   saddle) stay or are inserted, straight-through points the cut left are
@@ -19,7 +21,7 @@ tracing it at once needs working memory of many bytes per cell. Bands of
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 import numpy as np
 import shapely
@@ -47,18 +49,28 @@ def sieve_in_bands(
 
 
 def polygons_in_bands(
-    labels: np.ndarray, nodata: int, band_rows: int = BAND_ROWS
+    labels: np.ndarray,
+    nodata: int,
+    band_rows: int = BAND_ROWS,
+    simplify: Callable[[dict[int, list[shapely.Polygon]]], dict] | None = None,
 ) -> dict[int, list[shapely.Polygon]]:
-    """:func:`label_polygons` of a grid traced band by band, in grid units."""
+    """:func:`label_polygons` of a grid traced band by band, in grid units.
+
+    ``simplify`` (a coverage simplification that keeps the coverage's outer
+    boundary) is applied to each band's polygons before they are joined.
+    """
+    simplify = simplify or (lambda polygons: polygons)
     height = labels.shape[0]
     if height <= band_rows:
-        return label_polygons(labels, nodata=nodata)
+        return simplify(label_polygons(labels, nodata=nodata))
     whole: dict[int, list[shapely.Polygon]] = {}
     cut: dict[int, list[shapely.Polygon]] = {}
     lines = np.array([top for top, _ in _bands(height, band_rows)][1:])
     for top, bottom in _bands(height, band_rows):
         shift = np.array([0.0, top])
-        for cls, polygons in label_polygons(labels[top:bottom], nodata=nodata).items():
+        for cls, polygons in simplify(label_polygons(labels[top:bottom], nodata=nodata)).items():
+            if not polygons:
+                continue
             moved = shapely.transform(np.asarray(polygons, object), lambda xy, d=shift: xy + d)
             touches = _touches_lines(moved, lines)
             whole.setdefault(cls, []).extend(moved[~touches].tolist())
