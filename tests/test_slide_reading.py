@@ -82,7 +82,7 @@ def test_tiles_cover_the_slide_with_margins(cmu_slide):
     tile = grid.tile(1, 2)
     assert (tile.core_x, tile.core_y) == (1024, 512)
     assert tile.source_x == pytest.approx((1024 - 32) * grid.resolution.scale)
-    left, top, span = tile.read_box()
+    left, _, span = tile.read_box()
     assert left <= tile.source_x and left + span >= tile.source_x + tile.source_size
 
 

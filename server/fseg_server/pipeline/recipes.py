@@ -107,14 +107,13 @@ class LabelRecipe:
         """(labels of the core, features or None) per tile."""
         features = features_of(self.extractor, tiles, self.from_features, self.clock)
         started = time.perf_counter()
-        scores, index = concept_scores(
-            features, self.concepts, self.mode, components=self.components
-        )
-        # Keep one cell of context around the core so bilinear upsampling at
-        # the core's edge uses the real neighbours, then cut it away.
+        # Only the core and one cell of context around it are factorized: the
+        # context lets bilinear upsampling at the core's edge use the real
+        # neighbours, and is cut away after it.
         m, n, u = self.margin_cells, self.core_cells, self.upsample
         apron = min(1, m)
-        scores = scores[..., m - apron : m + n + apron, m - apron : m + n + apron]
+        core = features[..., m - apron : m + n + apron, m - apron : m + n + apron]
+        scores, index = concept_scores(core, self.concepts, self.mode, components=self.components)
         size = ((n + 2 * apron) * u, (n + 2 * apron) * u)
         labels = labels_from_scores(scores, index, size)
         labels = labels[:, apron * u : (n + apron) * u, apron * u : (n + apron) * u]
