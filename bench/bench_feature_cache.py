@@ -21,10 +21,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
-from common import SHARED_DIR, print_table, write_json  # noqa: E402
-from servers import start_server  # noqa: E402
-
-from fseg_proto import fseg_pb2  # noqa: E402
+from common import SHARED_DIR, print_table, write_json
+from fseg_proto import fseg_pb2
+from servers import start_server
 
 
 def run(server, slide: str, k: int) -> tuple[float, dict]:

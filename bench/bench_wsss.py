@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import argparse
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
@@ -36,7 +35,7 @@ WSSS = SHARED_DIR / "wsss4luad-val"
 
 
 def fseg_predictions(
-    images: list[Path], k: int, mode: str, extractor_name: str
+    images: list[Path], k: int, mode: str, extractor_name: str, seed: int = 0
 ) -> dict[str, np.ndarray]:
     extractor = create_extractor(extractor_name)
     options = SegmentOptions(k=k, mode=mode)
@@ -46,7 +45,7 @@ def fseg_predictions(
         for path in images:
             with open_slide(path) as slide:
                 sample_slide(slide, extractor, worker, reservoir, options)
-        bank = fit_bank(reservoir, [k], extractor, None, "WSSS4LUAD validation images")
+        bank = fit_bank(reservoir, [k], extractor, None, "WSSS4LUAD validation", seed=seed)
         for path in images:
             with open_slide(path) as slide:
                 result = segment_slide(slide, extractor, bank, options, worker)
@@ -54,12 +53,12 @@ def fseg_predictions(
     return predictions
 
 
-def rgb_kmeans_predictions(images: list[Path], k: int) -> dict[str, np.ndarray]:
+def rgb_kmeans_predictions(images: list[Path], k: int, seed: int = 0) -> dict[str, np.ndarray]:
     pixels = {p.stem: np.asarray(Image.open(p).convert("RGB")) for p in images}
     reservoir = Reservoir(200_000, 3)
     for array in pixels.values():
         reservoir.add(array.reshape(-1, 3).astype(np.float32))
-    centres = kmeans(torch.from_numpy(reservoir.sample), k)
+    centres = kmeans(torch.from_numpy(reservoir.sample), k, seed=seed)
     out = {}
     for stem, array in pixels.items():
         flat = torch.from_numpy(array.reshape(-1, 3).astype(np.float32))
@@ -82,36 +81,44 @@ def main() -> None:
     parser.add_argument("--k", type=int, default=8)
     parser.add_argument("--mode", default="project")
     parser.add_argument("--extractor", default="stain")
+    parser.add_argument("--seeds", type=int, default=5, help="k-means seeds to average over")
     args = parser.parse_args()
     images = sorted((WSSS / "images").glob("*.png"))
-    rows, record = [], {}
-    for name, make in (
-        (
-            f"fseg {args.extractor} {args.mode}",
-            lambda: fseg_predictions(images, args.k, args.mode, args.extractor),
+    methods = {
+        f"fseg {args.extractor} {args.mode}": lambda seed: fseg_predictions(
+            images, args.k, args.mode, args.extractor, seed
         ),
-        ("k-means on RGB pixels", lambda: rgb_kmeans_predictions(images, args.k)),
-    ):
-        started = time.perf_counter()
-        predictions = make()
-        seconds = time.perf_counter() - started
+        "k-means on RGB pixels": lambda seed: rgb_kmeans_predictions(images, args.k, seed),
+    }
+    rows = []
+    for name, make in methods.items():
         for method in ("many-to-one", "hungarian"):
-            pooled = score(predictions, method)["pooled"]
-            rows.append(
-                {
-                    "method": name,
-                    "mapping": method,
-                    "k": args.k,
-                    "mIoU": pooled["miou"],
-                    "pixel_acc": pooled["pixel_accuracy"],
-                    "NMI": pooled["nmi"],
-                    "ARI": pooled["ari"],
-                    "seconds": seconds,
-                }
-            )
-        record[name] = rows[-2:]
-    print_table(rows, f"WSSS4LUAD validation ({len(images)} images), 4 classes")
-    write_json("wsss", {"rows": rows, "images": len(images)})
+            rows.append({"method": name, "mapping": method, "k": args.k, "runs": []})
+        for seed in range(args.seeds):
+            predictions = make(seed)
+            for row in rows[-2:]:
+                pooled = score(predictions, row["mapping"])["pooled"]
+                keep = {"miou": "miou", "nmi": "nmi", "ari": "ari", "acc": "pixel_accuracy"}
+                row["runs"].append({"seed": seed} | {k: pooled[v] for k, v in keep.items()})
+    table = [_summarise(row) for row in rows]
+    print_table(
+        table, f"WSSS4LUAD validation ({len(images)} images, 4 classes), {args.seeds} seeds"
+    )
+    write_json("wsss", {"rows": rows, "table": table, "images": len(images)})
+
+
+def _summarise(row: dict) -> dict:
+    mious = np.array([r["miou"] for r in row["runs"]])
+    return {
+        "method": row["method"],
+        "mapping": row["mapping"],
+        "k": row["k"],
+        "mIoU_mean": float(mious.mean()),
+        "mIoU_min": float(mious.min()),
+        "mIoU_max": float(mious.max()),
+        "NMI_mean": float(np.mean([r["nmi"] for r in row["runs"]])),
+        "acc_mean": float(np.mean([r["acc"] for r in row["runs"]])),
+    }
 
 
 if __name__ == "__main__":

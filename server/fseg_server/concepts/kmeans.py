@@ -49,18 +49,38 @@ class Reservoir:
 
 
 def kmeans(
-    x: torch.Tensor, k: int, *, iterations: int = 100, tol: float = 1e-4, seed: int = 0
+    x: torch.Tensor,
+    k: int,
+    *,
+    iterations: int = 100,
+    tol: float = 1e-4,
+    seed: int = 0,
+    restarts: int = 4,
 ) -> torch.Tensor:
-    """Centres (k, C) of ``x`` (n, C) by k-means++ seeding and Lloyd iterations.
+    """Centres (k, C) of ``x`` (n, C): the best of ``restarts`` k-means++ runs.
 
-    Deterministic for a given seed. Clusters that empty out are re-seeded
-    with the point farthest from its centre.
+    Each run is seeded by k-means++ and refined by Lloyd iterations; the run
+    with the lowest inertia wins, as a single seeding can settle in a poor
+    local minimum. Deterministic for a given seed. Clusters that empty out are
+    re-seeded with the point farthest from its centre.
     """
     if len(x) < k:
         raise ValueError(f"k-means needs at least k={k} samples, got {len(x)}")
     x = x.float()
-    generator = torch.Generator().manual_seed(seed)
-    centres = _kmeans_plus_plus(x, k, generator)
+    best, best_inertia = None, float("inf")
+    for run in range(restarts):
+        generator = torch.Generator().manual_seed(seed + run)
+        centres, inertia = _lloyd(x, _kmeans_plus_plus(x, k, generator), iterations, tol)
+        if inertia < best_inertia:
+            best, best_inertia = centres, inertia
+    return best
+
+
+def _lloyd(
+    x: torch.Tensor, centres: torch.Tensor, iterations: int, tol: float
+) -> tuple[torch.Tensor, float]:
+    """Lloyd iterations from ``centres``; returns the centres and their inertia."""
+    k = len(centres)
     previous_inertia = float("inf")
     for _ in range(iterations):
         assignment, distance = _assign(x, centres)
@@ -75,7 +95,7 @@ def kmeans(
         if previous_inertia - inertia <= tol * max(previous_inertia, 1e-12) and not empty.any():
             break
         previous_inertia = inertia
-    return centres
+    return centres, float(_assign(x, centres)[1].sum())
 
 
 def _kmeans_plus_plus(x: torch.Tensor, k: int, generator: torch.Generator) -> torch.Tensor:

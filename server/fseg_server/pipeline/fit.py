@@ -76,9 +76,14 @@ def sample_slide(
 
 
 def fit_bank(
-    reservoir: Reservoir, ks: Sequence[int], extractor: Extractor, mpp: float | None, source: str
+    reservoir: Reservoir,
+    ks: Sequence[int],
+    extractor: Extractor,
+    mpp: float | None,
+    source: str,
+    seed: int = 0,
 ) -> ConceptBank:
-    """k-means for every k on the reservoir's sample, on the worker's device."""
+    """k-means for every k on the reservoir's sample, on the extractor's device."""
     sample = reservoir.sample
     if len(sample) < max(ks):
         raise InvalidInput(
@@ -87,7 +92,7 @@ def fit_bank(
         )
     device = next(extractor.parameters(), torch.empty(0)).device
     x = torch.from_numpy(sample).to(device)
-    centres = {k: kmeans(x, k).cpu().numpy() for k in sorted(set(ks))}
+    centres = {k: kmeans(x, k, seed=seed).cpu().numpy() for k in sorted(set(ks))}
     return ConceptBank(
         extractor=extractor.spec.name,
         feature_dim=extractor.spec.feature_dim,
