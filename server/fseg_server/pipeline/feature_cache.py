@@ -10,9 +10,11 @@ when the cache outgrows its cap.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
 import threading
+import time
 import uuid
 from pathlib import Path
 
@@ -20,6 +22,8 @@ import numpy as np
 
 from ..extract import Extractor
 from ..slide.tiles import Tile, TileGrid
+
+STALE_AFTER_S = 3600  # a temporary file this old was left by a process that died
 
 
 class FeatureCache:
@@ -30,8 +34,11 @@ class FeatureCache:
         self.max_bytes = max_bytes
         self.root.mkdir(parents=True, exist_ok=True)
         self._lock = threading.Lock()
-        for stale in self.root.glob("*/.*.tmp"):  # left by a process that died mid-write
-            stale.unlink(missing_ok=True)
+        cutoff = time.time() - STALE_AFTER_S  # young ones may be another process's writes
+        for stale in self.root.glob("*/.*.tmp"):
+            with contextlib.suppress(FileNotFoundError):
+                if stale.stat().st_mtime < cutoff:
+                    stale.unlink()
         self._bytes = sum(p.stat().st_size for p in self.root.glob("*/*.npy"))
 
     @staticmethod

@@ -76,15 +76,19 @@ def segment_slide(
     worker: DeviceWorker,
     *,
     bank_name: str = "",
+    name: str = "",
     cache: FeatureCache | None = None,
     progress: Progress | None = None,
     should_stop: Callable[[], bool] = lambda: False,
 ) -> SegmentResult:
     """Segment ``slide`` with ``extractor`` against ``bank`` (fitted on the slide if None).
 
-    With a feature ``cache``, tiles seen before (same file, extractor,
-    resolution and tiling) skip reading and extraction.
+    ``name`` is the slide's file name as its user knows it (an uploaded
+    slide is stored under its hash); it names the outputs and goes into their
+    metadata. With a feature ``cache``, tiles seen before (same file,
+    extractor, resolution and tiling) skip reading and extraction.
     """
+    name = name or slide.info.path.name
     progress = progress or (lambda stage, done, total: None)
     timings = Timings()
     started = time.perf_counter()
@@ -106,7 +110,7 @@ def segment_slide(
     trim()  # the streaming stage's freed buffers, before vectorizing needs its own
     classes = bank.classes[options.k]
     level0_mpp = options.slide_mpp or (slide.info.mpp[0] if slide.info.mpp else None)
-    metadata = _metadata(slide, extractor, bank, bank_name, options, plan, level0_mpp)
+    metadata = _metadata(name, extractor, bank, bank_name, options, plan, level0_mpp)
     with timings.time("vectorize"):
         progress("vectorize", 0, 1)
         pixel_um2 = (canvas.downsample * (level0_mpp or 1.0)) ** 2
@@ -141,7 +145,7 @@ def segment_slide(
         slide, canvas, plan, classes, polygons, metadata, timings.stages, level0_mpp
     )
     summary["tiles"]["from_feature_cache"] = clocks.cached_tiles
-    return SegmentResult(slide.info.path.stem, files, summary, canvas.labels)
+    return SegmentResult(name.rsplit(".", 1)[0], files, summary, canvas.labels)
 
 
 def fit_on_slide(
@@ -162,7 +166,7 @@ def fit_on_slide(
 
 
 def _metadata(
-    slide: Slide,
+    name: str,
     extractor: Extractor,
     bank: ConceptBank,
     bank_name: str,
@@ -172,7 +176,7 @@ def _metadata(
 ) -> dict:
     return {
         "software": f"fseg {__version__}",
-        "slide": slide.info.path.name,
+        "slide": name,
         "extractor": extractor.spec.name,
         "bank": bank_name or bank.source,
         "bank_sha256": bank.digest,

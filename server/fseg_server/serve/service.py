@@ -9,7 +9,7 @@ import logging
 import threading
 import time
 from collections.abc import Iterator
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 
 import grpc
 
@@ -89,7 +89,8 @@ class SegmentationService(fseg_pb2_grpc.SegmentationServicer):
                     with open_slide(path) as slide:
                         return segment_slide(
                             slide, extractor, bank, options, self.worker,
-                            bank_name=bank_name, cache=self.cache, progress=progress,
+                            bank_name=bank_name, name=_display_name(request.slide, path),
+                            cache=self.cache, progress=progress,
                             should_stop=stop,
                         )  # fmt: skip
 
@@ -214,6 +215,12 @@ class SegmentationService(fseg_pb2_grpc.SegmentationServicer):
     def _refuse_if_draining(self) -> None:
         if self.draining.is_set():
             raise _Unavailable("the server is shutting down; send the job to another server")
+
+
+def _display_name(ref: fseg_pb2.SlideRef, path: Path) -> str:
+    """The slide's file name as the client knows it (uploads are stored under their hash)."""
+    given = PurePosixPath(ref.name.replace("\\", "/")).name if ref.name else ""
+    return given or path.name
 
 
 class _Unavailable(FsegError):

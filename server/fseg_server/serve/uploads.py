@@ -9,15 +9,18 @@ readers look at it.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
 import re
+import time
 import uuid
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 from ..errors import InvalidInput, NotFound, ResourceExhausted
 
+STALE_AFTER_S = 6 * 3600  # an upload untouched this long belongs to a dead server
 _HEX64 = re.compile(r"^[0-9a-f]{64}$")
 _SUFFIX = re.compile(r"^\.[a-z0-9]{1,10}$")
 
@@ -32,8 +35,7 @@ class UploadStore:
         self.tmp = self.root / "tmp"
         self.objects.mkdir(parents=True, exist_ok=True)
         self.tmp.mkdir(parents=True, exist_ok=True)
-        for stale in self.tmp.iterdir():  # left by a server that died mid-upload
-            stale.unlink(missing_ok=True)
+        _remove_stale(self.tmp)
 
     def find(self, sha256: str) -> Path | None:
         """The stored file for ``sha256``, if any."""
@@ -94,6 +96,19 @@ class UploadStore:
                 out.write(chunk)
                 size += len(chunk)
         return size, hasher.hexdigest()
+
+
+def _remove_stale(folder: Path, older_than_s: float = STALE_AFTER_S) -> None:
+    """Delete temporary files a server that died mid-upload left behind.
+
+    Only old ones: on a volume shared by several servers, a young file is
+    another server's upload in progress.
+    """
+    cutoff = time.time() - older_than_s
+    for entry in folder.iterdir():
+        with contextlib.suppress(FileNotFoundError):
+            if entry.stat().st_mtime < cutoff:
+                entry.unlink()
 
 
 def _bounded(chunks: Iterable[bytes], limit: int) -> Iterator[bytes]:
