@@ -1,4 +1,4 @@
-"""``fseg`` commands: info, health, and one-sentence errors with the right exit code."""
+"""``fseg`` commands: info, health (against a real server), and one-sentence errors."""
 
 from __future__ import annotations
 
@@ -7,16 +7,16 @@ import socket
 from pathlib import Path
 
 import pytest
-from test_client_fake_server import FakeSegmentation, start
+from test_e2e_support import real_server
 
 from fseg_client.cli import main
 
 
-@pytest.fixture
-def address():
-    server, address = start(FakeSegmentation())
-    yield address
-    server.stop(0)
+@pytest.fixture(scope="module")
+def address(tmp_path_factory: pytest.TempPathFactory):
+    server = real_server(tmp_path_factory.mktemp("server"))
+    yield server.address
+    server.stop()
 
 
 def dead_address() -> str:
@@ -28,7 +28,7 @@ def dead_address() -> str:
 def test_info_is_readable_and_json_on_request(address: str, capsys) -> None:
     assert main(["info", "--server", address]) == 0
     text = capsys.readouterr().out
-    assert f"server      {address}" in text and "stain (default): 4 features" in text
+    assert f"server      {address}" in text and "stain (default): 21 features" in text
     assert main(["info", "--server", address, "--json"]) == 0
     payload = json.loads(capsys.readouterr().out)
     assert payload["server"] == address and payload["extractors"][0]["name"] == "stain"

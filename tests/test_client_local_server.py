@@ -1,22 +1,23 @@
 """The embedded server: its command line, start-up, death and shutdown.
 
-A stand-in server script plays the part of ``python -m fseg_server serve``.
+The real ``python -m fseg_server serve`` is started where the server package is
+installed; a one-line script that dies plays a server that fails to start.
 """
 
 from __future__ import annotations
 
 import json
 import sys
+import tempfile
 from pathlib import Path
 
 import pytest
+from test_e2e_support import SERVER_ENV, copy_images, need_server_package
 
 from fseg_client import local_server
 from fseg_client.cli import main
 from fseg_client.errors import ClientError
 from fseg_client.local_server import LocalServer, read_port, server_command
-
-FAKE = Path(__file__).with_name("test_client_fake_server.py")
 
 
 def test_server_command_has_exactly_the_agreed_flags(tmp_path: Path) -> None:
@@ -47,25 +48,27 @@ def test_port_file_formats(text: str, port: int | None) -> None:
     assert read_port(text) == port
 
 
-def fake_command(port_file: Path, *args, **kwargs) -> list[str]:
-    return [sys.executable, str(FAKE), "serve", "--port-file", str(port_file)]
+@pytest.fixture
+def real_local_server(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Path:
+    """The real server package, one compute thread, and a temporary folder of its own."""
+    need_server_package()
+    for name, value in SERVER_ENV.items():
+        monkeypatch.setenv(name, value)
+    folder = tmp_path / "tmp"
+    folder.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(folder))
+    return folder
 
 
-@pytest.fixture(autouse=True)
-def server_package(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Stand-in servers need no fseg_server; pretend it is installed (client-only venvs)."""
-    monkeypatch.setattr(local_server, "server_installed", lambda: True)
-
-
-def test_starts_waits_for_serving_and_stops(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(local_server, "server_command", fake_command)
+@pytest.mark.slow
+def test_starts_waits_for_serving_and_stops(real_local_server: Path) -> None:
     server = LocalServer({"slide_roots": []})
     with server:
         assert server.address.startswith("127.0.0.1:")
         assert server.death_reason() is None
         process = server._process
     assert process is not None and process.poll() is not None
-    assert not server.port_file.parent.exists()
+    assert list(real_local_server.iterdir()) == []  # its port file and log are gone
 
 
 def test_a_server_that_dies_at_start_is_one_sentence(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -73,6 +76,7 @@ def test_a_server_that_dies_at_start_is_one_sentence(monkeypatch: pytest.MonkeyP
         script = "import sys; print('loading'); print('CUDA is not available', file=sys.stderr)"
         return [sys.executable, "-c", script + "; sys.exit(3)"]
 
+    monkeypatch.setattr(local_server, "server_installed", lambda: True)
     monkeypatch.setattr(local_server, "server_command", dying)
     with pytest.raises(ClientError, match=r"stopped \(exit status 3\): CUDA is not available"):
         LocalServer({"slide_roots": []}).start()
@@ -84,17 +88,18 @@ def test_client_only_install_is_told_what_to_do(monkeypatch: pytest.MonkeyPatch)
         LocalServer({"slide_roots": []})
 
 
+@pytest.mark.slow
 def test_segment_without_server_uses_the_embedded_one(
-    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+    real_local_server: Path, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
-    monkeypatch.setattr(local_server, "server_command", fake_command)
-    slide = tmp_path / "one.png"
-    slide.write_bytes(b"not really a png")
+    (slide,) = copy_images(tmp_path / "slides", ("01",))
     out = tmp_path / "out"
     assert main(["segment", str(slide), "--out", str(out), "--quiet"]) == 0
-    summary = json.loads((out / "one.json").read_text())
+    summary = json.loads((out / "01.json").read_text())
     assert summary["client"]["server"].startswith("127.0.0.1:")
-    assert (out / "one.geojson").is_file() and (out / "fseg-bank.safetensors").is_file()
+    assert summary["extractor"] == "stain" and summary["k"] == 8
+    assert (out / "01.geojson").is_file() and (out / "fseg-bank.safetensors").is_file()
+    assert list(real_local_server.iterdir()) == []
 
     def broken(*args, **kwargs) -> list[str]:
         raise AssertionError("a finished batch must not start a server")

@@ -29,7 +29,7 @@ from .local_server import LocalServer
 from .options import OUTPUT_FILES, RequestOptions, options_from_args
 from .outputs import output_names
 from .plan import choose_bank, plan_tasks, with_bank_extractor
-from .progress import Progress
+from .progress import Progress, resolve_style
 from .remote_slides import SlideResolver
 from .report import CSV_NAME, FAILED, PENDING, SlideOutcome, counts, write_batch_csv
 from .retry import RetryPolicy
@@ -76,7 +76,7 @@ class Board:
         except OSError as exc:  # the results matter more than their index: go on
             if not self._csv_warned:
                 self._csv_warned = True
-                self.progress.note(f"fseg: cannot write {CSV_NAME} ({exc.strerror})")
+                self.progress.warn(f"fseg: cannot write {CSV_NAME} ({exc.strerror})")
 
 
 def local_server_args(
@@ -132,7 +132,7 @@ def run_segment(args: argparse.Namespace) -> int:
     every_output = list(OUTPUT_FILES.values())  # also leftovers of runs with other --outputs
     names = [n for s in slides for n in output_names(s.stem, every_output)]
     clean_stale_temp_files(out_dir, [*names, BANK_FILE_NAME, CSV_NAME])
-    progress = Progress(len(slides), bars=Progress.wanted(args.quiet))
+    progress = Progress(len(slides), resolve_style(args.progress))
     board = Board(out_dir, slides, progress)
     batch = _Batch(args, slides, out_dir, creds, progress, board)
     try:
@@ -230,6 +230,9 @@ def _report(outcomes: Sequence[SlideOutcome], out_dir: Path) -> int:
     tally = counts(outcomes)
     csv_path = out_dir / CSV_NAME
     failed = tally[FAILED]
+    if failed and len(outcomes) == 1:  # one slide: its reason is the error
+        only = outcomes[0]
+        raise ClientError(f"{only.slide.name}: {only.error.rstrip('.')}", exit_code=EXIT_FAILED)
     if failed:
         raise ClientError(
             f"{failed} of {len(outcomes)} slides failed ({tally['done']} done, "

@@ -19,7 +19,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from fseg_proto import fseg_pb2_grpc
 
-from .errors import ClientError
+from .errors import ClientError, rpc_error_code, rpc_error_sentence
 
 MAX_MESSAGE_BYTES = 64 * 1024 * 1024
 TOKEN_ENV = "FSEG_TOKEN"
@@ -139,6 +139,7 @@ class Connection:
     def __init__(self, address: str, creds: Credentials) -> None:
         self.address = address
         self.metadata = creds.metadata
+        self.tls, self.client_cert = creds.tls, creds.cert is not None
         self.channel = open_channel(address, creds)
         self.stub = fseg_pb2_grpc.SegmentationStub(self.channel)
         self.health = health_pb2_grpc.HealthStub(self.channel)
@@ -152,6 +153,25 @@ class Connection:
         request = health_pb2.HealthCheckRequest(service="")
         answer = self.health.Check(request, timeout=timeout_s, metadata=self.metadata)
         return health_pb2.HealthCheckResponse.ServingStatus.Name(answer.status)
+
+    def explain(self, exc: BaseException) -> str:
+        """One sentence for a failed call to this server, with a hint when TLS may be why.
+
+        gRPC reports a refused TLS handshake as UNAVAILABLE ("Socket closed"),
+        exactly like a server that went away, so the hint names the TLS options.
+        """
+        sentence = rpc_error_sentence(exc, self.address)
+        details = str(getattr(exc, "details", lambda: "")() or "")
+        if (
+            not self.tls
+            or rpc_error_code(exc) is not grpc.StatusCode.UNAVAILABLE
+            or "Connection refused" in details
+        ):
+            return sentence
+        hint = "over TLS this may also be a refused handshake: check --tls-ca"
+        if not self.client_cert:
+            hint += ", and give --tls-cert and --tls-key if the server wants client certificates"
+        return f"{sentence.rstrip('.')}; {hint}."
 
     def close(self) -> None:
         self.channel.close()

@@ -21,7 +21,7 @@ from .atomic import write_bytes_atomic
 from .bankfile import BankSpec, bank_metadata, check_bank
 from .calls import CallRegistry, Cancelled
 from .connect import Connection
-from .errors import EXIT_FAILED, ClientError, ProtocolError, rpc_error_code, rpc_error_sentence
+from .errors import EXIT_FAILED, ClientError, ProtocolError, rpc_error_code
 from .inputs import SlideInput
 from .options import RequestOptions
 from .progress import Progress
@@ -117,7 +117,7 @@ def fit_batch_bank(
             verdict = classify(exc, started=True, slide_timeout=False, cancelled_by_us=stopping)
             if verdict.action is Action.STOP:
                 raise KeyboardInterrupt from None
-            message = rpc_error_sentence(exc, conn.address)
+            message = conn.explain(exc)
             if verdict.action is Action.FAIL:
                 raise _fit_failed(message, advise=rpc_error_code(exc) in _SLIDE_FAULTS) from None
             progress.note(f"fseg: {message.rstrip('.')}; trying again")

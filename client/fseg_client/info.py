@@ -11,7 +11,7 @@ from google.protobuf.json_format import MessageToDict
 from fseg_proto import fseg_pb2
 
 from .connect import Connection, credentials_from_args, parse_servers
-from .errors import EXIT_FAILED, EXIT_OK, ClientError, rpc_error_sentence
+from .errors import EXIT_FAILED, EXIT_OK, ClientError
 
 INFO_TIMEOUT_S = 30.0
 HEALTH_TIMEOUT_S = 10.0
@@ -80,7 +80,7 @@ def run_info(args: argparse.Namespace) -> int:
                 fseg_pb2.ServerInfoRequest(), timeout=INFO_TIMEOUT_S, metadata=conn.metadata
             )
         except grpc.RpcError as exc:
-            failed.append(rpc_error_sentence(exc, address))
+            failed.append(conn.explain(exc))
             continue
         finally:
             conn.close()
@@ -108,7 +108,7 @@ def run_health(args: argparse.Namespace) -> int:
             status = conn.check_health(HEALTH_TIMEOUT_S)
         except grpc.RpcError as exc:
             status = "UNREACHABLE"
-            print(f"{address}: {status}: {rpc_error_sentence(exc, address)}")
+            print(f"{address}: {status}: {conn.explain(exc)}")
         else:
             print(f"{address}: {status}")
         finally:

@@ -30,6 +30,8 @@ TISSUE = {
     "off": fseg_pb2.TISSUE_OFF,
 }
 ROI_MAX_BYTES = 8 * 1024 * 1024
+# --progress choices (styles in fseg_client.progress).
+PROGRESS_CHOICES = ("auto", "bars", "lines", "none")
 
 
 def parse_outputs(text: str) -> tuple[str, ...]:

@@ -18,7 +18,7 @@ import grpc
 
 from .calls import Cancelled
 from .connect import Connection
-from .errors import rpc_error_code, rpc_error_sentence
+from .errors import rpc_error_code
 from .job import AttemptState, BatchContext, SlideTask, segment_slide
 from .report import DONE, FAILED, SlideOutcome
 from .retry import Action, RetryPolicy, classify
@@ -201,7 +201,7 @@ class Scheduler:
         if verdict.action is Action.STOP:
             self._finish(task, FAILED, server.address, error=INTERRUPTED)
             return
-        message = rpc_error_sentence(exc, server.address)
+        message = server.conn.explain(exc)
         task.last_error = message
         if os.environ.get("FSEG_DEBUG"):
             traceback.print_exception(exc)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from .options import FRAMES, MODES, OUTPUT_FILES, TISSUE
+from .options import FRAMES, MODES, OUTPUT_FILES, PROGRESS_CHOICES, TISSUE
 from .remote_slides import UPLOAD_MODES
 
 
@@ -139,4 +139,18 @@ def _add_batch_arguments(parser: argparse.ArgumentParser) -> None:
         metavar="SECONDS",
         help="deadline per slide; a slide that runs out moves to another server",
     )
-    group.add_argument("--quiet", action="store_true", help="no progress bars")
+    group.add_argument(
+        "--progress",
+        choices=PROGRESS_CHOICES,
+        default="auto",
+        help="auto: bars on a terminal, else a line per finished slide; bars; lines: plain "
+        "lines per slide stage as well ('fseg: S segment 12/40 tiles'), for programs reading "
+        "stderr; none: failures only",
+    )
+    group.add_argument(
+        "--quiet",
+        action="store_const",
+        dest="progress",
+        const="none",
+        help="the same as --progress none",
+    )

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 import grpc
 
 from .connect import Connection
-from .errors import rpc_error_code, rpc_error_sentence
+from .errors import rpc_error_code
 from .retry import RetryPolicy
 
 PROBE_TIMEOUT_S = 5.0
@@ -61,5 +61,5 @@ class ServerState:
             # A server without the health service still answered: it is up.
             if rpc_error_code(exc) is grpc.StatusCode.UNIMPLEMENTED:
                 return ""
-            return rpc_error_sentence(exc, self.address)
+            return self.conn.explain(exc)
         return "" if status == "SERVING" else f"its health service says {status}"
