@@ -334,8 +334,11 @@ def main() -> None:
         server_total = float(summary["timings_s"]["total"])
         tiles_np, tile_px = read_tiles(slide, summary, min(args.max_tiles, processed))
         server_batch = spec.batch_size
+        extra = [int(b) for b in args.batch_sizes.split(",") if b.strip()]
         batch_sizes = [server_batch] + [
-            b for b in map(int, args.batch_sizes.split(",")) if b != server_batch
+            b
+            for b in extra
+            if b != server_batch and b <= len(tiles_np)  # whole batches only
         ]
         bare = bare_model(args, tiles_np, batch_sizes)
     finally:

@@ -178,7 +178,7 @@ def wait_for_quiet(limit_cores: float, timeout_s: float) -> float:
     while True:
         before, started = busy_cpu_seconds(), time.perf_counter()
         time.sleep(2.0)
-        busy = (busy_cpu_seconds() - before) / (time.perf_counter() - started)
+        busy = max(0.0, busy_cpu_seconds() - before) / (time.perf_counter() - started)
         if busy <= limit_cores or time.monotonic() > deadline:
             return busy
 
