@@ -46,3 +46,16 @@ def he_like_image(tmp_path: Path) -> Path:
     path = tmp_path / "he_like.png"
     Image.fromarray(noisy).save(path)
     return path
+
+
+@pytest.fixture
+def fast_retries(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Client back-offs of tens of milliseconds, so retry tests take no time."""
+    import functools
+
+    from fseg_client import batch
+    from fseg_client.retry import RetryPolicy
+
+    monkeypatch.setattr(
+        batch, "RetryPolicy", functools.partial(RetryPolicy, base_s=0.02, cap_s=0.1)
+    )

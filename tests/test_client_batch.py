@@ -7,7 +7,6 @@ process. Uploads, tokens and admission limits are in test_client_batch_limits.py
 
 from __future__ import annotations
 
-import functools
 import hashlib
 import json
 import shutil
@@ -28,21 +27,12 @@ from test_e2e_support import (
     wait_until,
 )
 
-from fseg_client import batch
 from fseg_client.cli import main
-from fseg_client.retry import RetryPolicy
 from fseg_proto import fseg_pb2
 
 OUTPUTS = ("geojson", "labels.png", "overlay.png", "json")
 BANK = "fseg-bank.safetensors"
-
-
-@pytest.fixture(autouse=True)
-def fast_retries(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Back-offs of tens of milliseconds, so retry tests take no time."""
-    monkeypatch.setattr(
-        batch, "RetryPolicy", functools.partial(RetryPolicy, base_s=0.02, cap_s=0.1)
-    )
+pytestmark = pytest.mark.usefixtures("fast_retries")
 
 
 @pytest.fixture(scope="module")

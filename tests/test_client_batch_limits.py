@@ -6,29 +6,24 @@ Small real H&E images (WSSS4LUAD patches) are the slides; each server is a real
 
 from __future__ import annotations
 
-import functools
 import hashlib
 import json
 from pathlib import Path
 
 import numpy as np
 import pytest
-from test_e2e_support import copy_images, csv_rows, finished_jobs, real_server
+from test_e2e_support import (
+    copy_images,
+    csv_rows,
+    finished_jobs,
+    real_server,
+)
 
-from fseg_client import batch
 from fseg_client.cli import main
-from fseg_client.retry import RetryPolicy
 
 TOKEN = "s3cret-token"
 BANK = "fseg-bank.safetensors"
-
-
-@pytest.fixture(autouse=True)
-def fast_retries(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Back-offs of tens of milliseconds, so retry tests take no time."""
-    monkeypatch.setattr(
-        batch, "RetryPolicy", functools.partial(RetryPolicy, base_s=0.02, cap_s=0.1)
-    )
+pytestmark = pytest.mark.usefixtures("fast_retries")
 
 
 @pytest.fixture(scope="module")

@@ -108,38 +108,49 @@ class _AdmmSolver:
         return self._inverses[rho]
 
     def solve(self, x: torch.Tensor) -> torch.Tensor:
-        """(B, N, C) -> (B, N, K); problem i's answer is taken when problem i converges."""
+        """(B, N, C) -> (B, N, K); problem i's answer is taken when problem i converges.
+
+        The iteration is carried in one variable v = w + u (before the
+        projection): z = max(v, 0) and the scaled dual u = min(v, 0), so that
+        z - u = |v|. An iteration is then one fused product and three passes
+        over the data:
+
+            w = b (G + ρI)⁻¹ + |v| ρ(G + ρI)⁻¹;   v = w + min(v, 0)
+        """
         batch = len(x)
         b = x @ self.concepts.T
-        z = (b @ self.pinv).clamp_min_(0.0)  # clipped least squares: a close start
-        u = torch.zeros_like(z)
+        v = (b @ self.pinv).clamp_min_(0.0)  # clipped least squares (u = 0): a close start
         # Preallocated buffers: an iteration allocates nothing, which matters
         # when large allocations are mapped and unmapped (see fseg_server.memory).
-        w, step, z_prev = torch.empty_like(z), torch.empty_like(z), torch.empty_like(z)
-        result = torch.empty_like(z)
+        w, magnitude = torch.empty_like(v), torch.empty_like(v)
+        z, z_prev, result = torch.empty_like(v), torch.empty_like(v), torch.empty_like(v)
         rho = [self.rho0] * batch
-        rho_t = torch.tensor(rho, device=x.device).view(batch, 1, 1)
         inverses = torch.stack([self.system_inv(r) for r in rho])
+        scaled = inverses * torch.tensor(rho, device=x.device).view(batch, 1, 1)
+        b_term = torch.bmm(b, inverses)  # recomputed for a problem whose ρ changes
         pending = list(range(batch))
         for it in range(1, self.max_iter + 1):
-            torch.sub(z, u, out=step)
-            torch.bmm(step.mul_(rho_t).add_(b), inverses, out=w)
-            checking = it % CHECK_EVERY == 0
+            checking = it % CHECK_EVERY == 0 or it == self.max_iter
             if checking:
-                z_prev.copy_(z)
-            torch.add(w, u, out=z).clamp_min_(0.0)
-            u.add_(w).sub_(z)
-            if not checking and it < self.max_iter:
+                torch.clamp_min(v, 0.0, out=z_prev)
+            torch.baddbmm(b_term, torch.abs(v, out=magnitude), scaled, out=w)
+            v.clamp_max_(0.0).add_(w)
+            if not checking:
                 continue
+            torch.clamp_min(v, 0.0, out=z)
             primal, dual = _residuals(w, z, z_prev)
             for i in list(pending):
                 if (primal[i] < self.tol and dual[i] < self.tol) or it == self.max_iter:
                     result[i] = z[i]
                     pending.remove(i)
-                elif self._rebalance(rho, i, primal[i], dual[i]):
-                    u[i].mul_(rho_t[i, 0, 0] / rho[i])  # u is the dual scaled by 1/ρ
-                    rho_t[i] = rho[i]
+                    continue
+                old = rho[i]
+                if self._rebalance(rho, i, primal[i], dual[i]):
+                    # The scaled dual u = min(v, 0) scales by old/new ρ; z stays.
+                    v[i] = z[i] + v[i].clamp_max(0.0) * (old / rho[i])
                     inverses[i] = self.system_inv(rho[i])
+                    scaled[i] = inverses[i] * rho[i]
+                    torch.mm(b[i], inverses[i], out=b_term[i])
             if not pending:
                 break
         return result

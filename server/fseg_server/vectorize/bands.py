@@ -29,7 +29,7 @@ import shapely
 from .sieve import sieve
 from .trace import label_polygons
 
-BAND_ROWS = 1024
+BAND_ROWS = 512
 
 
 def sieve_in_bands(
