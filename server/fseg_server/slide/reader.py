@@ -26,7 +26,7 @@ _PLAIN_MODES = {"RGB", "RGBA", "L", "LA", "P"}
 _SLIDE_ONLY_SUFFIXES = {
     ".svs", ".ndpi", ".scn", ".mrxs", ".vms", ".vmu", ".bif", ".svslide", ".dcm", ".czi",
 }  # fmt: skip
-THUMBNAIL_BAND_PIXELS = 32 << 20  # level pixels decoded at once for a thumbnail
+THUMBNAIL_BAND_PIXELS = 4 << 20  # level pixels decoded at once for a thumbnail (12 MB)
 
 
 @dataclass(frozen=True)
