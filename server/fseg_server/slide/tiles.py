@@ -26,6 +26,7 @@ from .tissue import TissueMask
 
 # Level downsamples are stored with rounding noise (2.0005 for an exact 2).
 _LEVEL_TOLERANCE = 1.01
+_SNAP_TOLERANCE = 0.01
 
 
 @dataclass(frozen=True)
@@ -106,9 +107,11 @@ def choose_resolution(info: SlideInfo, mpp: float | None, user_mpp: float | None
         default=0,
     )
     scale = target_downsample / info.level_downsamples[level]
-    if abs(scale - 1.0) < 1e-3:
-        scale = 1.0
-    return Resolution(mpp or base, target_downsample, level, max(scale, 1.0))
+    if abs(scale - 1.0) < _SNAP_TOLERANCE:
+        # Within 1% of a pyramid level (0.499 µm/px scans read for 1 µm/px):
+        # read that level as it is, with no resampling, at its own resolution.
+        target_downsample, scale = info.level_downsamples[level], 1.0
+    return Resolution(base * target_downsample, target_downsample, level, max(scale, 1.0))
 
 
 @dataclass(frozen=True)
