@@ -13,6 +13,8 @@ from fseg_server.factorize import (
     Mode,
     batched_nmf,
     concept_scores,
+    guide_cells,
+    guided_upsample,
     labels_from_scores,
     project_onto_concepts,
 )
@@ -125,7 +127,7 @@ def two_region_features() -> tuple[torch.Tensor, torch.Tensor]:
 def test_every_mode_labels_two_regions_with_their_concepts(mode):
     grid, concepts = two_region_features()
     scores, index = concept_scores(grid, concepts, mode, components=2)
-    labels = labels_from_scores(scores, index, (6, 8))[0]
+    labels = labels_from_scores(scores, index, 1)[0]
     assert (labels[:, :4] == 1).all() and (labels[:, 4:] == 2).all()
 
 
@@ -136,15 +138,63 @@ def test_classify_assigns_components_to_the_nearest_centre_by_cosine():
     assert sorted(index[0].tolist()) == [1, 2]
 
 
-def test_upsampling_is_bilinear_before_the_argmax():
+def test_upsampling_without_colours_is_bilinear_before_the_argmax():
     """Boundaries fall between cells, finer than the grid, where the reference puts them."""
     scores = torch.zeros(1, 2, 1, 2)
     scores[0, 0, 0, 0], scores[0, 1, 0, 1] = 1.0, 1.0
-    labels = labels_from_scores(scores, torch.tensor([[0, 1]]), (1, 8))[0, 0]
+    labels = labels_from_scores(scores, torch.tensor([[0, 1]]), 4)[0, 0]
     assert labels.tolist() == [0, 0, 0, 0, 1, 1, 1, 1]
     uneven = torch.tensor([[[[1.0, 0.0]], [[0.0, 0.5]]]])
-    labels = labels_from_scores(uneven, torch.tensor([[0, 1]]), (1, 8))[0, 0]
+    labels = labels_from_scores(uneven, torch.tensor([[0, 1]]), 4)[0, 0]
     assert labels.tolist() == [0, 0, 0, 0, 0, 1, 1, 1]  # the stronger class reaches further
+
+
+def colour_row(colours: list[tuple[int, int, int]], u: int) -> torch.Tensor:
+    """A (1, u, len(colours), 3) uint8 tile: one column per colour, u rows tall."""
+    row = torch.tensor(colours, dtype=torch.uint8).view(1, 1, -1, 3)
+    return row.expand(1, u, -1, 3).contiguous()
+
+
+def test_guided_upsampling_puts_the_boundary_on_the_colour_edge():
+    """Three cells of 4 label pixels: red | red blue blue blue | blue. The middle
+    cell's scores are a tie; its boundary follows the colours, not the midpoint."""
+    red, blue = (200, 40, 40), (40, 40, 200)
+    tile = colour_row([red] * 4 + [red, blue, blue, blue] + [blue] * 4, 4)
+    scores = torch.tensor([[1.0, 0.5, 0.0], [0.0, 0.5, 1.0]]).view(1, 2, 1, 3)
+    index = torch.tensor([[0, 1]])
+    guide = guide_cells(tile, stride=4, upsample=4)
+    guided = labels_from_scores(scores, index, 4, guide)[0, 0]
+    plain = labels_from_scores(scores, index, 4)[0, 0]
+    assert guided.tolist() == [0, 0, 0, 0, 0, 1, 1, 1, 1, 1, 1, 1]
+    assert plain.tolist() == [0, 0, 0, 0, 0, 0, 1, 1, 1, 1, 1, 1]  # the midpoint
+
+
+def test_guided_upsampling_of_one_colour_blends_like_distance():
+    tile = colour_row([(180, 120, 160)] * 8, 4)
+    scores = torch.tensor([[1.0, 0.0], [0.0, 1.0]]).view(1, 2, 1, 2)
+    guide = guide_cells(tile, stride=4, upsample=4)
+    labels = labels_from_scores(scores, torch.tensor([[0, 1]]), 4, guide)[0, 0]
+    assert labels.tolist() == [0, 0, 0, 0, 1, 1, 1, 1]
+
+
+def test_guided_upsampling_survives_a_pixel_unlike_every_neighbour():
+    """A black speck in white cells: its weights would all underflow without a floor."""
+    tile = torch.full((1, 4, 8, 3), 255, dtype=torch.uint8)
+    tile[0, 1, 5] = 0
+    scores = torch.tensor([[0.2, 0.9], [0.8, 0.1]]).view(1, 2, 1, 2)
+    guide = guide_cells(tile, stride=4, upsample=4)
+    upsampled = guided_upsample(scores, guide, 4)
+    assert torch.isfinite(upsampled).all()
+    assert upsampled[0, :, 1, 5].argmax() == 0  # cell 1's own class wins the speck
+
+
+def test_the_colour_guide_follows_crops_of_the_feature_grid():
+    tiles = torch.randint(0, 256, (2, 16, 24, 3), dtype=torch.uint8)
+    guide = guide_cells(tiles, stride=4, upsample=2)
+    assert guide.shape == (2, 12, 4, 6)
+    pixels = torch.nn.functional.pixel_shuffle(guide[..., 1:3, 2:5], 2)
+    expected = torch.nn.functional.avg_pool2d(tiles.permute(0, 3, 1, 2).float() / 255, 2)
+    assert torch.allclose(pixels, expected[..., 2:6, 4:10])
 
 
 @pytest.mark.parametrize("mode", list(Mode))

@@ -84,3 +84,17 @@ def test_a_damaged_entry_is_recomputed_not_trusted(setup, tmp_path):
     again = run(setup, cache)
     assert again.summary["tiles"]["from_feature_cache"] == 0
     assert np.array_equal(again.labels, first.labels)
+
+
+def test_pixel_resolution_labels_from_the_cache_follow_the_same_colour_edges(setup, tmp_path):
+    """Plain images are labelled per pixel, guided by the tile's colours, which the
+    cache does not keep: a cached run reads them again and gives the same labels."""
+    _, extractor, worker, bank = setup
+    cache = FeatureCache(tmp_path, 1 << 30)
+    with open_slide(shared("wsss4luad-val/images/00.png")) as image:
+        fresh = segment_slide(image, extractor, bank, SegmentOptions(k=8), worker, cache=cache)
+        cached = segment_slide(image, extractor, bank, SegmentOptions(k=8), worker, cache=cache)
+    assert fresh.summary["labels"]["per_cell"] > 1  # guided upsampling is in play
+    assert cached.summary["tiles"]["from_feature_cache"] == cached.summary["tiles"]["processed"]
+    assert fresh.labels.shape == cached.labels.shape
+    assert (fresh.labels == cached.labels).mean() > 0.99

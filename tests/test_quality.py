@@ -3,8 +3,8 @@
 A regression guard, not the product's target: the target (many-to-one mIoU >= 0.45 with
 the stain extractor at k = 8) is measured by bench/bench_wsss.py and reported there
 beside a plain baseline (k-means on RGB pixels). Here: project mode stays within reach
-of what was measured (0.41 mean over seeds) and carries more information about the
-true classes than the colour baseline (NMI).
+of what was measured (0.438 mean over five seeds, 0.426 to 0.444) and beats the colour
+baseline both on mIoU and on the information it carries about the true classes (NMI).
 """
 
 from __future__ import annotations
@@ -26,5 +26,6 @@ def test_stain_project_mode_on_wsss4luad():
         bench_wsss.fseg_predictions(images, 8, "project", "stain"), "many-to-one"
     )
     colour = bench_wsss.score(bench_wsss.rgb_kmeans_predictions(images, 8), "many-to-one")
-    assert ours["pooled"]["miou"] >= 0.39
+    assert ours["pooled"]["miou"] >= 0.42
+    assert ours["pooled"]["miou"] > colour["pooled"]["miou"]
     assert ours["pooled"]["nmi"] > colour["pooled"]["nmi"]

@@ -2,9 +2,10 @@
 
 Every mode returns *scores* (B, M, h, w) and an *index map* (B, M) that says
 which concept class each of the M score channels stands for. Labels are the
-index map applied to the argmax of the scores after bilinear upsampling
+index map applied to the argmax of the scores after upsampling
 (:func:`labels_from_scores`), as the reference upsamples W before its argmax
-so that boundaries are finer than the feature grid.
+so that boundaries are finer than the feature grid; with the tile's colours
+at hand, the upsampling follows visible edges (see ``upsample.py``).
 
 * ``project``: W from non-negative least squares against the bank's centres
   (negatives clipped); M = k and the index map is the identity.
@@ -24,6 +25,7 @@ import torch.nn.functional as F
 
 from .nmf import batched_nmf
 from .nnls import project_batch
+from .upsample import guided_upsample
 
 # Labels only need the argmax of W; 1e-3 agrees with scikit-learn's tighter
 # solution on more than 99.8% of cells (bench/bench_project.py) at half the work.
@@ -78,15 +80,19 @@ def concept_scores(
 
 
 def labels_from_scores(
-    scores: torch.Tensor, index: torch.Tensor, size: tuple[int, int]
+    scores: torch.Tensor, index: torch.Tensor, upsample: int, guide: torch.Tensor | None = None
 ) -> torch.Tensor:
-    """Class labels (B, H, W) uint8 from scores upsampled bilinearly to ``size``.
+    """Class labels (B, h * upsample, w * upsample) uint8 from (B, M, h, w) scores.
 
-    ``size`` is (H, W) in output pixels; the score grid is stretched over it
-    with pixel-centre alignment (align_corners=False), as the reference does.
+    With a ``guide`` (label-pixel colours from :func:`guide_cells`) the scores
+    are upsampled along the tissue's visible edges (:func:`guided_upsample`);
+    without one, bilinearly with pixel-centre alignment (align_corners=False),
+    as the reference does.
     """
-    if tuple(scores.shape[-2:]) != tuple(size):
-        scores = F.interpolate(scores, size=size, mode="bilinear", align_corners=False)
+    if upsample > 1 and guide is not None:
+        scores = guided_upsample(scores, guide, upsample)
+    elif upsample > 1:
+        scores = F.interpolate(scores, scale_factor=upsample, mode="bilinear", align_corners=False)
     winner = scores.argmax(dim=1)  # (B, H, W) indices into M
     labels = torch.gather(index, 1, winner.flatten(1)).view_as(winner)
     return labels.to(torch.uint8)

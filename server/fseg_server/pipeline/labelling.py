@@ -75,7 +75,9 @@ def label_tiles(
         cached = cache.get(key, tile) if cache else None
         if cached is not None:
             hits[0] += 1
-            return from_features, cached
+            # Guided labels need the tile's colours, which the cache does not keep.
+            pixels = read_tile(slide, plan.grid, tile) if from_features.guided else None
+            return from_features, from_features.cached_item(cached, pixels)
         return from_pixels, read_tile(slide, plan.grid, tile)
 
     read_clock = ReadClock()

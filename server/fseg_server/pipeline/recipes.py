@@ -5,7 +5,8 @@
 fitting a concept bank. Both run the extractor under the device's inference
 precision and keep the factorization in fp32. A label recipe can start from
 cached features instead of pixels (``from_features``): items are then
-(C, h, w) fp16 feature grids, and the extractor is skipped.
+(C, h, w) fp16 feature grids (with the colour guide stacked under them when
+labels are finer than cells), and the extractor is skipped.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ import torch.nn.functional as F
 
 from ..device import inference_precision
 from ..extract import Extractor
-from ..factorize import Mode, concept_scores, labels_from_scores
+from ..factorize import Mode, concept_scores, guide_cells, labels_from_scores
 
 
 @dataclass
@@ -36,12 +37,8 @@ class StageClock:
         return time.perf_counter() - started
 
 
-def features_of(
-    extractor: Extractor, batch: torch.Tensor, from_features: bool, clock: StageClock
-) -> torch.Tensor:
-    """(B, C, h, w) fp32 features: extracted from (B, H, W, 3) pixels, or given."""
-    if from_features:
-        return batch.float()
+def features_of(extractor: Extractor, batch: torch.Tensor, clock: StageClock) -> torch.Tensor:
+    """(B, C, h, w) fp32 features extracted from (B, H, W, 3) pixels, timed."""
     started = time.perf_counter()
     features = extract_features(extractor, batch)
     clock.extract += clock.lap(batch.device, started)
@@ -103,24 +100,52 @@ class LabelRecipe:
     def max_batch(self) -> int:
         return self.batch_size
 
+    @property
+    def guided(self) -> bool:
+        """Whether labels are finer than cells, so the tiles' colours guide them."""
+        return self.upsample > 1
+
+    def cached_item(self, features: np.ndarray, pixels: np.ndarray | None) -> np.ndarray:
+        """An item for a ``from_features`` recipe: cached (C, h, w) features,
+        with the colour guide of the tile's (S, S, 3) pixels stacked under them
+        when labels are guided."""
+        if not self.guided or pixels is None:
+            return features
+        guide = guide_cells(
+            torch.from_numpy(pixels)[None], self.extractor.spec.stride, self.upsample
+        )
+        return np.concatenate([features, guide[0].to(torch.float16).numpy()])
+
     def run(self, tiles: torch.Tensor) -> list[tuple[np.ndarray, np.ndarray | None]]:
         """(labels of the core, features or None) per tile."""
-        features = features_of(self.extractor, tiles, self.from_features, self.clock)
+        features, guide = self._features_and_guide(tiles)
         started = time.perf_counter()
         # Only the core and one cell of context around it are factorized: the
-        # context lets bilinear upsampling at the core's edge use the real
-        # neighbours, and is cut away after it.
+        # context lets upsampling at the core's edge use the real neighbours,
+        # and is cut away after it.
         m, n, u = self.margin_cells, self.core_cells, self.upsample
         apron = min(1, m)
-        core = features[..., m - apron : m + n + apron, m - apron : m + n + apron]
-        scores, index = concept_scores(core, self.concepts, self.mode, components=self.components)
-        size = ((n + 2 * apron) * u, (n + 2 * apron) * u)
-        labels = labels_from_scores(scores, index, size)
+        crop = (..., slice(m - apron, m + n + apron), slice(m - apron, m + n + apron))
+        scores, index = concept_scores(
+            features[crop], self.concepts, self.mode, components=self.components
+        )
+        labels = labels_from_scores(scores, index, u, None if guide is None else guide[crop])
         labels = labels[:, apron * u : (n + apron) * u, apron * u : (n + apron) * u]
         kept = list(features.half().cpu().numpy()) if self.keep_features else [None] * len(labels)
         result = list(zip(labels.cpu().numpy(), kept, strict=True))
         self.clock.factorize += self.clock.lap(tiles.device, started)
         return result
+
+    def _features_and_guide(self, batch: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """(B, C, h, w) features and, for guided labels, (B, 3u², h, w) colours."""
+        if self.from_features:
+            channels = self.extractor.spec.feature_dim
+            guide = batch[:, channels:].float() if self.guided else None
+            return batch[:, :channels].float(), guide
+        features = features_of(self.extractor, batch, self.clock)
+        if not self.guided:
+            return features, None
+        return features, guide_cells(batch, self.extractor.spec.stride, self.upsample)
 
 
 @dataclass(eq=False)
@@ -152,7 +177,7 @@ class FeatureRecipe:
 
     def run(self, tiles: torch.Tensor) -> list[np.ndarray]:
         """One (rows, cols, C) array of window vectors per tile."""
-        features = features_of(self.extractor, tiles, False, self.clock)
+        features = features_of(self.extractor, tiles, self.clock)
         m, n = self.margin_cells, self.core_cells
         core = features[..., m : m + n, m : m + n]
         window = min(self.window_cells, n)
