@@ -60,37 +60,29 @@ def guided_upsample(scores: torch.Tensor, guide: torch.Tensor, upsample: int) ->
         as bilinear upsampling with ``align_corners=False`` aligns them.
     """
     u, r = upsample, RADIUS_CELLS
-    pixels = F.pixel_shuffle(guide.to(scores.dtype), u)  # (B, 3, hu, wu)
-    cell_colours = F.avg_pool2d(pixels, u)  # (B, 3, h, w)
+    batch, classes, rows, cols = scores.shape
+    # Label pixels stay grouped by cell, (B, 3, u, u, h, w), so that a cell's
+    # scores and mean colour broadcast over its pixels without copies.
+    pixels = guide.to(scores.dtype).view(batch, 3, u, u, rows, cols)
+    cell_colours = pixels.mean(dim=(2, 3))
     padded_scores = F.pad(scores, (r, r, r, r), mode="replicate")
     padded_colours = F.pad(cell_colours, (r, r, r, r), mode="replicate")
-    rows, cols = scores.shape[-2:]
     # Offset of each label pixel from its own cell's centre, in cells.
     within = (torch.arange(u, device=scores.device, dtype=scores.dtype) + 0.5) / u - 0.5
-    total = torch.zeros_like(F.interpolate(scores, scale_factor=u, mode="nearest"))
-    weight_sum = torch.zeros_like(pixels[:, :1])
+    total = scores.new_zeros(batch, classes, u, u, rows, cols)
+    weight_sum = scores.new_zeros(batch, 1, u, u, rows, cols)
     for dy in range(-r, r + 1):
         for dx in range(-r, r + 1):
-            neighbour = (
-                slice(None),
-                slice(None),
-                slice(r + dy, r + dy + rows),
-                slice(r + dx, r + dx + cols),
-            )
-            distance2 = (within - dy).view(-1, 1) ** 2 + (within - dx).view(1, -1) ** 2
-            spatial = torch.exp(-distance2 / (2 * SPATIAL_SIGMA_CELLS**2)).repeat(rows, cols)
-            colour = _repeat(padded_colours[neighbour], u)
-            likeness = torch.exp(
-                -((pixels - colour) ** 2).sum(1, keepdim=True) / (2 * COLOUR_SIGMA**2)
-            )
+            neighbour = (..., slice(r + dy, r + dy + rows), slice(r + dx, r + dx + cols))
+            distance2 = (within - dy).view(u, 1, 1, 1) ** 2 + (within - dx).view(u, 1, 1) ** 2
+            spatial = torch.exp(-distance2 / (2 * SPATIAL_SIGMA_CELLS**2))
+            colour = padded_colours[neighbour][:, :, None, None]
+            difference2 = ((pixels - colour) ** 2).sum(1, keepdim=True)
             # The floor keeps a pixel unlike all its neighbours (a lone dark
             # speck on glass) from dividing zero by zero: it gets a plain blend.
-            weight = spatial * likeness.clamp_min(LIKENESS_FLOOR)
-            total += weight * _repeat(padded_scores[neighbour], u)
+            likeness = torch.exp(-difference2 / (2 * COLOUR_SIGMA**2)).clamp_min(LIKENESS_FLOOR)
+            weight = spatial * likeness
+            total += weight * padded_scores[neighbour][:, :, None, None]
             weight_sum += weight
-    return total / weight_sum
-
-
-def _repeat(grid: torch.Tensor, u: int) -> torch.Tensor:
-    """Each cell's value over its u x u label pixels."""
-    return grid.repeat_interleave(u, dim=-2).repeat_interleave(u, dim=-1)
+    blended = (total / weight_sum).view(batch, classes * u * u, rows, cols)
+    return F.pixel_shuffle(blended, u)

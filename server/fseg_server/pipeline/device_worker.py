@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import queue
 import threading
-import time
 from collections import deque
 from collections.abc import Hashable, Sequence
 from concurrent.futures import Future
@@ -44,21 +43,11 @@ class _Item:
     future: Future = field(default_factory=Future)
 
 
-@dataclass
-class WorkerStats:
-    """Cumulative figures, for summaries and benchmarks."""
-
-    batches: int = 0
-    tiles: int = 0
-    busy_seconds: float = 0.0
-
-
 class DeviceWorker:
     """A thread that runs recipes on the device, batching equal recipes together."""
 
     def __init__(self, device: torch.device) -> None:
         self.device = device
-        self.stats = WorkerStats()
         self._inbox: queue.Queue[_Item | None] = queue.Queue()
         self._waiting: deque[_Item] = deque()
         self._thread = threading.Thread(target=self._loop, name="fseg-device", daemon=True)
@@ -128,7 +117,6 @@ class DeviceWorker:
         return batch
 
     def _run(self, batch: list[_Item]) -> None:
-        started = time.perf_counter()
         try:
             tiles = torch.from_numpy(np.stack([item.tile for item in batch]))
             if self.device.type == "cuda":
@@ -138,9 +126,5 @@ class DeviceWorker:
             for item in batch:
                 item.future.set_exception(exc)
             return
-        finally:
-            self.stats.busy_seconds += time.perf_counter() - started
-        self.stats.batches += 1
-        self.stats.tiles += len(batch)
         for item, result in zip(batch, results, strict=True):
             item.future.set_result(result)

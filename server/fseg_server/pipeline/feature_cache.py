@@ -2,7 +2,8 @@
 
 Segmenting a slide again at another k, with another bank or in another mode
 then costs only the factorization and vectorizing: tiles already seen skip
-reading and the extractor. Entries are keyed by everything the features
+the extractor, and reading too unless labels are finer than a feature cell
+(those need the tile's colours, which are not kept). Entries are keyed by everything the features
 depend on (the file's identity, the extractor and its weights, the pyramid
 level, resolution and tile geometry) and evicted least recently used first
 when the cache outgrows its cap.

@@ -40,14 +40,17 @@ def sample_slide(
     max_tiles: int = 64,
     should_stop: Callable[[], bool] = lambda: False,
     progress: Progress | None = None,
+    plan: SlidePlan | None = None,
 ) -> int:
     """Add window-averaged feature vectors of up to ``max_tiles`` tissue tiles.
+
+    ``plan``: the slide's plan at the extractor's resolution, if made already.
 
     Returns:
         the number of vectors offered to the reservoir.
     """
     spec = extractor.spec
-    plan = plan_slide(slide, spec, None, options)
+    plan = plan or plan_slide(slide, spec, None, options)
     tiles = _spread(plan.tiles, max_tiles)
     window_cells = max(1, spec.concept_window // spec.stride)
     recipe = FeatureRecipe(

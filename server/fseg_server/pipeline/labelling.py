@@ -1,7 +1,8 @@
 """The labelling stage: every planned tile through the device, into the label canvas.
 
-Tiles whose features are in the feature cache skip reading and the
-extractor; the others are read, and their features stored when a cache is on.
+Tiles whose features are in the feature cache skip the extractor (and
+reading, unless labels finer than a cell need the tile's colours); the others
+are read, and their features stored when a cache is on.
 """
 
 from __future__ import annotations

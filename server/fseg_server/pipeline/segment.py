@@ -93,14 +93,20 @@ def segment_slide(
     timings = Timings()
     started = time.perf_counter()
     spec = extractor.spec
+    plan = None
     if bank is None:
+        # The fitted bank's resolution is the one this plan uses, so fitting
+        # and segmenting share one plan (one thumbnail, one tissue mask).
+        with timings.time("plan"):
+            plan = plan_slide(slide, spec, None, options)
         with timings.time("fit"):
-            bank = fit_on_slide(slide, extractor, options, worker, progress, should_stop)
+            bank = fit_on_slide(slide, extractor, options, worker, progress, should_stop, plan)
             bank_name = "fitted on this slide"
     bank.check_extractor(spec.name, spec.feature_dim)
     bank.concepts(options.k)  # refuse a missing k before any work
-    with timings.time("plan"):
-        plan = plan_slide(slide, spec, bank.mpp, options)
+    if plan is None:
+        with timings.time("plan"):
+            plan = plan_slide(slide, spec, bank.mpp, options)
     progress("plan", 1, 1)
     with timings.time("stream"):
         canvas, clocks = label_tiles(
@@ -155,12 +161,18 @@ def fit_on_slide(
     worker: DeviceWorker,
     progress: Progress,
     should_stop: Callable[[], bool],
+    plan: SlidePlan | None = None,
 ) -> ConceptBank:
-    """The embedded default: a bank fitted on this slide's own tissue."""
+    """The embedded default: a bank fitted on this slide's own tissue.
+
+    ``plan``: the slide's plan at the extractor's (or ``--target-mpp``)
+    resolution when the caller has one already; made here otherwise.
+    """
     reservoir = Reservoir(min(RESERVOIR_SIZE, options.fit_samples), extractor.spec.feature_dim)
     sample_slide(
-        slide, extractor, worker, reservoir, options, should_stop=should_stop, progress=progress
-    )
+        slide, extractor, worker, reservoir, options,
+        should_stop=should_stop, progress=progress, plan=plan,
+    )  # fmt: skip
     mpp = options.target_mpp or extractor.spec.mpp
     return fit_bank(reservoir, [options.k], extractor, mpp, f"fitted on {slide.info.path.name}")
 

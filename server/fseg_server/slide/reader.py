@@ -8,7 +8,6 @@ take) are single-level slides whose level 0 is the image itself.
 
 from __future__ import annotations
 
-import threading
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -224,7 +223,6 @@ class _ImageBackend(_Backend):
 
     def __init__(self, path: Path, pixels: np.ndarray) -> None:
         self._pixels = pixels
-        self._lock = threading.Lock()
         height, width = pixels.shape[:2]
         self.info = SlideInfo(
             path=path,

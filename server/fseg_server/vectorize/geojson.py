@@ -98,10 +98,7 @@ def feature_collection_json(
 
 def dumps(fc: Mapping[str, Any]) -> bytes:
     """Compact UTF-8 JSON (non-ASCII such as µ kept as is); NaN or infinity is an error."""
-    text = json.dumps(
-        fc, ensure_ascii=False, separators=(",", ":"), allow_nan=False, default=_plain
-    )
-    return text.encode("utf-8")
+    return _compact(fc).encode("utf-8")
 
 
 def _polygon_parts(geoms: Sequence[shapely.Geometry]) -> np.ndarray:
@@ -158,6 +155,7 @@ def _rounded(polygons: np.ndarray) -> np.ndarray:
 
 
 def _compact(value: Any) -> str:
+    """Compact JSON text; non-ASCII kept, NaN and infinity refused, numpy values plain."""
     return json.dumps(
         value, ensure_ascii=False, separators=(",", ":"), allow_nan=False, default=_plain
     )
