@@ -9,10 +9,13 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
+import numpy as np
+
 from .. import __version__
-from ..concepts.bank import ConceptBank
+from ..concepts.bank import ConceptBank, ConceptClass
 from ..concepts.kmeans import Reservoir
 from ..extract import Extractor
 from ..memory import trim
@@ -117,32 +120,30 @@ def segment_slide(
     classes = bank.classes[options.k]
     level0_mpp = options.slide_mpp or (slide.info.mpp[0] if slide.info.mpp else None)
     metadata = _metadata(name, extractor, bank, bank_name, options, plan, level0_mpp)
-    with timings.time("vectorize"):
-        progress("vectorize", 0, 1)
-        pixel_um2 = (canvas.downsample * (level0_mpp or 1.0)) ** 2
-        polygons = vectorize_labels(
-            canvas.labels,
-            cell_size=canvas.downsample,
-            origin=(-plan.frame_offset[0], -plan.frame_offset[1]),
-            simplify=options.simplify,
-            min_cells=int(options.min_area_um2 / pixel_um2),
-            nodata=NODATA,
-        )
-        geojson = feature_collection_json(
-            polygons,
-            [(c.name, c.color) for c in classes],
-            mpp=level0_mpp,
-            split_regions=options.split_regions,
-            metadata=metadata,
-        )
-        progress("vectorize", 1, 1)
-    with timings.time("render"):
-        thumbnail, _ = slide.thumbnail(OVERLAY_MAX)
-        files = {
-            "geojson": geojson,
-            "labels.png": label_png(canvas.labels, classes),
-            "overlay.png": overlay_png(thumbnail, canvas.labels, classes),
-        }
+    # The pictures need only the label grid, so they are drawn in a thread
+    # while the polygons are traced (PNG encoding and GEOS release the GIL).
+    with ThreadPoolExecutor(1, thread_name_prefix="fseg-render") as pool:
+        pictures = pool.submit(_pictures, slide, canvas.labels, classes, timings)
+        with timings.time("vectorize"):
+            progress("vectorize", 0, 1)
+            pixel_um2 = (canvas.downsample * (level0_mpp or 1.0)) ** 2
+            polygons = vectorize_labels(
+                canvas.labels,
+                cell_size=canvas.downsample,
+                origin=(-plan.frame_offset[0], -plan.frame_offset[1]),
+                simplify=options.simplify,
+                min_cells=int(options.min_area_um2 / pixel_um2),
+                nodata=NODATA,
+            )
+            geojson = feature_collection_json(
+                polygons,
+                [(c.name, c.color) for c in classes],
+                mpp=level0_mpp,
+                split_regions=options.split_regions,
+                metadata=metadata,
+            )
+            progress("vectorize", 1, 1)
+        files = {"geojson": geojson, **pictures.result()}
     timings.stages["read_threads"] = clocks.read
     timings.stages["extract"] = clocks.extract
     timings.stages["factorize"] = clocks.factorize
@@ -152,6 +153,18 @@ def segment_slide(
     )
     summary["tiles"]["from_feature_cache"] = clocks.cached_tiles
     return SegmentResult(name.rsplit(".", 1)[0], files, summary, canvas.labels)
+
+
+def _pictures(
+    slide: Slide, labels: np.ndarray, classes: list[ConceptClass], timings: Timings
+) -> dict[str, bytes]:
+    """The label PNG and the overlay, timed as the ``render`` stage."""
+    with timings.time("render"):
+        thumbnail, _ = slide.thumbnail(OVERLAY_MAX)
+        return {
+            "labels.png": label_png(labels, classes),
+            "overlay.png": overlay_png(thumbnail, labels, classes),
+        }
 
 
 def fit_on_slide(

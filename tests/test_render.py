@@ -1,0 +1,50 @@
+"""The pictures of a result: the label PNG (exact indices) and the overlay (for eyes)."""
+
+from __future__ import annotations
+
+import io
+
+import numpy as np
+from PIL import Image
+
+from fseg_server.concepts.bank import ConceptClass
+from fseg_server.pipeline.canvas import NODATA
+from fseg_server.pipeline.render import OVERLAY_ALPHA, label_png, overlay_png
+
+CLASSES = [ConceptClass("Tumour", (200, 30, 30)), ConceptClass("Stroma", (30, 200, 30))]
+
+
+def decode(data: bytes) -> Image.Image:
+    return Image.open(io.BytesIO(data))
+
+
+def test_the_overlay_tints_labelled_pixels_and_leaves_glass_untouched():
+    thumbnail = np.full((40, 60, 3), (240, 230, 250), np.uint8)
+    labels = np.full((4, 6), NODATA, np.uint8)  # each label covers 10 x 10 thumbnail pixels
+    labels[0, 0], labels[3, 5] = 0, 1
+    overlay = np.asarray(decode(overlay_png(thumbnail, labels, CLASSES)))
+    assert overlay.shape == thumbnail.shape
+    for (row, col), colour in (((5, 5), (200, 30, 30)), ((35, 55), (30, 200, 30))):
+        expected = (1 - OVERLAY_ALPHA) * thumbnail[row, col] + OVERLAY_ALPHA * np.array(colour)
+        assert np.abs(overlay[row, col].astype(float) - expected).max() <= 1
+    assert (overlay[15:25, 15:45] == thumbnail[15:25, 15:45]).all()
+
+
+def test_the_overlay_puts_each_label_on_its_own_area_of_the_thumbnail():
+    thumbnail = np.full((30, 30, 3), 255, np.uint8)
+    labels = np.array([[0, 1, NODATA]] * 3, np.uint8)  # three vertical bands
+    overlay = np.asarray(decode(overlay_png(thumbnail, labels, CLASSES))).astype(int)
+    reddish = overlay[..., 0] > overlay[..., 1] + 20
+    greenish = overlay[..., 1] > overlay[..., 0] + 20
+    assert reddish[:, :10].all() and not reddish[:, 10:].any()
+    assert greenish[:, 10:20].all() and not greenish[:, :10].any() and not greenish[:, 20:].any()
+
+
+def test_the_label_png_keeps_class_indices_exactly():
+    labels = np.array([[0, 1], [NODATA, 1]], np.uint8)
+    image = decode(label_png(labels, CLASSES))
+    assert image.mode == "P"
+    assert (np.asarray(image) == labels).all()
+    palette = np.array(image.getpalette()[: 3 * 2]).reshape(2, 3)
+    assert palette.tolist() == [[200, 30, 30], [30, 200, 30]]
+    assert image.info["transparency"] == NODATA
