@@ -59,7 +59,8 @@ def slide(tmp_path: Path) -> Path:
 @pytest.mark.parametrize(
     ("extra", "message"),
     [
-        (["--k", "0"], "--k must be at least 1"),
+        (["--k", "0"], "--k must be between 1 and 255"),
+        (["--k", "256"], "--k must be between 1 and 255"),
         (["--outputs", "geojson,mask"], "--outputs takes"),
         (["--mpp", "-1"], "--mpp must be a number of at least 0"),
         (["--server", "h:1", "--tls-cert", "c.pem"], "--tls-cert and --tls-key go together"),

@@ -98,3 +98,28 @@ def test_pixel_resolution_labels_from_the_cache_follow_the_same_colour_edges(set
     assert cached.summary["tiles"]["from_feature_cache"] == cached.summary["tiles"]["processed"]
     assert fresh.labels.shape == cached.labels.shape
     assert (fresh.labels == cached.labels).mean() > 0.99
+
+
+def test_the_cache_key_follows_the_weights_not_their_description():
+    """Two random initialisations (or a checkpoint replaced at the same path)
+    describe themselves alike but must not share cached features."""
+    from fseg_server.pipeline.plan import plan_slide
+
+    first = create_extractor("timm:resnet18", "random")
+    second = create_extractor("timm:resnet18", "random")
+    assert first.weights_state == second.weights_state
+    with open_slide(shared("slides/CMU-1-Small-Region.svs")) as slide:
+        grid = plan_slide(slide, first.spec, None, SegmentOptions()).grid
+        keys = {FeatureCache.slide_key(slide.info.path, e, grid) for e in (first, second, first)}
+    assert len(keys) == 2
+
+
+def test_a_cache_that_cannot_write_costs_entries_not_the_result(setup, tmp_path):
+    cache = FeatureCache(tmp_path, 1 << 30)
+    uncached = run(setup, None)
+    (tmp_path / "blocked").write_text("")  # every entry's folder name is taken by a file
+    cache.root = tmp_path / "blocked"
+    result = run(setup, cache)
+    assert np.array_equal(result.labels, uncached.labels)
+    assert cache.size_bytes == 0
+    assert not list(tmp_path.rglob("*.tmp"))

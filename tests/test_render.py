@@ -22,7 +22,7 @@ def test_the_overlay_tints_labelled_pixels_and_leaves_glass_untouched():
     thumbnail = np.full((40, 60, 3), (240, 230, 250), np.uint8)
     labels = np.full((4, 6), NODATA, np.uint8)  # each label covers 10 x 10 thumbnail pixels
     labels[0, 0], labels[3, 5] = 0, 1
-    overlay = np.asarray(decode(overlay_png(thumbnail, labels, CLASSES)))
+    overlay = np.asarray(decode(overlay_png(thumbnail, 1.0, labels, 10.0, CLASSES)))
     assert overlay.shape == thumbnail.shape
     for (row, col), colour in (((5, 5), (200, 30, 30)), ((35, 55), (30, 200, 30))):
         expected = (1 - OVERLAY_ALPHA) * thumbnail[row, col] + OVERLAY_ALPHA * np.array(colour)
@@ -31,13 +31,25 @@ def test_the_overlay_tints_labelled_pixels_and_leaves_glass_untouched():
 
 
 def test_the_overlay_puts_each_label_on_its_own_area_of_the_thumbnail():
+    # Level-0 slide 60 x 60 px, thumbnail at downsample 2, labels at 20 px per label.
     thumbnail = np.full((30, 30, 3), 255, np.uint8)
     labels = np.array([[0, 1, NODATA]] * 3, np.uint8)  # three vertical bands
-    overlay = np.asarray(decode(overlay_png(thumbnail, labels, CLASSES))).astype(int)
+    overlay = np.asarray(decode(overlay_png(thumbnail, 2.0, labels, 20.0, CLASSES))).astype(int)
     reddish = overlay[..., 0] > overlay[..., 1] + 20
     greenish = overlay[..., 1] > overlay[..., 0] + 20
     assert reddish[:, :10].all() and not reddish[:, 10:].any()
     assert greenish[:, 10:20].all() and not greenish[:, :10].any() and not greenish[:, 20:].any()
+
+
+def test_a_label_grid_overhanging_the_slide_is_not_squeezed_onto_it():
+    # Whole edge cells make the grid 40 level-0 px wide for a 30 px slide:
+    # label column 2 covers slide x 20 to 30, column 3 lies beyond the slide.
+    thumbnail = np.full((30, 30, 3), 255, np.uint8)
+    labels = np.array([[NODATA, NODATA, 0, 1]] * 4, np.uint8)
+    overlay = np.asarray(decode(overlay_png(thumbnail, 1.0, labels, 10.0, CLASSES))).astype(int)
+    tinted = overlay.sum(axis=2) < 3 * 255
+    assert tinted[:, 20:].all() and not tinted[:, :20].any()
+    assert not (overlay[..., 1] > overlay[..., 0]).any()  # class 1 is off the slide
 
 
 def test_the_label_png_keeps_class_indices_exactly():

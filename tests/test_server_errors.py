@@ -114,6 +114,13 @@ BAD_REQUESTS = [
     ),
     pytest.param({**CMU, "bank": "uni"}, INVALID, "fitted on uni", id="extractor-mismatch"),
     pytest.param({**CMU, "slide_mpp": -0.5}, INVALID, "positive number of µm", id="negative-mpp"),
+    pytest.param({**CMU, "k": 256}, INVALID, "k must be at most 255", id="k-over-a-byte"),
+    pytest.param(
+        {**CMU, "vectorize": fseg_pb2.VectorizeOptions(label_upsample=3)},
+        INVALID,
+        "divide stain's stride of 4 px",
+        id="upsample-3",
+    ),
     pytest.param({**CMU, "roi_geojson": "{no"}, INVALID, "not valid GeoJSON", id="roi-not-json"),
     pytest.param(
         {**CMU, "roi_geojson": json.dumps(BOWTIE)}, INVALID, "Self-intersection", id="roi-bowtie"

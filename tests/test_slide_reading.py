@@ -10,9 +10,10 @@ from PIL import Image
 
 from conftest import shared
 from fseg_server.errors import FailedPrecondition, InvalidInput, NotFound
+from fseg_server.pipeline.stream import read_tile
 from fseg_server.slide.reader import open_slide
 from fseg_server.slide.tiles import choose_resolution, plan_tiles
-from fseg_server.slide.tissue import detect_tissue
+from fseg_server.slide.tissue import detect_tissue, full_mask, restrict_to_polygons
 
 
 def test_aperio_slide_reports_geometry_and_calibration(cmu_slide):
@@ -58,6 +59,22 @@ def test_the_read_level_is_the_finest_not_finer_than_needed():
     assert quarter.level == 1 and 1.99 < quarter.scale < 2.0
     full = choose_resolution(info, 0.6, 0.5)
     assert full.level == 0 and full.scale == pytest.approx(1.2)
+
+
+def test_a_working_resolution_finer_than_level_0_enlarges_level_0(tmp_path):
+    # A 2 µm/px image read for a 1 µm/px extractor: every level-0 pixel
+    # becomes 2 x 2 target pixels, so an edge at level-0 x = 100 is at target x = 200.
+    pixels = np.full((160, 240, 3), 230, np.uint8)
+    pixels[:, 100:] = (120, 40, 140)
+    Image.fromarray(pixels).save(tmp_path / "coarse.png")
+    with open_slide(tmp_path / "coarse.png") as slide:
+        resolution = choose_resolution(slide.info, 1.0, 2.0)
+        assert resolution.target_downsample == 0.5 and resolution.scale == 0.5
+        grid = plan_tiles(slide.info, resolution, 512, 0)
+        assert (grid.width, grid.height) == (480, 320)
+        tile = read_tile(slide, grid, grid.tile(0, 0))
+    assert (tile[:320, 195] == 230).all()
+    assert (tile[:320, 205] == (120, 40, 140)).all()
 
 
 def test_a_slide_without_mpp_is_refused_naming_the_option():
@@ -153,3 +170,18 @@ def test_random_bytes_named_like_an_image_are_refused(tmp_path):
     path.write_bytes(bytes(np.random.default_rng(1).integers(0, 256, 2048, dtype=np.uint8)))
     with pytest.raises(InvalidInput, match="neither a slide OpenSlide can read nor an image"):
         open_slide(path)
+
+
+def test_a_roi_island_inside_a_rings_hole_is_kept_whatever_the_order():
+    from shapely.geometry import Polygon, box
+
+    ring = Polygon(box(0, 0, 400, 400).exterior, [box(100, 100, 300, 300).exterior])
+    island = box(150, 150, 250, 250)
+    tissue = full_mask((400, 400), 4.0)  # 4 level-0 px per mask pixel
+    ring_first = restrict_to_polygons(tissue, [ring, island]).mask
+    island_first = restrict_to_polygons(tissue, [island, ring]).mask
+    assert (ring_first == island_first).all()
+    assert ring_first[5, 5] and ring_first[50, 50]  # the ring and the island
+    assert not ring_first[30, 30]  # the hole around the island
+    expected = 100 * 100 - 50 * 50 + 25 * 25  # mask pixels; outlines may move it by a row
+    assert abs(int(ring_first.sum()) - expected) < 0.02 * expected

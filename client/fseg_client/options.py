@@ -30,6 +30,8 @@ TISSUE = {
     "off": fseg_pb2.TISSUE_OFF,
 }
 ROI_MAX_BYTES = 8 * 1024 * 1024
+#: The server stores labels as one byte per cell, 255 meaning no label.
+MAX_K = 255
 # --progress choices (styles in fseg_client.progress).
 PROGRESS_CHOICES = ("auto", "bars", "lines", "none")
 
@@ -149,8 +151,8 @@ def _non_negative(value: float | None, flag: str) -> None:
 
 def options_from_args(args: argparse.Namespace) -> RequestOptions:
     """Build and check the batch's options from ``fseg segment`` arguments."""
-    if args.k < 1:
-        raise ClientError(f"--k must be at least 1, not {args.k}")
+    if not 1 <= args.k <= MAX_K:
+        raise ClientError(f"--k must be between 1 and {MAX_K}, not {args.k}")
     if args.components < 0:
         raise ClientError(f"--components must be at least 0, not {args.components}")
     if args.label_upsample < 0:

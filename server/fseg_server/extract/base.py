@@ -9,12 +9,16 @@ as the F-SEG reference does.
 
 from __future__ import annotations
 
+import hashlib
 import math
 from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+#: Values sampled per weight tensor for :meth:`Extractor.weights_fingerprint`.
+FINGERPRINT_SAMPLES = 4096
 
 
 @dataclass(frozen=True)
@@ -58,12 +62,31 @@ class Extractor(nn.Module):
     spec: ExtractorSpec
     #: Human-readable state of the weights: "built in", "loaded from FILE", "random".
     weights_state: str = "built in"
+    _fingerprint: str | None = None
 
     def __init__(self, spec: ExtractorSpec) -> None:
         super().__init__()
         self.spec = spec
         self.register_buffer("_mean", torch.tensor(spec.mean).view(1, 3, 1, 1), persistent=False)
         self.register_buffer("_std", torch.tensor(spec.std).view(1, 3, 1, 1), persistent=False)
+
+    def weights_fingerprint(self) -> str:
+        """A digest of the weights themselves, so that caches notice a new checkpoint.
+
+        Every tensor's name and shape, and an evenly strided sample of at most
+        FINGERPRINT_SAMPLES of its values: milliseconds even for ViT-giant,
+        and two checkpoints (or two random initialisations) differ in it.
+        """
+        if self._fingerprint is None:
+            digest = hashlib.sha256(self.spec.name.encode())
+            for name, tensor in self.state_dict().items():
+                flat = tensor.detach().reshape(-1)
+                step = max(1, flat.numel() // FINGERPRINT_SAMPLES)
+                sample = flat[::step].float().cpu().numpy()
+                digest.update(f"{name}{tuple(tensor.shape)}".encode())
+                digest.update(sample.tobytes())
+            self._fingerprint = digest.hexdigest()[:32]
+        return self._fingerprint
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         """Feature grid of a batch of RGB images.

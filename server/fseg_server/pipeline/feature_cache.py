@@ -3,16 +3,18 @@
 Segmenting a slide again at another k, with another bank or in another mode
 then costs only the factorization and vectorizing: tiles already seen skip
 the extractor, and reading too unless labels are finer than a feature cell
-(those need the tile's colours, which are not kept). Entries are keyed by everything the features
-depend on (the file's identity, the extractor and its weights, the pyramid
-level, resolution and tile geometry) and evicted least recently used first
-when the cache outgrows its cap.
+(those need the tile's colours, which are not kept). Entries are keyed by
+everything the features depend on (the file's identity, the extractor and a
+fingerprint of its weights, the pyramid level, resolution and tile geometry)
+and evicted least recently used first when the cache outgrows its cap. A
+write that fails (a full disk) loses the entry, never the job.
 """
 
 from __future__ import annotations
 
 import contextlib
 import hashlib
+import logging
 import os
 import threading
 import time
@@ -23,6 +25,8 @@ import numpy as np
 
 from ..extract import Extractor
 from ..slide.tiles import Tile, TileGrid
+
+log = logging.getLogger("fseg.server")
 
 STALE_AFTER_S = 3600  # a temporary file this old was left by a process that died
 
@@ -49,7 +53,7 @@ class FeatureCache:
         resolution = grid.resolution
         parts = (
             str(Path(path).resolve()), stat.st_size, stat.st_mtime_ns,
-            extractor.spec.name, extractor.weights_state,
+            extractor.spec.name, extractor.weights_fingerprint(),
             resolution.level, round(resolution.target_downsample, 9),
             grid.tile_size, grid.margin,
         )  # fmt: skip
@@ -62,18 +66,26 @@ class FeatureCache:
             features = np.load(path)
         except (OSError, ValueError):
             return None
-        os.utime(path)  # recently used: evicted last
+        with contextlib.suppress(OSError):  # another job may have evicted it just now
+            os.utime(path)  # recently used: evicted last
         return features
 
     def put(self, key: str, tile: Tile, features: np.ndarray) -> None:
         """Store features (written to a temporary name, then renamed); evict if over the cap."""
         path = self._path(key, tile)
-        path.parent.mkdir(exist_ok=True)
         tmp = path.with_name(f".{uuid.uuid4().hex}.tmp")
-        with open(tmp, "wb") as out:
-            np.save(out, features.astype(np.float16, copy=False))
-        size = tmp.stat().st_size
-        os.replace(tmp, path)
+        try:
+            path.parent.mkdir(exist_ok=True)
+            with open(tmp, "wb") as out:
+                np.save(out, features.astype(np.float16, copy=False))
+            size = tmp.stat().st_size
+            os.replace(tmp, path)
+        except OSError as error:
+            # A full disk costs the cache an entry, never the job its result.
+            with contextlib.suppress(OSError):
+                tmp.unlink()
+            log.warning("feature cache: could not store a tile (%s); going on without", error)
+            return
         with self._lock:
             self._bytes += size
             if self._bytes > self.max_bytes:

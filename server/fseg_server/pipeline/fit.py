@@ -139,4 +139,6 @@ def _tissue_fraction(mask: object, x0: float, y0: float, size: float) -> float:
     r0, c0 = int(y0 // ds), int(x0 // ds)
     r1, c1 = math.ceil((y0 + size) / ds), math.ceil((x0 + size) / ds)
     block = mask.mask[r0:r1, c0:c1]
-    return float(block.mean()) if block.size else 0.0
+    # Divided by the whole window: the part beyond the slide's edge is padding, not tissue.
+    area = (r1 - r0) * (c1 - c0)
+    return float(block.sum()) / area if area > 0 else 0.0

@@ -8,6 +8,9 @@ from enum import Enum
 from ..errors import InvalidInput
 from ..factorize import Mode
 
+#: Labels are one byte per cell and 255 marks cells without one (canvas.NODATA).
+MAX_K = 255
+
 
 class Frame(str, Enum):
     """The coordinate frame of the output polygons (level-0 pixel units either way).
@@ -88,6 +91,10 @@ class SegmentOptions:
                 raise InvalidInput(f"{name} must be one of {choices}, not {value!r}") from None
         checks = [
             (self.k >= 1, f"k must be at least 1, not {self.k}"),
+            (
+                self.k <= MAX_K,
+                f"k must be at most {MAX_K} (labels take one byte per cell), not {self.k}",
+            ),
             (self.components >= 1, f"components must be at least 1, not {self.components}"),
             (self.simplify >= 0, f"simplify must be >= 0 label pixels, not {self.simplify}"),
             (self.min_area_um2 >= 0, f"min-area must be >= 0 µm², not {self.min_area_um2}"),

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 import numpy as np
 import shapely.affinity
 
-from ..errors import FailedPrecondition
+from ..errors import FailedPrecondition, InvalidInput
 from ..extract import ExtractorSpec
 from ..slide.reader import Slide
 from ..slide.tiles import Resolution, Tile, TileGrid, choose_resolution, plan_tiles
@@ -49,6 +49,16 @@ def plan_slide(
 ) -> SlidePlan:
     """Decide how ``slide`` is read and which tiles go to the extractor."""
     info = slide.info
+    # Plain images get a label per pixel; slides one byte per feature cell,
+    # so that memory stays bounded for 150,000-pixel scans.
+    upsample = options.label_upsample or (spec.stride if info.is_plain_image else 1)
+    upsample = min(upsample, spec.stride)
+    if spec.stride % upsample:
+        divisors = ", ".join(str(d) for d in range(1, spec.stride + 1) if spec.stride % d == 0)
+        raise InvalidInput(
+            f"label upsample must divide {spec.name}'s stride of {spec.stride} px "
+            f"(one of {divisors}), not {upsample}"
+        )
     resolution = choose_resolution(
         info, options.target_mpp or bank_mpp or spec.mpp, options.slide_mpp
     )
@@ -68,16 +78,13 @@ def plan_slide(
     if options.roi:
         shifted = [shapely.affinity.translate(p, offset[0], offset[1]) for p in options.roi]
         tissue = restrict_to_polygons(tissue, shifted)
-    # Plain images get a label per pixel; slides one byte per feature cell,
-    # so that memory stays bounded for 150,000-pixel scans.
-    upsample = options.label_upsample or (spec.stride if info.is_plain_image else 1)
     return SlidePlan(
         resolution=resolution,
         grid=grid,
         tissue=tissue,
         tiles=list(grid.tiles(tissue)),
         frame_offset=offset,
-        upsample=min(upsample, spec.stride),
+        upsample=upsample,
         tissue_detected=detect,
     )
 

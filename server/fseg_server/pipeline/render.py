@@ -32,21 +32,28 @@ def label_png(labels: np.ndarray, classes: Sequence[ConceptClass]) -> bytes:
 
 
 def overlay_png(
-    thumbnail: np.ndarray, labels: np.ndarray, classes: Sequence[ConceptClass]
+    thumbnail: np.ndarray,
+    thumbnail_downsample: float,
+    labels: np.ndarray,
+    labels_downsample: float,
+    classes: Sequence[ConceptClass],
 ) -> bytes:
     """The thumbnail with every labelled pixel tinted by its class colour.
 
-    ``labels`` is resampled (nearest) onto the thumbnail, which must cover
-    the same slide area.
+    Both grids start at level-0 (0, 0); the downsamples (level-0 pixels per
+    thumbnail pixel, per label pixel) place each label on the thumbnail. The
+    label grid may overhang the slide (its edge tiles are whole cells).
     """
     image = Image.fromarray(thumbnail)
     if max(image.size) > OVERLAY_MAX:
         image.thumbnail((OVERLAY_MAX, OVERLAY_MAX), Image.Resampling.BOX)
+    thumbnail_downsample *= thumbnail.shape[1] / image.size[0]
     base = np.asarray(image).astype(np.uint16)
     height, width = base.shape[:2]
-    rows = np.minimum((np.arange(height) + 0.5) * labels.shape[0] / height, labels.shape[0] - 1)
-    cols = np.minimum((np.arange(width) + 0.5) * labels.shape[1] / width, labels.shape[1] - 1)
-    resampled = labels[np.ix_(rows.astype(int), cols.astype(int))]
+    step = thumbnail_downsample / labels_downsample  # label pixels per thumbnail pixel
+    rows = np.minimum((np.arange(height) + 0.5) * step, labels.shape[0] - 1).astype(int)
+    cols = np.minimum((np.arange(width) + 0.5) * step, labels.shape[1] - 1).astype(int)
+    resampled = labels[np.ix_(rows, cols)]
     colors = np.zeros((256, 3), np.uint16)
     for index, concept in enumerate(classes):
         colors[index] = concept.color

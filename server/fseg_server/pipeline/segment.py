@@ -123,7 +123,7 @@ def segment_slide(
     # The pictures need only the label grid, so they are drawn in a thread
     # while the polygons are traced (PNG encoding and GEOS release the GIL).
     with ThreadPoolExecutor(1, thread_name_prefix="fseg-render") as pool:
-        pictures = pool.submit(_pictures, slide, canvas.labels, classes, timings)
+        pictures = pool.submit(_pictures, slide, canvas.labels, canvas.downsample, classes, timings)
         with timings.time("vectorize"):
             progress("vectorize", 0, 1)
             pixel_um2 = (canvas.downsample * (level0_mpp or 1.0)) ** 2
@@ -156,15 +156,17 @@ def segment_slide(
 
 
 def _pictures(
-    slide: Slide, labels: np.ndarray, classes: list[ConceptClass], timings: Timings
+    slide: Slide,
+    labels: np.ndarray,
+    downsample: float,
+    classes: list[ConceptClass],
+    timings: Timings,
 ) -> dict[str, bytes]:
-    """The label PNG and the overlay, timed as the ``render`` stage."""
+    """The label PNG and the overlay (``downsample``: level-0 px per label px), timed."""
     with timings.time("render"):
-        thumbnail, _ = slide.thumbnail(OVERLAY_MAX)
-        return {
-            "labels.png": label_png(labels, classes),
-            "overlay.png": overlay_png(thumbnail, labels, classes),
-        }
+        thumbnail, thumbnail_downsample = slide.thumbnail(OVERLAY_MAX)
+        overlay = overlay_png(thumbnail, thumbnail_downsample, labels, downsample, classes)
+        return {"labels.png": label_png(labels, classes), "overlay.png": overlay}
 
 
 def fit_on_slide(

@@ -5,8 +5,10 @@ Three pixel frames meet here, and every value says which one it is in:
 * level-0 pixels of the slide (OpenSlide's frame);
 * *target* pixels at the extractor's working resolution (``mpp``), so one
   target pixel is ``target_downsample`` level-0 pixels;
-* pixels of the pyramid level that is read, the finest level no finer than
-  needed, so a target pixel is ``scale`` level pixels (scale >= 1).
+* pixels of the pyramid level that is read, the coarsest level no coarser
+  than needed, so a target pixel is ``scale`` level pixels (scale >= 1,
+  except when the working resolution is finer than level 0: then level 0 is
+  read and enlarged, scale < 1).
 
 A tile's *core* is a ``tile_size`` square of target pixels; it is read with
 ``margin`` target pixels of context on every side so cells near its edge see
@@ -38,7 +40,8 @@ class Resolution:
             plain image that has no calibration).
         target_downsample: level-0 pixels per target pixel.
         level: pyramid level that is read.
-        scale: level pixels per target pixel (>= 1; 1 means no resizing).
+        scale: level pixels per target pixel (1 means no resizing; below 1
+            only when the working resolution is finer than level 0).
     """
 
     mpp: float | None
@@ -111,7 +114,7 @@ def choose_resolution(info: SlideInfo, mpp: float | None, user_mpp: float | None
         # Within 1% of a pyramid level (0.499 µm/px scans read for 1 µm/px):
         # read that level as it is, with no resampling, at its own resolution.
         target_downsample, scale = info.level_downsamples[level], 1.0
-    return Resolution(base * target_downsample, target_downsample, level, max(scale, 1.0))
+    return Resolution(base * target_downsample, target_downsample, level, scale)
 
 
 @dataclass(frozen=True)

@@ -10,6 +10,7 @@ into "dense" and "pale" halves.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import numpy as np
@@ -80,20 +81,31 @@ def full_mask(dimensions: tuple[int, int], downsample: float) -> TissueMask:
 def restrict_to_polygons(tissue: TissueMask, polygons: list) -> TissueMask:
     """Keep only the tissue inside ``polygons`` (shapely, level-0 pixels)."""
     rows, cols = tissue.mask.shape
-    canvas = Image.new("1", (cols, rows), 0)
-    draw = ImageDraw.Draw(canvas)
+    inside = np.zeros((rows, cols), bool)
     scale = 1.0 / tissue.downsample
     for polygon in polygons:
-        # Mask pixel centres sit at half-integers, so shift the outline by -0.5.
-        draw.polygon(_ring_xy(polygon.exterior, scale), fill=1)
+        # Each polygon is drawn on its own patch so that its holes cannot
+        # erase another polygon (an island annotated inside a ring's hole).
+        x0, y0, x1, y1 = polygon.bounds
+        left, top = max(0, math.floor(x0 * scale) - 1), max(0, math.floor(y0 * scale) - 1)
+        right, bottom = min(cols, math.ceil(x1 * scale) + 1), min(rows, math.ceil(y1 * scale) + 1)
+        if right <= left or bottom <= top:
+            continue
+        patch = Image.new("1", (right - left, bottom - top), 0)
+        draw = ImageDraw.Draw(patch)
+        draw.polygon(_ring_xy(polygon.exterior, scale, left, top), fill=1)
         for hole in polygon.interiors:
-            draw.polygon(_ring_xy(hole, scale), fill=0)
-    inside = np.asarray(canvas, dtype=bool)
+            draw.polygon(_ring_xy(hole, scale, left, top), fill=0)
+        inside[top:bottom, left:right] |= np.asarray(patch, dtype=bool)
     return TissueMask(tissue.mask & inside, tissue.downsample)
 
 
-def _ring_xy(ring: object, scale: float) -> list[tuple[float, float]]:
-    return [(x * scale - 0.5, y * scale - 0.5) for x, y in ring.coords]
+def _ring_xy(ring: object, scale: float, left: int, top: int) -> list[tuple[float, float]]:
+    """Ring vertices in the pixels of a patch whose corner is mask pixel (left, top).
+
+    Mask pixel centres sit at half-integers, so the outline shifts by -0.5.
+    """
+    return [(x * scale - 0.5 - left, y * scale - 0.5 - top) for x, y in ring.coords]
 
 
 def _otsu(values: np.ndarray, bins: int = 256) -> float:
