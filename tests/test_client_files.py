@@ -134,3 +134,14 @@ def test_summary_goes_last_and_decides_completeness(tmp_path: Path) -> None:
     assert completed_summary(tmp_path, "s", "fp", ["geojson", "labels.png"]) is None
     write_json_atomic(tmp_path / "s.json", [1, 2])  # not an object: not complete
     assert completed_summary(tmp_path, "s", "fp", ["geojson"]) is None
+
+
+def test_a_file_from_an_earlier_run_does_not_complete_a_later_one(tmp_path: Path) -> None:
+    # An overlay from a run with other options, then a run that asked only for GeoJSON:
+    # its summary vouches for the GeoJSON alone, so a run wanting both is not done.
+    (tmp_path / "s.overlay.png").write_bytes(b"old")
+    assembler = ResultAssembler(tmp_path, "s")
+    feed(assembler, "geojson", b"{}")
+    finish_slide(assembler, tmp_path, "s", {"classes": []}, "fp", {"server": "h:1"})
+    assert completed_summary(tmp_path, "s", "fp", ["geojson"]) is not None
+    assert completed_summary(tmp_path, "s", "fp", ["geojson", "overlay.png"]) is None

@@ -15,9 +15,12 @@ import pytest
 from test_e2e_support import SERVER_ENV, copy_images, need_server_package
 
 from fseg_client import local_server
-from fseg_client.cli import main
+from fseg_client.batch import local_server_args
+from fseg_client.cli import build_parser, main
 from fseg_client.errors import ClientError
+from fseg_client.inputs import SlideInput
 from fseg_client.local_server import LocalServer, read_port, server_command
+from fseg_client.options import options_from_args
 
 
 def test_server_command_has_exactly_the_agreed_flags(tmp_path: Path) -> None:
@@ -106,3 +109,15 @@ def test_segment_without_server_uses_the_embedded_one(
 
     monkeypatch.setattr(local_server, "server_command", broken)
     assert main(["segment", str(slide), "--out", str(out), "--quiet"]) == 0
+
+
+def test_the_embedded_server_may_read_a_slide_through_its_symlink(tmp_path: Path) -> None:
+    (tmp_path / "slides").mkdir()
+    (tmp_path / "slides" / "a.svs").write_bytes(b"x")
+    (tmp_path / "links").mkdir()
+    (tmp_path / "links" / "a.svs").symlink_to(tmp_path / "slides" / "a.svs")
+    link = str(tmp_path / "links" / "a.svs")
+    args = build_parser().parse_args(["segment", link, "--out", str(tmp_path / "out")])
+    slide = SlideInput(tmp_path / "links" / "a.svs", "a")
+    roots = local_server_args(args, [slide], options_from_args(args))["slide_roots"]
+    assert set(roots) == {tmp_path / "links", tmp_path / "slides"}

@@ -116,6 +116,12 @@ BAD_REQUESTS = [
     pytest.param({**CMU, "slide_mpp": -0.5}, INVALID, "positive number of µm", id="negative-mpp"),
     pytest.param({**CMU, "k": 256}, INVALID, "k must be at most 255", id="k-over-a-byte"),
     pytest.param(
+        {**CMU, "vectorize": fseg_pb2.VectorizeOptions(min_area_um2=float("inf"))},
+        INVALID,
+        "min-area must be a finite number",
+        id="min-area-inf",
+    ),
+    pytest.param(
         {**CMU, "vectorize": fseg_pb2.VectorizeOptions(label_upsample=3)},
         INVALID,
         "divide stain's stride of 4 px",

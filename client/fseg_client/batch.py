@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import os
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -91,13 +92,21 @@ def local_server_args(
     if concepts is not None and not concepts.is_file():
         concepts = None  # a bank name: the local server has none, the request will say so
     return {
-        # Only folders that exist here: the server refuses to start on a missing root.
-        "slide_roots": [slide.path.parent for slide in slides if slide.local],
+        # Only folders that exist here: the server refuses to start on a missing
+        # root. A slide that is a symlink also needs its target's folder.
+        "slide_roots": sorted(
+            {folder for slide in slides if slide.local for folder in _folders_of(slide.path)}
+        ),
         "extractor": options.extractor,
         "weights": args.weights or [],
         "concepts": str(concepts.resolve()) if concepts else None,
         "device": args.device,
     }
+
+
+def _folders_of(path: Path) -> set[Path]:
+    """The folder a slide is named in and the folder it really lies in."""
+    return {path.parent, Path(os.path.realpath(path)).parent}
 
 
 def _check_args(args: argparse.Namespace) -> None:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import hashlib
 import json
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -145,8 +146,8 @@ class RequestOptions:
 
 
 def _non_negative(value: float | None, flag: str) -> None:
-    if value is not None and not value >= 0:  # also refuses NaN
-        raise ClientError(f"{flag} must be a number of at least 0, not {value}")
+    if value is not None and not 0 <= value < math.inf:  # also refuses NaN
+        raise ClientError(f"{flag} must be a finite number of at least 0, not {value}")
 
 
 def options_from_args(args: argparse.Namespace) -> RequestOptions:

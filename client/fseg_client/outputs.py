@@ -43,13 +43,19 @@ def completed_summary(
     """The slide's summary if it is complete for ``fingerprint``, else None.
 
     Complete means: the summary exists, carries this fingerprint, and every
-    requested output file exists beside it.
+    requested output file exists beside it and was written by the run the
+    summary describes (a file left by a run with other outputs does not count).
     """
     summary = read_summary(summary_path(out_dir, stem))
     if summary is None or summary.get(FINGERPRINT_KEY) != fingerprint:
         return None
-    if not all((out_dir / f"{stem}.{suffix}").is_file() for suffix in suffixes):
+    client = summary.get("client")
+    written = client.get("files") if isinstance(client, dict) else None
+    if not isinstance(written, list):
         return None
+    for name in (f"{stem}.{suffix}" for suffix in suffixes):
+        if name not in written or not (out_dir / name).is_file():
+            return None
     return summary
 
 

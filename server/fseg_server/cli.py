@@ -39,6 +39,9 @@ def run_command(handler: Callable[[argparse.Namespace], int], args: object, prog
     except BrokenPipeError:  # output piped into `head` and closed early
         sys.stderr.close()
         return EXIT_OK
+    except OSError as exc:  # a file or folder the command was given: the system says why
+        print(f"{prog}: error: {describe_os_error(exc)}", file=sys.stderr)
+        return EXIT_FAILURE
     except Exception as exc:  # a bug: say so plainly, keep the traceback for FSEG_DEBUG
         if os.environ.get("FSEG_DEBUG"):
             traceback.print_exc()
@@ -83,3 +86,17 @@ def print_json(payload: object) -> None:
 
 def existing_path(text: str) -> Path:
     return Path(text).expanduser()
+
+
+def output_file(text: str) -> Path:
+    """A file to write: its folder must exist now, not after an hour of fitting."""
+    path = Path(text).expanduser()
+    if not path.parent.is_dir():
+        raise argparse.ArgumentTypeError(f"cannot write {path}: {path.parent} is not a folder")
+    return path
+
+
+def describe_os_error(exc: OSError) -> str:
+    """'PATH: reason' for an error about a file, else the system's message."""
+    reason = exc.strerror or str(exc)
+    return f"{exc.filename}: {reason}" if exc.filename else reason

@@ -8,7 +8,7 @@ import json
 import sys
 from pathlib import Path
 
-from .cli import existing_path, parse_ks, print_json
+from .cli import existing_path, output_file, parse_ks, print_json
 from .errors import InvalidInput, NotFound
 
 SLIDE_SUFFIXES = {
@@ -24,7 +24,9 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
     )
     p.add_argument("joblib", type=existing_path, help="the authors' .joblib file {k: centres}")
     p.add_argument("--extractor", required=True, help="extractor the centres belong to (uni...)")
-    p.add_argument("--out", required=True, type=Path, help="bank file to write (.safetensors)")
+    p.add_argument(
+        "--out", required=True, type=output_file, help="bank file to write (.safetensors)"
+    )
     p.add_argument(
         "--fitted-mpp",
         type=float,
@@ -41,7 +43,9 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
     p.add_argument("--extractor", default="stain", help="extractor id (default: stain)")
     p.add_argument("--weights", help="extractor checkpoint (.safetensors, .bin, .pth)")
     p.add_argument("--k", default="8,16,32", help="comma-separated k values (default 8,16,32)")
-    p.add_argument("--out", required=True, type=Path, help="bank file to write (.safetensors)")
+    p.add_argument(
+        "--out", required=True, type=output_file, help="bank file to write (.safetensors)"
+    )
     p.add_argument("--device", default="auto", help="auto, cpu or cuda")
     p.add_argument("--mpp", type=float, help="µm per level-0 pixel, for slides that lack it")
     p.add_argument("--target-mpp", type=float, help="working resolution (µm/px)")
@@ -64,7 +68,7 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
         help='JSON: ["Stroma", ...], [{"name": ..., "color": "#rrggbb"}, ...] '
         'or {"3": "Stroma", ...}',
     )
-    p.add_argument("--out", type=Path, help="write here instead of rewriting the bank")
+    p.add_argument("--out", type=output_file, help="write here instead of rewriting the bank")
     p.set_defaults(handler=name_concepts)
 
     p = commands.add_parser("show-concepts", help="print a bank's metadata")

@@ -6,6 +6,7 @@ import argparse
 import logging
 from pathlib import Path
 
+from .cli import output_file
 from .errors import InvalidInput
 
 
@@ -17,7 +18,7 @@ def add_serve(commands: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--host", default="127.0.0.1", help="address to listen on (0.0.0.0: all)")
     p.add_argument("--port", type=int, default=50051, help="port (0: a free one)")
-    p.add_argument("--port-file", type=Path, help="write the bound port here once serving")
+    p.add_argument("--port-file", type=output_file, help="write the bound port here once serving")
     p.add_argument(
         "--extractor", action="append", dest="extractors", metavar="NAME",
         help="extractor to serve (repeatable; the first is the default; default: stain)",
@@ -119,6 +120,8 @@ def _banks(values: list[str]) -> dict[str, Path]:
 
 
 def _check_positive(args: argparse.Namespace) -> None:
+    if not 0 <= args.port <= 65535:
+        raise InvalidInput(f"--port must be between 0 and 65535, not {args.port}")
     names = ("max_queued_jobs", "max_running_jobs", "chunk_bytes", "upload_max_bytes")
     for name in (*names, "feature_cache_bytes"):
         if getattr(args, name) < 1:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from enum import Enum
 
@@ -96,8 +97,14 @@ class SegmentOptions:
                 f"k must be at most {MAX_K} (labels take one byte per cell), not {self.k}",
             ),
             (self.components >= 1, f"components must be at least 1, not {self.components}"),
-            (self.simplify >= 0, f"simplify must be >= 0 label pixels, not {self.simplify}"),
-            (self.min_area_um2 >= 0, f"min-area must be >= 0 µm², not {self.min_area_um2}"),
+            (
+                0 <= self.simplify < math.inf,
+                f"simplify must be a finite number >= 0 label pixels, not {self.simplify}",
+            ),
+            (
+                0 <= self.min_area_um2 < math.inf,
+                f"min-area must be a finite number >= 0 µm², not {self.min_area_um2}",
+            ),
             (self.readers >= 1, f"readers must be at least 1, not {self.readers}"),
             (self.tile_size is None or self.tile_size >= 1, "tile size must be positive"),
             (self.margin is None or self.margin >= 0, "margin must not be negative"),

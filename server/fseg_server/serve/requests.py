@@ -84,11 +84,14 @@ def parse_roi(text: str) -> tuple[shapely.Polygon, ...]:
     try:
         document = json.loads(text)
         geometries = [shape(g) for g in _geometries(document)]
+    except RecursionError:
+        raise InvalidInput("the ROI is not valid GeoJSON (nested too deeply)") from None
     except (ValueError, TypeError, KeyError, AttributeError, IndexError) as exc:
         raise InvalidInput(f"the ROI is not valid GeoJSON ({exc})") from None
     polygons: list[shapely.Polygon] = []
     for geometry in geometries:
-        polygons.extend(shapely.get_parts(geometry).tolist())
+        # QuPath's ROIs are flat; a z coordinate (valid GeoJSON) says nothing here.
+        polygons.extend(shapely.get_parts(shapely.force_2d(geometry)).tolist())
     polygons = [p for p in polygons if isinstance(p, shapely.Polygon) and not p.is_empty]
     if not polygons:
         raise InvalidInput("the ROI holds no polygon (points and lines do not bound an area)")

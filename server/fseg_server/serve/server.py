@@ -107,7 +107,12 @@ def start_server(config: ServeConfig) -> RunningServer:
         # Each streaming call holds a thread while it waits or runs.
         ThreadPoolExecutor(max_workers=config.max_queued_jobs + 16, thread_name_prefix="fseg-rpc"),
         interceptors=interceptors,
-        options=[("grpc.max_receive_message_length", MAX_RECEIVE_BYTES)],
+        options=[
+            ("grpc.max_receive_message_length", MAX_RECEIVE_BYTES),
+            # gRPC shares ports by default: a second server on a busy port would
+            # start and silently take half the connections.
+            ("grpc.so_reuseport", 0),
+        ],
         maximum_concurrent_rpcs=config.max_queued_jobs + 64,
     )
     fseg_pb2_grpc.add_SegmentationServicer_to_server(service, server)
@@ -156,9 +161,13 @@ def _bind(server: grpc.Server, config: ServeConfig) -> int:
             root_certificates=client_ca,
             require_client_auth=client_ca is not None,
         )
-        port = server.add_secure_port(address, credentials)
-    else:
-        port = server.add_insecure_port(address)
+    try:
+        if config.tls_cert:
+            port = server.add_secure_port(address, credentials)
+        else:
+            port = server.add_insecure_port(address)
+    except RuntimeError:  # grpcio raises where it used to return 0
+        port = 0
     if port == 0:
         raise InvalidInput(f"cannot listen on {address} (in use, or not a local address)")
     return port

@@ -19,6 +19,9 @@ class SlideAccess:
 
     def __init__(self, roots: list[Path], uploads: UploadStore | None) -> None:
         self.roots = [Path(r).resolve(strict=True) for r in roots]
+        # The roots as the administrator spelled them too: a root reached
+        # through a symlink (/data -> an NFS mount) is named that way by clients.
+        self.given_roots = [Path(os.path.abspath(r)) for r in roots]
         self.uploads = uploads
 
     def resolve_path(self, text: str) -> Path:
@@ -58,7 +61,8 @@ class SlideAccess:
 
     def _locate(self, path: Path) -> Path:
         if path.is_absolute():
-            if not any(_inside(Path(os.path.abspath(path)), root) for root in self.roots):
+            spelled = Path(os.path.abspath(path))
+            if not any(_inside(spelled, root) for root in (*self.roots, *self.given_roots)):
                 raise PermissionDenied(f"slide {path} lies outside the server's slide roots")
             return path
         for root in self.roots:

@@ -13,6 +13,7 @@ import contextlib
 import hashlib
 import os
 import re
+import threading
 import time
 import uuid
 from collections.abc import Iterable, Iterator
@@ -21,6 +22,9 @@ from pathlib import Path
 from ..errors import InvalidInput, NotFound, ResourceExhausted
 
 STALE_AFTER_S = 6 * 3600  # an upload untouched this long belongs to a dead server
+#: Uploads received at once. Each holds an RPC thread for its whole transfer;
+#: the bound keeps threads free for health checks, server info and jobs.
+UPLOADS_AT_ONCE = 8
 _HEX64 = re.compile(r"^[0-9a-f]{64}$")
 _SUFFIX = re.compile(r"^\.[a-z0-9]{1,10}$")
 
@@ -28,9 +32,11 @@ _SUFFIX = re.compile(r"^\.[a-z0-9]{1,10}$")
 class UploadStore:
     """A content-addressed directory of slides."""
 
-    def __init__(self, root: Path, max_bytes: int) -> None:
+    def __init__(self, root: Path, max_bytes: int, at_once: int = UPLOADS_AT_ONCE) -> None:
         self.root = Path(root)
         self.max_bytes = max_bytes
+        self._slots = threading.BoundedSemaphore(at_once)
+        self._at_once = at_once
         self.objects = self.root / "objects"
         self.tmp = self.root / "tmp"
         self.objects.mkdir(parents=True, exist_ok=True)
@@ -58,7 +64,8 @@ class UploadStore:
 
         Raises:
             InvalidInput: a malformed header, a size or hash that does not match.
-            ResourceExhausted: the file is larger than the server accepts.
+            ResourceExhausted: the file is larger than the server accepts, or
+                as many uploads as the server takes at once are arriving.
         """
         _check_hash(sha256)
         if declared_size > self.max_bytes:
@@ -68,6 +75,18 @@ class UploadStore:
         existing = self.find(sha256)
         if existing is not None:
             return existing, True
+        if not self._slots.acquire(blocking=False):
+            raise ResourceExhausted(
+                f"{self._at_once} uploads are arriving already; try again shortly"
+            )
+        try:
+            return self._store(name, sha256, declared_size, chunks)
+        finally:
+            self._slots.release()
+
+    def _store(
+        self, name: str, sha256: str, declared_size: int, chunks: Iterable[bytes]
+    ) -> tuple[Path, bool]:
         suffix = Path(name).suffix.lower()
         suffix = suffix if _SUFFIX.match(suffix) else ""
         tmp = self.tmp / f"{uuid.uuid4().hex}{suffix}"

@@ -1,0 +1,104 @@
+"""``fseg-server`` on bad command lines and in a crowded machine: one sentence, right exit code.
+
+Real server processes on loopback; nothing is mocked.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import subprocess
+import sys
+import threading
+
+import pytest
+
+from conftest import shared
+from fseg_server.errors import PermissionDenied, ResourceExhausted
+from fseg_server.serve.slide_access import SlideAccess
+from fseg_server.serve.uploads import UploadStore
+from servers import start_server
+
+
+def fseg_server(*args: str) -> subprocess.CompletedProcess:
+    command = [sys.executable, "-m", "fseg_server", *args]
+    return subprocess.run(command, capture_output=True, text=True, timeout=120)
+
+
+def assert_one_sentence(result: subprocess.CompletedProcess, code: int, fragment: str) -> None:
+    assert result.returncode == code, result.stderr
+    assert fragment in result.stderr
+    assert "Traceback" not in result.stderr and "internal error" not in result.stderr
+
+
+def test_a_second_server_on_a_busy_port_refuses_to_start(tmp_path):
+    first = start_server(tmp_path)
+    try:
+        second = fseg_server("serve", "--port", str(first.port), "--log-level", "ERROR")
+        assert_one_sentence(second, 2, f"cannot listen on 127.0.0.1:{first.port}")
+        assert first.serving()
+    finally:
+        first.stop()
+
+
+@pytest.mark.parametrize(
+    "args,code,fragment",
+    [
+        (["serve", "--port", "70000"], 2, "--port must be between 0 and 65535"),
+        (["serve", "--port-file", "/nonexistent-dir/port"], 2, "is not a folder"),
+        (
+            ["serve", "--port", "0", "--tls-cert", "/nonexistent.pem", "--tls-key", "/no.key"],
+            1,
+            "No such file or directory",
+        ),
+        (
+            [
+                "import-concepts",
+                str(shared("concept-banks/resnet.joblib")),
+                "--extractor",
+                "resnet50",
+                "--out",
+                "/nonexistent-dir/bank.safetensors",
+            ],
+            2,
+            "is not a folder",
+        ),
+    ],
+    ids=["port-range", "port-file-folder", "tls-files", "bank-out-folder"],
+)
+def test_bad_command_lines_get_one_sentence(args, code, fragment):
+    assert_one_sentence(fseg_server(*args), code, fragment)
+
+
+def test_a_root_reached_through_a_symlink_may_be_named_that_way(tmp_path):
+    (tmp_path / "slides").mkdir()
+    (tmp_path / "slides" / "a.svs").write_bytes(b"x")
+    (tmp_path / "data").symlink_to(tmp_path / "slides")
+    access = SlideAccess([tmp_path / "data"], None)
+    assert access.resolve_path(str(tmp_path / "data" / "a.svs")) == tmp_path / "slides" / "a.svs"
+    assert access.resolve_path("a.svs") == tmp_path / "slides" / "a.svs"
+    (tmp_path / "other").mkdir()
+    (tmp_path / "other" / "b.svs").write_bytes(b"x")
+    with pytest.raises(PermissionDenied, match="outside the server's slide roots"):
+        access.resolve_path(str(tmp_path / "other" / "b.svs"))
+
+
+def test_uploads_beyond_the_servers_slots_are_refused_not_queued(tmp_path):
+    store = UploadStore(tmp_path, 1 << 20, at_once=1)
+    release, started = threading.Event(), threading.Event()
+    data = b"slide bytes"
+    digest = hashlib.sha256(data).hexdigest()
+
+    def slow_chunks():
+        started.set()
+        release.wait(30)
+        yield data
+
+    first = threading.Thread(target=store.receive, args=("a.svs", digest, len(data), slow_chunks()))
+    first.start()
+    assert started.wait(30)
+    with pytest.raises(ResourceExhausted, match="1 uploads are arriving already"):
+        store.receive("b.svs", "0" * 64, 1, iter([b"y"]))
+    release.set()
+    first.join(30)
+    path, present = store.receive("a.svs", digest, len(data), iter([data]))
+    assert present and path.read_bytes() == data
