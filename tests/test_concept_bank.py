@@ -119,6 +119,21 @@ def test_import_refuses_a_bank_of_the_wrong_dimension():
         import_joblib(shared("concept-banks/prov_gigapath.joblib"), "uni", 1024)
 
 
+@pytest.mark.parametrize(
+    "content,message",
+    [
+        ({"eight": np.ones((8, 4))}, "entry 'eight' is not k -> an array of centres"),
+        ({2: np.array([[1.0, np.nan, 0, 0], [0, 1, 0, 0]])}, "k=2 are not all finite"),
+    ],
+)
+def test_import_refuses_malformed_published_banks_in_one_sentence(tmp_path, content, message):
+    import joblib
+
+    joblib.dump(content, tmp_path / "bank.joblib")
+    with pytest.raises(InvalidInput, match=message):
+        import_joblib(tmp_path / "bank.joblib", "stain", 4)
+
+
 def run_cli(*args: str) -> subprocess.CompletedProcess:
     return subprocess.run(
         [sys.executable, "-m", "fseg_server", *args], capture_output=True, text=True, timeout=300
@@ -159,3 +174,32 @@ def test_bad_names_get_one_clear_line(tmp_path, names, message):
     assert done.returncode == 2
     assert message in done.stderr and "Traceback" not in done.stderr
     assert len(done.stderr.strip().splitlines()) == 1
+
+
+@pytest.mark.parametrize(
+    "classes,message",
+    [
+        ([ConceptClass("A", (1, 2, 3))] * 2, "names 2 classes for k=4; it needs 4"),
+        ([ConceptClass("A", (300, -5, 2))] * 4, "three integers 0-255"),
+        ([ConceptClass("A", (1, 2))] * 4, "three integers 0-255"),
+        ([ConceptClass(" ", (1, 2, 3))] * 4, "needs a name"),
+    ],
+)
+def test_inconsistent_class_names_and_colours_are_refused_when_the_bank_is_made(classes, message):
+    with pytest.raises(InvalidInput, match=message):
+        ConceptBank("stain", 3, {4: np.ones((4, 3), np.float32)}, classes={4: classes})
+
+
+def test_a_bank_file_whose_k_list_disagrees_with_its_centres_is_refused(tmp_path):
+    from safetensors.numpy import load_file, save_file
+
+    path = tmp_path / "bank.safetensors"
+    small_bank().save(path)
+    header_size = int.from_bytes(path.read_bytes()[:8], "little")
+    stored = json.loads(path.read_bytes()[8 : 8 + header_size])["__metadata__"]
+    meta = json.loads(stored["fseg"])
+    meta["k"] = [4, 8, 16]  # centres are stored for 4 and 8 only
+    stored["fseg"] = json.dumps(meta)
+    save_file(load_file(path), tmp_path / "forged.safetensors", metadata=stored)
+    with pytest.raises(InvalidInput, match=r"lists k = \[4, 8, 16\] but holds centres"):
+        load_bank(tmp_path / "forged.safetensors")

@@ -128,6 +128,22 @@ def test_resnet50_loads_a_torchvision_checkpoint_with_its_classifier(tmp_path):
     assert loaded(images).shape == (1, 1024, 4, 4)
 
 
+@pytest.mark.parametrize("variant", ["old-format", "fine-tuned-head", "headless"])
+def test_resnet50_needs_only_the_layers_it_runs(tmp_path, variant):
+    """Checkpoints without batch-norm step counters (older torchvision files), with
+    another classifier or with no head and no layer4 all carry what layer3 needs."""
+    import torchvision
+
+    reference = torchvision.models.resnet50(weights=None, num_classes=2)
+    state = reference.state_dict()
+    if variant == "old-format":
+        state = {k: v for k, v in state.items() if not k.endswith("num_batches_tracked")}
+    if variant == "headless":
+        state = {k: v for k, v in state.items() if not k.startswith(("fc.", "layer4."))}
+    loaded = create_extractor("resnet50", _save(state, tmp_path / "resnet50.pth"))
+    assert torch.equal(loaded.resnet.layer3[5].conv3.weight, reference.layer3[5].conv3.weight)
+
+
 def test_generic_timm_model_loads_safetensors(tmp_path):
     source = create_extractor("timm:resnet18", "random")
     path = _save(source.net.state_dict(), tmp_path / "resnet18.safetensors")
@@ -143,6 +159,22 @@ def test_generic_timm_vit_gives_patch_tokens():
     assert out.shape == (1, 384, 2, 3) and bool((out >= 0).all())
 
 
+def test_a_14_px_patch_vit_gets_whole_cells_of_context():
+    # A margin that is not whole cells would shift every label by the remainder.
+    spec = create_extractor("timm:vit_small_patch14_reg4_dinov2", "random").spec
+    assert spec.stride == 14
+    assert spec.margin % 14 == 0 and spec.tile_size % 14 == 0
+
+
+@pytest.mark.parametrize(
+    "architecture",
+    ["swin_tiny_patch4_window7_224", "inception_v3", "hiera_tiny_224"],
+)
+def test_timm_architectures_whose_grid_is_not_input_over_stride_are_refused(architecture):
+    with pytest.raises(InvalidInput, match=f"timm:{architecture} cannot be used as an fseg"):
+        create_extractor(f"timm:{architecture}", "random")
+
+
 def test_missing_checkpoint_names_the_expected_file(tmp_path):
     with pytest.raises(NotFound, match=r"does not exist; expected MahmoodLab/UNI pytorch_model"):
         create_extractor("uni", tmp_path / "nope.bin")
@@ -151,7 +183,7 @@ def test_missing_checkpoint_names_the_expected_file(tmp_path):
 def test_mismatched_checkpoint_lists_the_keys_that_did_not_match(tmp_path):
     wrong = create_extractor("timm:resnet18", "random").net.state_dict()
     path = _save(wrong, tmp_path / "resnet18.pth")
-    with pytest.raises(InvalidInput, match=r"230 missing keys \(layer1\.0\.conv3\.weight") as info:
+    with pytest.raises(InvalidInput, match=r"\d+ missing keys \(layer1\.0\.conv3\.weight") as info:
         create_extractor("resnet50", path)
     assert "expected an ImageNet ResNet-50" in str(info.value)
     assert "keys of another shape (layer1.0.conv1.weight" in str(info.value)

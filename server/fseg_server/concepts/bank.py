@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
@@ -59,6 +60,10 @@ class ConceptBank:
                     f"expected ({k}, {self.feature_dim})"
                 )
         filled = {k: list(self.classes.get(k) or _default_classes(k)) for k in self.centres}
+        for k, classes in filled.items():
+            _check_classes(k, classes)
+        if self.mpp is not None and not 0 < self.mpp < math.inf:
+            raise InvalidInput(f"a concept bank's µm per pixel must be positive, not {self.mpp}")
         object.__setattr__(self, "classes", filled)
 
     @property
@@ -187,7 +192,24 @@ def _from_parts(
         raise InvalidInput(f"{origin} has malformed concept-bank metadata: {exc}") from exc
     if not all(np.isfinite(c).all() for c in centres.values()):
         raise InvalidInput(f"{origin} holds non-finite concept centres")
+    listed = meta.get("k")
+    if listed is not None and sorted(int(k) for k in listed) != bank.ks:
+        raise InvalidInput(f"{origin} lists k = {listed} but holds centres for k = {bank.ks}")
     return bank
+
+
+def _check_classes(k: int, classes: Sequence[ConceptClass]) -> None:
+    """One named class per concept, each with an RGB colour QuPath can show."""
+    if len(classes) != k:
+        raise InvalidInput(f"the bank names {len(classes)} classes for k={k}; it needs {k}")
+    for concept in classes:
+        color = concept.color
+        valid = len(color) == 3 and all(isinstance(v, int) and 0 <= v <= 255 for v in color)
+        if not isinstance(concept.name, str) or not concept.name.strip() or not valid:
+            raise InvalidInput(
+                f"the bank's class {concept.name!r} for k={k} needs a name and an RGB colour "
+                f"of three integers 0-255, not {color!r}"
+            )
 
 
 def _default_classes(k: int) -> list[ConceptClass]:

@@ -44,15 +44,21 @@ def import_joblib(
         raise InvalidInput(f"{path} does not hold a dict {{k: centres}} as published by F-SEG")
     centres = {}
     for key, value in raw.items():
-        array = np.asarray(value, dtype=np.float32)
-        if array.ndim != 2 or int(key) != array.shape[0]:
+        try:
+            k = int(key)
+            array = np.asarray(value, dtype=np.float32)
+        except (TypeError, ValueError):
+            raise InvalidInput(f"{path}: entry {key!r} is not k -> an array of centres") from None
+        if array.ndim != 2 or k != array.shape[0]:
             raise InvalidInput(f"{path}: entry k={key} has shape {array.shape}, expected (k, dim)")
         if array.shape[1] != feature_dim:
             raise InvalidInput(
                 f"{path} holds {array.shape[1]}-dimensional centres but {extractor} "
                 f"features have {feature_dim} channels; pick the matching --extractor"
             )
-        centres[int(key)] = array
+        if not np.isfinite(array).all():
+            raise InvalidInput(f"{path}: the centres for k={k} are not all finite numbers")
+        centres[k] = array
     return ConceptBank(
         extractor=extractor,
         feature_dim=feature_dim,

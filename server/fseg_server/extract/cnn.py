@@ -45,9 +45,17 @@ class ResNetLayer3(Extractor):
 def resnet50(weights: str | Path | None = None) -> ResNetLayer3:
     """torchvision's ImageNet weights (timm ``resnet50.tv_in1k``) by default."""
     if weights is None:
-        model = load_from_hub("resnet50.tv_in1k", RESNET50_SPEC.weights)
+        model = _through_layer3(load_from_hub("resnet50.tv_in1k", RESNET50_SPEC.weights))
         return ResNetLayer3(model, "hub timm/resnet50.tv_in1k")
-    model = timm.create_model("resnet50", pretrained=False)
+    model = _through_layer3(timm.create_model("resnet50", pretrained=False))
     if str(weights) == "random":
         return ResNetLayer3(model, "random (benchmarks only)")
     return ResNetLayer3(model, load_weights(model, weights, RESNET50_SPEC.weights))
+
+
+def _through_layer3(model: nn.Module) -> nn.Module:
+    """The network without what the extractor never runs (layer4, the classifier), so
+    that a checkpoint without them (a headless or fine-tuned one) loads as well."""
+    model.layer4 = nn.Identity()
+    model.reset_classifier(0)
+    return model

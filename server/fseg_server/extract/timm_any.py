@@ -13,7 +13,7 @@ import timm
 import torch
 from torch import nn
 
-from ..errors import NotFound
+from ..errors import InvalidInput, NotFound
 from .base import Extractor, ExtractorSpec
 from .registry import register_prefix
 from .vit import ViTExtractor
@@ -21,6 +21,7 @@ from .weights import load_from_hub, load_weights
 
 PREFERRED_STRIDE = 16
 GENERIC_MPP = 1.0  # ImageNet models have no native scale; 10x is the F-SEG recipe.
+PROBE_CELLS = 8  # feature cells along each side of the geometry check's input
 
 
 class TimmStage(Extractor):
@@ -38,27 +39,66 @@ class TimmStage(Extractor):
 
 @register_prefix("timm")
 def timm_model(architecture: str, weights: str | Path | None = None) -> Extractor:
-    """Build ``timm:<architecture>`` from the hub cache, a checkpoint or random weights."""
+    """Build ``timm:<architecture>`` from the hub cache, a checkpoint or random weights.
+
+    Plain vision transformers and convolutional networks are supported; an
+    architecture whose feature grid is not the input divided by its stride
+    (shifted windows, hybrids, unpadded convolutions) is refused in one
+    sentence rather than segmented at the wrong place.
+    """
     if not timm.is_model(architecture):
         raise NotFound(f"timm has no architecture {architecture!r} (see timm.list_models())")
     probe = timm.create_model(architecture, pretrained=False)
-    if hasattr(probe, "forward_intermediates") and hasattr(probe, "patch_embed"):
-        return _vit(architecture, probe, weights)
-    return _cnn(architecture, weights)
+    try:
+        if hasattr(probe, "forward_intermediates") and hasattr(probe, "patch_embed"):
+            extractor = _vit(architecture, probe, weights)
+        else:
+            extractor = _cnn(architecture, weights)
+    except (AttributeError, TypeError) as exc:
+        raise _unsupported(
+            f"timm:{architecture}", f"its layout is not a plain ViT or CNN ({exc})"
+        ) from None
+    _check_grid(extractor)
+    return extractor
+
+
+def _check_grid(extractor: Extractor) -> None:
+    """One small forward pass: the grid must be (C, H/stride, W/stride) as declared."""
+    spec = extractor.spec
+    side = PROBE_CELLS * spec.stride
+    expected = (1, spec.feature_dim, PROBE_CELLS, PROBE_CELLS)
+    extractor.eval()  # in training mode, batch norm would learn from the probe
+    try:
+        with torch.no_grad():
+            shape = tuple(extractor.features(torch.zeros(1, 3, side, side)).shape)
+    except (RuntimeError, ValueError, AssertionError) as exc:
+        raise _unsupported(spec.name, f"a {side} px input fails in it ({exc})") from None
+    if shape != expected:
+        raise _unsupported(
+            spec.name,
+            f"a {side} px input gives a {shape[1:]} feature grid, not the {expected[1:]} "
+            f"that a stride of {spec.stride} px and {spec.feature_dim} channels imply",
+        )
+
+
+def _unsupported(name: str, why: str) -> InvalidInput:
+    return InvalidInput(f"{name} cannot be used as an fseg extractor: {why}")
 
 
 def _vit(architecture: str, probe: nn.Module, weights: str | Path | None) -> Extractor:
     cfg = probe.pretrained_cfg
     patch = probe.patch_embed.patch_size
+    stride = int(patch[0] if isinstance(patch, tuple) else patch)
     spec = ExtractorSpec(
         name=f"timm:{architecture}",
-        feature_dim=probe.embed_dim,
-        stride=int(patch[0] if isinstance(patch, tuple) else patch),
+        feature_dim=probe.num_features,
+        stride=stride,
         mpp=GENERIC_MPP,
         mean=tuple(cfg.get("mean", (0.485, 0.456, 0.406))),
         std=tuple(cfg.get("std", (0.229, 0.224, 0.225))),
-        tile_size=448,
-        margin=32,
+        # Whole cells: 14-px patches (the DINOv2 family) get 448 = 32 x 14 and 28.
+        tile_size=-(-448 // stride) * stride,
+        margin=2 * stride,
         weights=f"a {architecture} state dict in timm layout",
     )
     args = {"dynamic_img_size": True, "num_classes": 0}

@@ -49,11 +49,16 @@ def read_state_dict(path: str | Path, expected: str) -> dict[str, torch.Tensor]:
 def load_weights(model: nn.Module, path: str | Path, expected: str) -> str:
     """Load ``path`` into ``model`` and return a description for GetServerInfo.
 
-    Every key of the model must be present with the same shape. Keys the
-    model lacks (a classifier head the extractor never runs) are ignored.
+    Every key of the model must be present with the same shape, except batch
+    norm's step counters (older checkpoints lack them, as PyTorch allows).
+    Keys the model lacks (a classifier head the extractor never runs) are
+    ignored.
     """
     state = read_state_dict(path, expected)
     model_state = model.state_dict()
+    for key, value in model_state.items():
+        if key.endswith(".num_batches_tracked") and key not in state:
+            state[key] = value
     missing = [k for k in model_state if k not in state]
     wrong_shape = [
         f"{k} {tuple(state[k].shape)} vs {tuple(v.shape)}"

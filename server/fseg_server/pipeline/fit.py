@@ -7,6 +7,7 @@ bounded reservoir; k-means then fits every requested k on that sample.
 
 from __future__ import annotations
 
+import logging
 import math
 from collections.abc import Callable, Sequence
 
@@ -24,6 +25,8 @@ from .options import SegmentOptions
 from .plan import SlidePlan, plan_slide
 from .recipes import FeatureRecipe
 from .stream import pixels_with, stream_tiles
+
+log = logging.getLogger("fseg.server")
 
 MIN_TISSUE_IN_WINDOW = 0.5  # windows mostly on glass are not samples of tissue
 
@@ -88,10 +91,17 @@ def fit_bank(
 ) -> ConceptBank:
     """k-means for every k on the reservoir's sample, on the extractor's device."""
     sample = reservoir.sample
-    if len(sample) < max(ks):
+    finite = np.isfinite(sample).all(axis=1)
+    if not finite.all():
+        # An extractor overflowing in half precision: those samples describe nothing.
+        log.warning("fit: %d of %d feature samples were not finite and were left out",
+                    int((~finite).sum()), len(sample))  # fmt: skip
+        sample = sample[finite]
+    distinct = _distinct_rows(sample)
+    if distinct < max(ks):
         raise InvalidInput(
-            f"only {len(sample)} feature samples were found on the inputs' tissue, too few "
-            f"for k={max(ks)}; give more or larger inputs, or a smaller k"
+            f"only {distinct} distinct feature samples were found on the inputs' tissue, too "
+            f"few for k={max(ks)}; give more or larger inputs, or a smaller k"
         )
     device = next(extractor.parameters(), torch.empty(0)).device
     x = torch.from_numpy(sample).to(device)
@@ -103,6 +113,14 @@ def fit_bank(
         mpp=mpp,
         source=source,
     )
+
+
+def _distinct_rows(sample: np.ndarray) -> int:
+    """How many different vectors ``sample`` holds (k-means on fewer than k gives
+    duplicate concepts). Rows are told apart by a random projection: equal rows
+    project equally, different ones all but surely not."""
+    direction = np.random.default_rng(0).standard_normal(sample.shape[1]).astype(np.float32)
+    return len(np.unique(sample @ direction))
 
 
 def _spread(tiles: list[Tile], limit: int) -> list[Tile]:
