@@ -1,9 +1,10 @@
 """The client against a stand-in server that misbehaves on purpose.
 
-A real fseg server never sends a result that fails its checksum and never
-stalls a job on purpose, so these two flows use an in-process stand-in that
-speaks just enough of fseg.v1 (Segment, StatSlide, health). Every other flow of
-the client is tested against real servers (test_client_batch*.py, test_e2e_*.py).
+A real fseg server never sends a result that fails its checksum, never stalls
+a job on purpose and never cuts an upload on cue, so these flows use an
+in-process stand-in that speaks just enough of fseg.v1 (Segment, StatSlide,
+UploadSlide, health). Every other flow of the client is tested against real
+servers (test_client_batch*.py, test_e2e_*.py).
 """
 
 from __future__ import annotations
@@ -131,3 +132,45 @@ def test_slide_timeout_moves_slides_to_a_faster_server(slides: Path, tmp_path: P
         fast_server.stop(0)
     assert {r["server"] for r in summary_rows(out)} == {fast_address}
     assert slow.segment_calls  # it was tried, and the deadline moved its slides
+
+
+class SlowUploads(StandIn):
+    """Reads no path, so every slide is uploaded; each upload takes ``upload_s``
+    seconds and the first one is cut as a proxy would cut it."""
+
+    def __init__(self, upload_s: float) -> None:
+        super().__init__()
+        self.upload_s, self.uploads = upload_s, 0
+
+    def StatSlide(self, request, context):
+        return fseg_pb2.SlideStatus(readable=False, reason="not on this server")
+
+    def UploadSlide(self, request_iterator, context):
+        header = next(request_iterator).header
+        for _ in request_iterator:
+            pass
+        time.sleep(self.upload_s)
+        with self.lock:
+            self.uploads += 1
+            first = self.uploads == 1
+        if first:
+            context.abort(grpc.StatusCode.UNAVAILABLE, "connection reset by a proxy")
+        return fseg_pb2.UploadResult(sha256=header.sha256, size_bytes=header.size_bytes)
+
+
+def test_one_cut_upload_after_a_long_silence_does_not_fail_the_batch(
+    slides: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Stand-in: uploads (1.5 s) longer than the whole retry budget (0.4 + 0.8 s),
+    the first one cut. The outage starts at the cut, not at the server's last
+    answer, so the slide is retried instead of the batch given up."""
+    policy = functools.partial(RetryPolicy, base_s=0.4, cap_s=1.0)
+    monkeypatch.setattr(batch, "RetryPolicy", policy)
+    server, address = start(SlowUploads(upload_s=1.5))
+    try:
+        out = tmp_path / "out"
+        args = ["--out", str(out), "--server", address, "--retries", "2", "--concurrency", "1"]
+        assert segment(str(slides / "s0.svs"), str(slides / "s1.svs"), *args) == 0
+    finally:
+        server.stop(0)
+    assert [r["status"] for r in summary_rows(out)] == ["done"] * 2

@@ -51,6 +51,17 @@ def test_globs_and_repeats(tmp_path: Path) -> None:
         collect_inputs([str(tmp_path / "*.czi")], None, allow_remote=False)
 
 
+def test_a_glob_over_an_output_folder_takes_the_images_not_earlier_outputs(
+    tmp_path: Path,
+) -> None:
+    # `fseg segment 'imgs/*' --out imgs` run twice must not segment its own outputs.
+    for name in ["a.png", "a.labels.png", "a.overlay.png", "a.geojson", "a.json"]:
+        touch(tmp_path / name)
+    for pattern in ("*.png", "*"):
+        slides = collect_inputs([str(tmp_path / pattern)], None, allow_remote=False)
+        assert [s.path.name for s in slides] == ["a.png"]
+
+
 def test_missing_file_is_refused_unless_it_may_live_on_the_server(tmp_path: Path) -> None:
     with pytest.raises(ClientError, match="does not exist"):
         collect_inputs([str(tmp_path / "gone.svs")], None, allow_remote=False)

@@ -84,3 +84,23 @@ def test_retry_budget() -> None:
     assert not policy.exhausted(4) and policy.exhausted(5)
     assert policy.budget_s() == 2 + 4 + 8 + 16
     assert RetryPolicy(retries=0).budget_s() == 2.0  # never zero: a restart gets a moment
+
+
+def test_an_outage_is_counted_from_the_first_failure_not_from_the_last_answer() -> None:
+    """A server busy for minutes with one long upload has not answered for minutes,
+    but it is down only from its first failure; any answer ends the outage."""
+    import time
+
+    from fseg_client.servers import ServerState
+
+    server = ServerState(conn=None)  # type: ignore[arg-type]  # no call is made here
+    policy = RetryPolicy(retries=2)
+    assert server.down_since is None
+    before = time.monotonic()
+    server.mark_down(policy, "connection reset")
+    first = server.down_since
+    assert first is not None and first >= before
+    server.mark_down(policy, "still down")
+    assert server.down_since == first and server.failures == 2
+    server.answered()
+    assert server.down_since is None and server.failures == 0

@@ -94,3 +94,23 @@ def test_killed_client_resumes_without_redoing_or_truncating(batch, server, tmp_
     assert {n: d for n, d in final.items() if not n.endswith(".json")} == {
         n: d for n, d in expected.items() if not n.endswith(".json")
     }
+
+
+def test_a_terminated_client_stops_like_ctrl_c_and_says_so_in_its_csv(
+    batch, server, tmp_path
+) -> None:
+    """SIGTERM (QuPath's cancel button, `kill`) is not SIGKILL: the client finishes
+    the batch CSV and stops its embedded server on every platform."""
+    out = tmp_path / "out"
+    args = [str(batch), "--out", str(out), "--server", server.address, "--progress", "none"]
+    client = spawn_client(*args)
+    wait_until(lambda: len(finished(out)) >= 1, "a finished slide", client)
+    client.send_signal(signal.SIGTERM)
+    _, err = client.communicate(timeout=120)
+    assert client.returncode == 130, err
+    assert "interrupted" in err
+    rows = csv_rows(out)
+    assert any(r["status"] == "done" for r in rows)
+    unfinished = [r for r in rows if r["status"] != "done"]
+    assert unfinished and all("interrupted" in r["error"] for r in unfinished)
+    assert not temp_files(out)

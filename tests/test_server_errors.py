@@ -163,7 +163,7 @@ def test_upload_with_a_wrong_hash_is_refused_and_not_kept(env):
 
 def test_upload_over_the_cap_is_refused_at_once(env):
     header = fseg_pb2.UploadHeader(name="big.svs", sha256="2" * 64, size_bytes=UPLOAD_CAP + 1)
-    expect(grpc.StatusCode.RESOURCE_EXHAUSTED, "at most 5000000", upload, env, header, b"x" * 10)
+    expect(grpc.StatusCode.FAILED_PRECONDITION, "at most 5000000", upload, env, header, b"x" * 10)
 
 
 def test_upload_that_lies_about_its_size_is_cut_at_the_cap(env):
@@ -172,7 +172,12 @@ def test_upload_that_lies_about_its_size_is_cut_at_the_cap(env):
         name="liar.svs", sha256=hashlib.sha256(data).hexdigest(), size_bytes=10
     )
     expect(
-        grpc.StatusCode.RESOURCE_EXHAUSTED, "exceeds this server's limit", upload, env, header, data
+        grpc.StatusCode.FAILED_PRECONDITION,
+        "exceeds this server's limit",
+        upload,
+        env,
+        header,
+        data,
     )
 
 

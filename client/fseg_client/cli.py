@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import argparse
 import os
+import signal
 import sys
+import threading
 import traceback
 from collections.abc import Callable, Sequence
 
@@ -23,7 +25,21 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Run the ``fseg`` command line; returns the exit code."""
     parser = build_parser()
     args = parser.parse_args(argv)
+    stop_like_ctrl_c_on_termination()
     return run_command(args.handler, args)
+
+
+def stop_like_ctrl_c_on_termination() -> None:
+    """SIGTERM (QuPath's cancel, ``kill``) takes Ctrl-C's way out, so the batch CSV is
+    finalised and an embedded server is stopped instead of left running."""
+
+    def interrupt(signum: int, frame: object) -> None:
+        raise KeyboardInterrupt
+
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGTERM, interrupt)
+        if hasattr(signal, "SIGBREAK"):  # Ctrl-Break on Windows
+            signal.signal(signal.SIGBREAK, interrupt)
 
 
 def run_command(handler: Callable[[argparse.Namespace], int], args: argparse.Namespace) -> int:

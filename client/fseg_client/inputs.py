@@ -111,7 +111,9 @@ def expand_argument(text: str, allow_remote: bool) -> list[SlideInput]:
     if _GLOB_CHARS & set(text):
         found: list[SlideInput] = []
         for match in sorted(glob.glob(os.path.expanduser(text), recursive=True)):
-            found.extend(expand_argument(match, allow_remote=False))
+            # A pattern, like a folder, picks slides: not fseg's own outputs beside them.
+            if Path(match).is_dir() or is_slide_file(Path(match)):
+                found.extend(expand_argument(match, allow_remote=False))
         if not found:
             raise ClientError(f"the pattern {text} matches no slide files")
         return found

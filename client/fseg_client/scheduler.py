@@ -40,9 +40,8 @@ class Scheduler:
         on_outcome: Callable[[SlideOutcome], None],
         fatal_check: Callable[[], str | None] = lambda: None,
     ) -> None:
-        now = time.monotonic()
         self.ctx, self.policy, self.concurrency = ctx, policy, max(1, concurrency)
-        self.servers = [ServerState(conn, last_ok=now) for conn in conns]
+        self.servers = [ServerState(conn) for conn in conns]
         self.on_outcome, self.fatal_check = on_outcome, fatal_check
         self._cond = threading.Condition()
         self._pending: list[SlideTask] = []
@@ -94,8 +93,11 @@ class Scheduler:
     def _watchdog(self) -> None:
         """Fail the waiting slides when no server can take them any more."""
         reason = self.fatal_check()
-        if reason is None and all(s.failures > 0 for s in self.servers):
-            silent = time.monotonic() - max(s.last_ok for s in self.servers)
+        if reason is None and all(s.failures > 0 and not s.in_flight for s in self.servers):
+            # Counted from when the last server began failing, not from its last
+            # answer: a long upload or a wait in a queue is silence, not an outage;
+            # and an attempt still running may yet answer.
+            silent = time.monotonic() - max(s.down_since or 0.0 for s in self.servers)
             if silent > self.policy.budget_s():
                 errors = "; ".join(f"{s.address}: {s.last_error.rstrip('.')}" for s in self.servers)
                 reason = f"no server answered for {silent:.0f} s ({errors})"
@@ -138,8 +140,8 @@ class Scheduler:
             if error:
                 server.mark_down(self.policy, error)
                 return False
-            # last_ok stays: only real work proves a server useful (a health service can
-            # say SERVING while every call fails, and the watchdog must still fire).
+            # The failure count stays: only real work proves a server useful (a health
+            # service can say SERVING while every call fails; the watchdog must still fire).
             server.needs_probe = False
             return True
 

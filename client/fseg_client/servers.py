@@ -22,8 +22,8 @@ class ServerState:
     """
 
     conn: Connection
-    last_ok: float  # when it last sent an event for one of our slides
     failures: int = 0  # unreachable, in a row
+    down_since: float | None = None  # the first of those failures (None: answering)
     down_until: float = 0.0  # no new work before
     needs_probe: bool = False  # ask the health service before sending work
     probing: bool = False
@@ -40,6 +40,8 @@ class ServerState:
 
     def mark_down(self, policy: RetryPolicy, error: str) -> None:
         """Cool the server down; the cool-down grows with each failure in a row."""
+        if self.failures == 0:
+            self.down_since = time.monotonic()
         self.failures += 1
         self.down_until = time.monotonic() + policy.delay(self.failures)
         self.needs_probe = True
@@ -47,8 +49,8 @@ class ServerState:
 
     def answered(self) -> None:
         """It sent an event: up and working, whatever it did before."""
-        self.last_ok = time.monotonic()
         self.failures = 0
+        self.down_since = None
 
     def probe(self) -> str:
         """Ask the health service; returns "" when serving, else why not (a sentence).

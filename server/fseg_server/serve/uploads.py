@@ -19,7 +19,7 @@ import uuid
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 
-from ..errors import InvalidInput, NotFound, ResourceExhausted
+from ..errors import FailedPrecondition, InvalidInput, NotFound, ResourceExhausted
 
 STALE_AFTER_S = 6 * 3600  # an upload untouched this long belongs to a dead server
 #: Uploads received at once. Each holds an RPC thread for its whole transfer;
@@ -64,12 +64,14 @@ class UploadStore:
 
         Raises:
             InvalidInput: a malformed header, a size or hash that does not match.
-            ResourceExhausted: the file is larger than the server accepts, or
-                as many uploads as the server takes at once are arriving.
+            FailedPrecondition: the file is larger than the server accepts (a
+                refusal that asking again will not change).
+            ResourceExhausted: as many uploads as the server takes at once are
+                arriving (ask again shortly).
         """
         _check_hash(sha256)
         if declared_size > self.max_bytes:
-            raise ResourceExhausted(
+            raise FailedPrecondition(
                 f"the upload is {declared_size} bytes; this server accepts at most {self.max_bytes}"
             )
         existing = self.find(sha256)
@@ -135,7 +137,7 @@ def _bounded(chunks: Iterable[bytes], limit: int) -> Iterator[bytes]:
     for chunk in chunks:
         total += len(chunk)
         if total > limit:
-            raise ResourceExhausted(f"the upload exceeds this server's limit of {limit} bytes")
+            raise FailedPrecondition(f"the upload exceeds this server's limit of {limit} bytes")
         yield chunk
 
 
