@@ -35,6 +35,9 @@ import java.awt.geom.AffineTransform
 
 import com.google.gson.JsonElement
 import javafx.application.Platform
+import org.locationtech.jts.geom.prep.PreparedGeometry
+import org.locationtech.jts.geom.prep.PreparedGeometryFactory
+import org.locationtech.jts.operation.union.UnaryUnionOp
 import org.slf4j.LoggerFactory
 import qupath.lib.common.ColorTools
 import qupath.lib.gui.QuPathGUI
@@ -180,7 +183,8 @@ List<String> fsegServerFrame(def server) {
 
 /**
  * Imports <stem>.geojson into the image: removes the objects an earlier fseg
- * import added (named "[fseg] ..."; the user's own objects are never touched),
+ * import added (named "[fseg] ...") where the new ones lie, so results for
+ * other regions stay (the user's own objects are never touched),
  * gives classes the file's names and colours (a class already in the project
  * keeps the project's colour unless FSEG_OVERRIDE_PROJECT_COLOURS), and adds
  * every object in one addObjects call. expectedFrame is the frame QuPath shows
@@ -244,8 +248,14 @@ int fsegImport(def imageData, File geojson, String expectedFrame) {
     fsegApplyClasses(colours)
     fsegWarnOutside(imageData.getServer(), created, fileFrame)
 
+    // Replaced are the earlier results this import covers: segmenting region B after
+    // region A keeps A's objects, while a re-run of the same area replaces its own.
+    PreparedGeometry covered = created ?
+            PreparedGeometryFactory.prepare(UnaryUnionOp.union(created.collect { it.getROI().getGeometry() })) :
+            null
     List<PathObject> earlier = imageData.getHierarchy().getAnnotationObjects().findAll { PathObject o ->
-        o.getName() != null && o.getName().startsWith(FsegFormats.TAG)
+        o.getName() != null && o.getName().startsWith(FsegFormats.TAG) &&
+                covered != null && covered.intersects(o.getROI().getGeometry())
     }
     if (!earlier.isEmpty()) {
         removeObjects(earlier, true) // keeps the user's objects nested inside them

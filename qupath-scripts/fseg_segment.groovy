@@ -38,6 +38,8 @@ import java.util.concurrent.TimeUnit
 import com.google.gson.JsonElement
 import javafx.application.Platform
 import org.locationtech.jts.geom.Geometry
+import org.locationtech.jts.geom.prep.PreparedGeometry
+import org.locationtech.jts.geom.prep.PreparedGeometryFactory
 import org.locationtech.jts.geom.util.PolygonExtracter
 import org.locationtech.jts.operation.union.UnaryUnionOp
 import org.slf4j.LoggerFactory
@@ -261,19 +263,44 @@ void fsegAppendRing(StringBuilder json, def ring) {
     json.append(']')
 }
 
-/** Fails with a clear message when the server cannot be reached (before any work starts). */
+/**
+ * Fails with a clear message when no server can be reached (before any work starts).
+ * With several servers, one that answers is enough: the client fails over.
+ */
 void fsegCheckServer() {
-    List<String> command = [FSEG_CLIENT, 'health', '--server', FSEG_SERVER] + fsegTokenArgs()
-    Process process = fsegStart(command)
-    String output = process.getInputStream().getText('UTF-8').trim()
-    if (!process.waitFor(120, TimeUnit.SECONDS)) {
-        process.destroy()
-        throw new FsegError("the fseg server at ${FSEG_SERVER} did not answer a health check")
+    List<String> addresses = FSEG_SERVER.split(',').collect { it.trim() }.findAll { it }
+    String output = ''
+    for (String address : addresses) {
+        List<String> command = [FSEG_CLIENT, 'health', '--server', address]
+        command += fsegTokenArgs() + fsegConnectionArgs()
+        Process process = fsegStart(command)
+        output = process.getInputStream().getText('UTF-8').trim()
+        if (!process.waitFor(120, TimeUnit.SECONDS)) {
+            process.destroy()
+            output = "${address} did not answer a health check"
+        } else if (process.exitValue() == 0) {
+            return
+        }
     }
-    if (process.exitValue() != 0) {
-        throw new FsegError("cannot reach the fseg server at ${FSEG_SERVER}: ${output}. Check " +
-                'FSEG_SERVER and that the server runs (fseg-server serve ...)')
+    throw new FsegError("cannot reach the fseg server at ${FSEG_SERVER}: ${output}. Check " +
+            'FSEG_SERVER and that the server runs (fseg-server serve ...)')
+}
+
+/** The TLS options among FSEG_EXTRA_ARGS ('--tls-ca FILE' or '--tls-ca=FILE'), for the health check. */
+List<String> fsegConnectionArgs() {
+    List<String> flags = ['--tls-ca', '--tls-cert', '--tls-key', '--tls-server-name']
+    List<String> extra = FSEG_EXTRA_ARGS.collect { it.toString() }
+    List<String> found = []
+    for (int i = 0; i < extra.size(); i++) {
+        String flag = extra[i].split('=', 2)[0]
+        if (flags.contains(flag)) {
+            found << extra[i]
+            if (!extra[i].contains('=') && i + 1 < extra.size()) {
+                found << extra[++i]
+            }
+        }
     }
+    return found
 }
 
 Process fsegStart(List<String> command) {
@@ -439,7 +466,8 @@ List<String> fsegServerFrame(def server) {
 
 /**
  * Imports <stem>.geojson into the image: removes the objects an earlier fseg
- * import added (named "[fseg] ..."; the user's own objects are never touched),
+ * import added (named "[fseg] ...") where the new ones lie, so results for
+ * other regions stay (the user's own objects are never touched),
  * gives classes the file's names and colours (a class already in the project
  * keeps the project's colour unless FSEG_OVERRIDE_PROJECT_COLOURS), and adds
  * every object in one addObjects call. expectedFrame is the frame QuPath shows
@@ -503,8 +531,14 @@ int fsegImport(def imageData, File geojson, String expectedFrame) {
     fsegApplyClasses(colours)
     fsegWarnOutside(imageData.getServer(), created, fileFrame)
 
+    // Replaced are the earlier results this import covers: segmenting region B after
+    // region A keeps A's objects, while a re-run of the same area replaces its own.
+    PreparedGeometry covered = created ?
+            PreparedGeometryFactory.prepare(UnaryUnionOp.union(created.collect { it.getROI().getGeometry() })) :
+            null
     List<PathObject> earlier = imageData.getHierarchy().getAnnotationObjects().findAll { PathObject o ->
-        o.getName() != null && o.getName().startsWith(FsegFormats.TAG)
+        o.getName() != null && o.getName().startsWith(FsegFormats.TAG) &&
+                covered != null && covered.intersects(o.getROI().getGeometry())
     }
     if (!earlier.isEmpty()) {
         removeObjects(earlier, true) // keeps the user's objects nested inside them

@@ -180,3 +180,15 @@ def test_progress_lines_stream_each_stage(fitted, server, root, tmp_path) -> Non
     segmenting = lines.index("fseg: 01 segment 1/1 tiles")
     assert lines[-1].startswith("fseg: [1/1] done 01 (")
     assert queued < segmenting < len(lines) - 1
+
+
+def test_a_batch_summary_that_cannot_be_written_is_not_claimed(
+    fitted, server, root, tmp_path, capsys
+) -> None:
+    out = tmp_path / "out"
+    (out / "batch-summary.csv").mkdir(parents=True)  # e.g. a file held open elsewhere
+    args = ["--out", str(out), "--server", server.address, "--concepts", str(fitted / BANK)]
+    assert segment(str(root / "images"), *args) == 1
+    err = capsys.readouterr().err
+    assert "batch summary" in err and "could not be written" in err
+    assert len(list(out.glob("*.geojson"))) == 4  # the results themselves are all there

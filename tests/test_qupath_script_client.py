@@ -21,6 +21,7 @@ import pytest
 import shapely
 from jts_check import JAVA_TIMEOUT_S, classpath, java
 from shapely.geometry import shape
+from test_e2e_support import make_certificates, start_tls_server
 
 from conftest import ROOT
 from fseg_client.inputs import stem_of
@@ -36,6 +37,7 @@ FUNCTIONS = (
     "fsegTokenArgs",
     "fsegStart",
     "fsegCheckServer",
+    "fsegConnectionArgs",
     "fsegRunClient",
     "fsegMultiPolygonJson",
     "fsegAppendRing",
@@ -87,11 +89,14 @@ FSEG_CLIENT = args[0]
 FSEG_SERVER = args[1]
 FSEG_TOKEN_FILE = ''
 FSEG_PROGRESS = 'lines'
+FSEG_EXTRA_ARGS = []
 
 try {
     switch (args[2]) {
         case 'run': fsegRunClient(args[3..-1] as List); println 'RETURNED'; break
         case 'health': fsegCheckServer(); println 'RETURNED'; break
+        case 'health-with':  // FSEG_EXTRA_ARGS from the command line
+            FSEG_EXTRA_ARGS = args[3..-1] as List; fsegCheckServer(); println 'RETURNED'; break
         case 'geojson':
             def geometry = new WKTReader(new GeometryFactory()).read(args[3])
             def polygons = (0..<geometry.getNumGeometries()).collect { geometry.getGeometryN(it) }
@@ -160,6 +165,22 @@ def test_an_unreachable_server_is_one_clear_error_before_any_work(harness):
     [message] = errors(lines)
     assert message.startswith("cannot reach the fseg server at 127.0.0.1:1: ")
     assert "UNREACHABLE" in message and "Check FSEG_SERVER" in message
+
+
+def test_the_health_check_speaks_tls_and_needs_one_answering_server(harness, tmp_path):
+    """TLS options reach the health check from FSEG_EXTRA_ARGS, and a list of
+    servers with one down still passes (the client fails over)."""
+    certs = make_certificates(tmp_path / "certs")
+    server = start_tls_server(tmp_path / "server", certs, token="t")  # health needs no token
+    try:
+        servers = f"127.0.0.1:1,{server.address}"
+        extra = ["--split-regions", "--tls-ca", str(certs["ca_pem"])]
+        lines = run(harness, CLIENT, servers, "health-with", *extra)
+        assert not errors(lines) and "RETURNED" in lines
+        lines = run(harness, CLIENT, server.address, "health-with", "--split-regions")
+        assert errors(lines) and "RETURNED" not in lines  # no CA: TLS cannot be spoken
+    finally:
+        server.stop()
 
 
 def test_a_refused_request_names_the_clients_reason(harness, tmp_path):

@@ -10,6 +10,11 @@ ls /usr/share/java/jts-core*.jar >/dev/null 2>&1 || missing+=(libjts-java)
 if [ ${#missing[@]} -eq 0 ]; then
   exit 0
 fi
+if ! command -v apt-get >/dev/null 2>&1; then
+  echo "system-deps: the QuPath conformance tests need ${missing[*]} (Debian names);" >&2
+  echo "system-deps: this machine has no apt-get, so install a JDK, Groovy and JTS yourself" >&2
+  exit 1
+fi
 echo "installing ${missing[*]} with apt-get"
 SUDO=""
 if [ "$(id -u)" -ne 0 ]; then SUDO="sudo"; fi

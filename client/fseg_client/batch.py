@@ -52,6 +52,8 @@ class Board:
         self._lock = threading.Lock()
         self._csv_warned = False
         self._written_at = -float("inf")
+        #: Why the last CSV write failed ("" when it succeeded).
+        self.csv_error = ""
 
     def record(self, outcome: SlideOutcome, announce: bool = True) -> None:
         with self._lock:
@@ -68,16 +70,20 @@ class Board:
                 if outcome.status == PENDING:
                     outcome.status, outcome.error = FAILED, reason
             self._write()
+            if self.csv_error:  # the last word on it, whatever was said before
+                self.progress.warn(f"fseg: the final {CSV_NAME} was not written ({self.csv_error})")
             return list(self._outcomes.values())
 
     def _write(self) -> None:
         self._written_at = time.monotonic()
         try:
             write_batch_csv(self.out_dir, list(self._outcomes.values()))
+            self.csv_error = ""
         except OSError as exc:  # the results matter more than their index: go on
+            self.csv_error = exc.strerror or str(exc)
             if not self._csv_warned:
                 self._csv_warned = True
-                self.progress.warn(f"fseg: cannot write {CSV_NAME} ({exc.strerror})")
+                self.progress.warn(f"fseg: cannot write {CSV_NAME} ({self.csv_error})")
 
 
 def local_server_args(
@@ -154,7 +160,7 @@ def run_segment(args: argparse.Namespace) -> int:
         raise
     finally:
         progress.close()
-    return _report(outcomes, out_dir)
+    return _report(outcomes, out_dir, board.csv_error)
 
 
 @dataclass
@@ -235,10 +241,16 @@ def _run(
     return batch.board.close("not attempted")
 
 
-def _report(outcomes: Sequence[SlideOutcome], out_dir: Path) -> int:
+def _report(outcomes: Sequence[SlideOutcome], out_dir: Path, csv_error: str = "") -> int:
     tally = counts(outcomes)
     csv_path = out_dir / CSV_NAME
     failed = tally[FAILED]
+    if csv_error:
+        raise ClientError(
+            f"{tally['done']} done, {tally['skipped']} skipped, {failed} failed; outputs in "
+            f"{out_dir}, but the batch summary {csv_path} could not be written ({csv_error})",
+            exit_code=EXIT_FAILED,
+        )
     if failed and len(outcomes) == 1:  # one slide: its reason is the error
         only = outcomes[0]
         raise ClientError(f"{only.slide.name}: {only.error.rstrip('.')}", exit_code=EXIT_FAILED)
