@@ -153,6 +153,18 @@ def test_generic_timm_model_loads_safetensors(tmp_path):
     assert torch.allclose(loaded(images), source(images))
 
 
+@pytest.mark.parametrize("architecture", ["convnext_atto", "efficientnet_b0"])
+def test_a_timm_checkpoint_with_its_classifier_loads_for_a_cnn_stage(tmp_path, architecture):
+    """The state dict exactly as timm saves a whole model (stage names, head and all)."""
+    import timm
+
+    reference = timm.create_model(architecture, pretrained=False)
+    path = _save(reference.state_dict(), tmp_path / f"{architecture}.safetensors")
+    loaded = create_extractor(f"timm:{architecture}", path)
+    for name, tensor in loaded.net.state_dict().items():
+        assert torch.equal(tensor, reference.state_dict()[name]), name
+
+
 def test_generic_timm_vit_gives_patch_tokens():
     extractor = create_extractor("timm:vit_small_patch16_224", "random")
     out = extractor(torch.randint(0, 256, (1, 3, 32, 48), dtype=torch.uint8))

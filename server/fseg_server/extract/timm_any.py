@@ -25,7 +25,25 @@ PROBE_CELLS = 8  # feature cells along each side of the geometry check's input
 
 
 class TimmStage(Extractor):
-    """One stage of a timm ``features_only`` network."""
+    """One stage of a timm network, through its ``forward_intermediates``.
+
+    The whole network is kept (classifier removed), so checkpoints in timm's
+    own key layout load as they are.
+    """
+
+    def __init__(self, spec: ExtractorSpec, net: nn.Module, stage: int, weights_state: str) -> None:
+        super().__init__(spec)
+        self.net, self.stage = net, stage
+        self.weights_state = weights_state
+
+    def features(self, x: torch.Tensor) -> torch.Tensor:
+        (out,) = self.net.forward_intermediates(x, indices=[self.stage], intermediates_only=True)
+        return torch.relu(out)
+
+
+class TimmFeatures(Extractor):
+    """One stage of a timm ``features_only`` network (architectures without
+    ``forward_intermediates``; their checkpoints use the wrapper's key names)."""
 
     def __init__(self, spec: ExtractorSpec, net: nn.Module, weights_state: str) -> None:
         super().__init__(spec)
@@ -112,29 +130,55 @@ def _vit(architecture: str, probe: nn.Module, weights: str | Path | None) -> Ext
 
 
 def _cnn(architecture: str, weights: str | Path | None) -> Extractor:
+    probe = timm.create_model(architecture, pretrained=False, num_classes=0)
+    if not hasattr(probe, "forward_intermediates"):
+        return _features_only(architecture, weights)
+    reductions = [info["reduction"] for info in probe.feature_info]
+    stage = _preferred_stage(reductions)
+    expected = f"a {architecture} state dict in timm layout"
+    if weights is None:
+        net = load_from_hub(architecture, expected, num_classes=0)
+        state = f"hub timm/{architecture}"
+    else:
+        net = probe
+        random = str(weights) == "random"
+        state = "random (benchmarks only)" if random else load_weights(net, weights, expected)
+    spec = _cnn_spec(architecture, net, reductions[stage], probe.feature_info[stage]["num_chs"])
+    return TimmStage(spec, net, stage, state)
+
+
+def _features_only(architecture: str, weights: str | Path | None) -> Extractor:
     info = timm.create_model(architecture, pretrained=False, features_only=True).feature_info
     reductions = info.reduction()
-    index = reductions.index(PREFERRED_STRIDE) if PREFERRED_STRIDE in reductions else -1
-    stage = range(len(reductions))[index]
+    stage = _preferred_stage(reductions)
     args = {"features_only": True, "out_indices": (stage,)}
-    expected = f"a {architecture} state dict in timm layout"
+    expected = f"a {architecture} state dict in timm's features_only layout"
     if weights is None:
         net, state = load_from_hub(architecture, expected, **args), f"hub timm/{architecture}"
     else:
         net = timm.create_model(architecture, pretrained=False, **args)
         random = str(weights) == "random"
         state = "random (benchmarks only)" if random else load_weights(net, weights, expected)
+    spec = _cnn_spec(architecture, net, reductions[stage], info.channels()[stage])
+    return TimmFeatures(spec, net, state)
+
+
+def _preferred_stage(reductions: list[int]) -> int:
+    """The stage whose stride is 16 (as ResNet-50's layer3), else the deepest."""
+    index = reductions.index(PREFERRED_STRIDE) if PREFERRED_STRIDE in reductions else -1
+    return range(len(reductions))[index]
+
+
+def _cnn_spec(architecture: str, net: nn.Module, stride: int, channels: int) -> ExtractorSpec:
     cfg = net.pretrained_cfg
-    stride = reductions[stage]
-    spec = ExtractorSpec(
+    return ExtractorSpec(
         name=f"timm:{architecture}",
-        feature_dim=info.channels()[stage],
+        feature_dim=channels,
         stride=stride,
         mpp=GENERIC_MPP,
         mean=tuple(cfg.get("mean", (0.485, 0.456, 0.406))),
         std=tuple(cfg.get("std", (0.229, 0.224, 0.225))),
         tile_size=max(512, 16 * stride),
         margin=4 * stride,
-        weights=expected,
+        weights=f"a {architecture} state dict in timm layout",
     )
-    return TimmStage(spec, net, state)
