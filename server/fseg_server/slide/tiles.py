@@ -5,10 +5,10 @@ Three pixel frames meet here, and every value says which one it is in:
 * level-0 pixels of the slide (OpenSlide's frame);
 * *target* pixels at the extractor's working resolution (``mpp``), so one
   target pixel is ``target_downsample`` level-0 pixels;
-* pixels of the pyramid level that is read, the coarsest level no coarser
-  than needed, so a target pixel is ``scale`` level pixels (scale >= 1,
-  except when the working resolution is finer than level 0: then level 0 is
-  read and enlarged, scale < 1).
+* pixels of the pyramid level that is read, the coarsest level that is
+  still at least as fine as needed, so a target pixel is ``scale`` level
+  pixels (scale >= 1, except when the working resolution is finer than
+  level 0: then level 0 is read and enlarged, scale < 1).
 
 A tile's *core* is a ``tile_size`` square of target pixels; it is read with
 ``margin`` target pixels of context on every side so cells near its edge see
