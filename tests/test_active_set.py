@@ -67,6 +67,20 @@ def test_the_finish_reaches_the_exact_optimum_from_any_support_guess(guess):
     assert_optimal(w.numpy(), x, h)
 
 
+@pytest.mark.parametrize("scale", [1e-3, 1e3])
+def test_the_finish_is_exact_whatever_the_scale_of_the_features(scale):
+    # Unnormalised extractors give activations in the thousands; the sign tests
+    # must not accept clearly negative weights because b is large.
+    h = correlated_concepts(8, 21, seed=3) * scale
+    x = features(h / scale, 300, seed=3) * scale
+    b = torch.from_numpy(x.astype(np.float64) @ h.T.astype(np.float64))
+    none = torch.zeros(b.shape, dtype=torch.bool)
+    w, settled = SupportSolver(torch.from_numpy(h.astype(np.float64) @ h.T)).finish(b, none)
+    assert bool(settled.all())
+    expected = reference(x, h)
+    assert np.abs(w.numpy() - expected).max() < 1e-4 * max(1.0, float(expected.max()))
+
+
 def test_project_mode_is_exact_on_correlated_concepts():
     # ADMM alone would stop at its tolerance here (hundreds of iterations away
     # from convergence); the finish gives the optimum itself.

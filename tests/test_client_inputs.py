@@ -62,6 +62,13 @@ def test_a_glob_over_an_output_folder_takes_the_images_not_earlier_outputs(
         assert [s.path.name for s in slides] == ["a.png"]
 
 
+def test_a_glob_takes_any_image_it_names(tmp_path: Path) -> None:
+    # The server reads plain images of every format Pillow opens, not only slide suffixes.
+    touch(tmp_path / "b.bmp")
+    slides = collect_inputs([str(tmp_path / "*.bmp")], None, allow_remote=False)
+    assert [s.path.name for s in slides] == ["b.bmp"]
+
+
 def test_missing_file_is_refused_unless_it_may_live_on_the_server(tmp_path: Path) -> None:
     with pytest.raises(ClientError, match="does not exist"):
         collect_inputs([str(tmp_path / "gone.svs")], None, allow_remote=False)

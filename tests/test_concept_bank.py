@@ -203,3 +203,8 @@ def test_a_bank_file_whose_k_list_disagrees_with_its_centres_is_refused(tmp_path
     save_file(load_file(path), tmp_path / "forged.safetensors", metadata=stored)
     with pytest.raises(InvalidInput, match=r"lists k = \[4, 8, 16\] but holds centres"):
         load_bank(tmp_path / "forged.safetensors")
+    meta["k"] = "x"
+    stored["fseg"] = json.dumps(meta)
+    save_file(load_file(path), tmp_path / "forged.safetensors", metadata=stored)
+    with pytest.raises(InvalidInput, match="malformed concept-bank metadata: k = 'x'"):
+        load_bank(tmp_path / "forged.safetensors")

@@ -178,6 +178,13 @@ def test_a_14_px_patch_vit_gets_whole_cells_of_context():
     assert spec.margin % 14 == 0 and spec.tile_size % 14 == 0
 
 
+def test_a_cnn_stage_needs_none_of_the_stages_after_it():
+    # EfficientFormer's last stage attends over a fixed 7 x 7 grid; its stride-16
+    # stage works on any input, and the later stages are never run.
+    spec = create_extractor("timm:efficientformer_l1", "random").spec
+    assert (spec.stride, spec.feature_dim) == (16, 224)
+
+
 @pytest.mark.parametrize(
     "architecture",
     ["swin_tiny_patch4_window7_224", "inception_v3", "hiera_tiny_224"],

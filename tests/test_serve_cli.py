@@ -45,6 +45,7 @@ def test_a_second_server_on_a_busy_port_refuses_to_start(tmp_path):
     [
         (["serve", "--port", "70000"], 2, "--port must be between 0 and 65535"),
         (["serve", "--port-file", "/nonexistent-dir/port"], 2, "is not a folder"),
+        (["serve", "--port", "0", "--tls-client-ca", "/etc/hostname"], 2, "needs --tls-cert"),
         (
             ["serve", "--port", "0", "--tls-cert", "/nonexistent.pem", "--tls-key", "/no.key"],
             1,
@@ -63,7 +64,7 @@ def test_a_second_server_on_a_busy_port_refuses_to_start(tmp_path):
             "is not a folder",
         ),
     ],
-    ids=["port-range", "port-file-folder", "tls-files", "bank-out-folder"],
+    ids=["port-range", "port-file-folder", "client-ca-alone", "tls-files", "bank-out-folder"],
 )
 def test_bad_command_lines_get_one_sentence(args, code, fragment):
     assert_one_sentence(fseg_server(*args), code, fragment)

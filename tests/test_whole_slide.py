@@ -103,7 +103,9 @@ def test_summary_reports_areas_tiles_resolution_and_timings(cmu):
     for stage in ("plan", "stream", "vectorize", "render", "extract", "factorize", "total"):
         assert summary["timings_s"][stage] >= 0
     tissue_um2 = summary["tissue"]["area_um2"]
-    assert sum(c["area_um2"] for c in summary["classes"]) == pytest.approx(tissue_um2)
+    assert sum(c["label_grid_area_um2"] for c in summary["classes"]) == pytest.approx(tissue_um2)
+    # The polygons merge regions under --min-area and drop tissue islands that small.
+    assert sum(c["area_um2"] for c in summary["classes"]) == pytest.approx(tissue_um2, rel=0.01)
 
 
 def test_the_label_png_is_the_grid_the_summary_describes(cmu):
@@ -164,3 +166,15 @@ def test_a_coarser_pyramid_level_is_read_when_it_serves(engine, cmu):
         options = SegmentOptions(slide_mpp=0.25)  # 1 µm/px wanted: downsample 4, level 1 is 2
         result = segment_slide(slide, extractor, bank, options, worker)
     assert result.summary["level_read"] == 1
+
+
+def test_the_summarys_class_areas_are_those_of_the_geojson(cmu):
+    """What the summary (and the batch CSV) reports is what QuPath imports."""
+    result, _, _ = cmu
+    features = json.loads(result.files["geojson"])["features"]
+    imported = {f["properties"]["classification"]["name"]: f for f in features}
+    for entry in result.summary["classes"]:
+        feature = imported.get(entry["name"])
+        geojson_area = feature["properties"]["measurements"]["Area µm^2"] if feature else 0.0
+        assert entry["area_um2"] == pytest.approx(geojson_area, rel=1e-6, abs=1e-6)
+    assert sum(c["fraction_of_tissue"] for c in result.summary["classes"]) == pytest.approx(1.0)

@@ -37,6 +37,8 @@ SLIDE_SUFFIXES = frozenset(
 )
 # Names the client writes itself; never taken for slides when a folder is listed.
 _OUTPUT_ENDINGS = (".labels.png", ".overlay.png")
+# What fseg writes beside slides (results, summaries, the batch CSV, the bank).
+_WRITTEN_ENDINGS = (*_OUTPUT_ENDINGS, ".geojson", ".json", ".csv", ".safetensors")
 _GLOB_CHARS = frozenset("*?[")
 
 
@@ -111,8 +113,8 @@ def expand_argument(text: str, allow_remote: bool) -> list[SlideInput]:
     if _GLOB_CHARS & set(text):
         found: list[SlideInput] = []
         for match in sorted(glob.glob(os.path.expanduser(text), recursive=True)):
-            # A pattern, like a folder, picks slides: not fseg's own outputs beside them.
-            if Path(match).is_dir() or is_slide_file(Path(match)):
+            # A pattern picks what it names, except fseg's own outputs beside the slides.
+            if not Path(match).name.lower().endswith(_WRITTEN_ENDINGS):
                 found.extend(expand_argument(match, allow_remote=False))
         if not found:
             raise ClientError(f"the pattern {text} matches no slide files")

@@ -193,7 +193,11 @@ def _from_parts(
     if not all(np.isfinite(c).all() for c in centres.values()):
         raise InvalidInput(f"{origin} holds non-finite concept centres")
     listed = meta.get("k")
-    if listed is not None and sorted(int(k) for k in listed) != bank.ks:
+    if listed is not None and (
+        not isinstance(listed, list) or not all(isinstance(k, int) for k in listed)
+    ):
+        raise InvalidInput(f"{origin} has malformed concept-bank metadata: k = {listed!r}")
+    if listed is not None and sorted(listed) != bank.ks:
         raise InvalidInput(f"{origin} lists k = {listed} but holds centres for k = {bank.ks}")
     return bank
 

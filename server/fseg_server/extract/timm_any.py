@@ -37,7 +37,10 @@ class TimmStage(Extractor):
         self.weights_state = weights_state
 
     def features(self, x: torch.Tensor) -> torch.Tensor:
-        (out,) = self.net.forward_intermediates(x, indices=[self.stage], intermediates_only=True)
+        # stop_early: the later stages would be computed and thrown away.
+        (out,) = self.net.forward_intermediates(
+            x, indices=[self.stage], intermediates_only=True, stop_early=True
+        )
         return torch.relu(out)
 
 

@@ -31,7 +31,9 @@ EXACT_MAX_K = 12
 MAX_ROUNDS = 30
 #: Full exchanges allowed without a fall in the number of offending indices.
 BACKUP_EXCHANGES = 3
-#: Sign tests tolerate this much, relative to the cell's largest |b|.
+#: Sign tests tolerate this much: gradients relative to the cell's largest |b|,
+#: weights relative to that over G's largest diagonal entry (w ~ b / G), so the
+#: tests mean the same whatever the scale of the features.
 FEASIBILITY_SLACK = 1e-9
 
 
@@ -65,13 +67,14 @@ class SupportSolver:
         rows = torch.arange(n, device=b.device)
         rhs, on = b, support.clone()
         limit = FEASIBILITY_SLACK * b.abs().amax(dim=1, keepdim=True).clamp_min(1e-30)
+        weight_scale = float(self.gram.diagonal().max().clamp_min(1e-30))
         fewest = torch.full((n,), k + 1, device=b.device)
         backups = torch.full((n,), BACKUP_EXCHANGES, device=b.device)
         for _ in range(MAX_ROUNDS):
             trial = self._solve_on_supports(rhs, on)
             gradient = trial @ self.gram - rhs
             # On F the weights must be >= 0; off F the gradient must be.
-            offending = torch.where(on, trial, gradient) < -limit
+            offending = torch.where(on, trial < -limit / weight_scale, gradient < -limit)
             count = offending.sum(dim=1)
             done = count == 0
             w[rows[done]] = trial[done].clamp_min(0.0)

@@ -69,4 +69,8 @@ class LabelCanvas:
 
     def class_counts(self, k: int) -> np.ndarray:
         """Label pixels per class, (k,) int64."""
-        return np.bincount(self.labels.ravel(), minlength=256)[:k].astype(np.int64)
+        counts = np.zeros(256, np.int64)
+        # In row bands: bincount widens its input to int64, 8 bytes per label pixel.
+        for r0 in range(0, len(self.labels), 2048):
+            counts += np.bincount(self.labels[r0 : r0 + 2048].ravel(), minlength=256)
+        return counts[:k]

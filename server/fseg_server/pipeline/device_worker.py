@@ -122,7 +122,9 @@ class DeviceWorker:
             if self.device.type == "cuda":
                 tiles = tiles.pin_memory().to(self.device, non_blocking=True)
             results = batch[0].recipe.run(tiles)
-        except BaseException as exc:  # every tile of the batch learns why
+            if len(results) != len(batch):
+                raise RuntimeError(f"a recipe gave {len(results)} results for {len(batch)} tiles")
+        except BaseException as exc:  # every tile of the batch learns why; the worker lives on
             for item in batch:
                 item.future.set_exception(exc)
             return

@@ -14,6 +14,7 @@ import time
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -129,7 +130,7 @@ def _wait(submitted: Future, should_stop: Callable[[], bool]) -> object:
     while True:
         try:
             return device_future.result(timeout=0.25)
-        except TimeoutError:
+        except FutureTimeout:  # not the built-in TimeoutError before Python 3.11
             if should_stop():
                 device_future.cancel()
                 raise Cancelled("the job was cancelled") from None

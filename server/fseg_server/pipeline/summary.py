@@ -22,29 +22,33 @@ def build_summary(
     timings: dict[str, float],
     level0_mpp: float | None,
 ) -> dict:
-    """Per-class areas (µm², from the label grid) and the job's figures.
+    """Per-class areas (µm²) and the job's figures.
 
-    Areas come from label-pixel counts, which are exact; the GeoJSON's
-    measurements come from the (simplified) polygons and differ slightly.
-    Without a calibration areas are given in level-0 px² instead.
+    ``area_um2`` and ``fraction_of_tissue`` are those of the polygons, which
+    are what QuPath imports (regions under ``--min-area`` merged into their
+    surroundings, outlines simplified). ``label_grid_area_um2`` counts the
+    label grid (``labels.png``) before that merge. Without a calibration
+    areas are given in level-0 px² instead.
     """
     counts = canvas.class_counts(len(classes))
     tissue_pixels = int(counts.sum())
     area_unit = "um2" if level0_mpp else "px2"
     pixel_area = canvas.downsample**2 * (level0_mpp**2 if level0_mpp else 1.0)
+    scale = (level0_mpp**2) if level0_mpp else 1.0  # polygons are in level-0 px
+    polygon_areas = [
+        float(shapely.area(polygons[i]).sum()) * scale if polygons.get(i) else 0.0
+        for i in range(len(classes))
+    ]
+    covered = sum(polygon_areas)
     per_class = [
         {
             "index": index,
             "name": concept.name,
             "color": list(concept.color),
-            f"area_{area_unit}": float(counts[index] * pixel_area),
-            "fraction_of_tissue": float(counts[index] / tissue_pixels) if tissue_pixels else 0.0,
+            f"area_{area_unit}": polygon_areas[index],
+            "fraction_of_tissue": polygon_areas[index] / covered if covered else 0.0,
             "regions": len(polygons.get(index, [])),
-            f"polygon_area_{area_unit}": float(
-                shapely.area(polygons.get(index, [])).sum() / canvas.downsample**2 * pixel_area
-            )
-            if polygons.get(index)
-            else 0.0,
+            f"label_grid_area_{area_unit}": float(counts[index] * pixel_area),
         }
         for index, concept in enumerate(classes)
     ]

@@ -152,6 +152,8 @@ def serve_forever(config: ServeConfig) -> int:
 
 def _bind(server: grpc.Server, config: ServeConfig) -> int:
     address = f"{config.host}:{config.port}"
+    if config.tls_client_ca and not (config.tls_cert and config.tls_key):
+        raise InvalidInput("--tls-client-ca (mutual TLS) needs --tls-cert and --tls-key")
     if config.tls_cert or config.tls_key:
         if not (config.tls_cert and config.tls_key):
             raise InvalidInput("TLS needs both --tls-cert and --tls-key")

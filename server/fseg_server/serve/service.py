@@ -18,14 +18,14 @@ from fseg_proto import fseg_pb2, fseg_pb2_grpc
 from .. import __version__
 from ..concepts.kmeans import Reservoir
 from ..device import describe_device
-from ..errors import FsegError, InvalidInput, NotFound, PermissionDenied
+from ..errors import Cancelled, FsegError, InvalidInput, NotFound, PermissionDenied
 from ..pipeline.device_worker import DeviceWorker
 from ..pipeline.feature_cache import FeatureCache
 from ..pipeline.fit import fit_bank, sample_slide
 from ..pipeline.options import SegmentOptions
 from ..pipeline.segment import segment_slide
 from ..slide.reader import open_slide
-from .admission import Admission
+from .admission import Admission, Ticket
 from .info import Limits, server_info
 from .requests import requested_outputs, segment_options
 from .resources import Resources
@@ -81,7 +81,7 @@ class SegmentationService(fseg_pb2_grpc.SegmentationServicer):
                 )
                 stop = CallStopper(context)
                 queued = time.perf_counter()
-                self.admission.wait_for_slot(ticket, stop)
+                self._wait_for_slot(ticket, stop)
                 waited = time.perf_counter() - queued
 
                 def work(emit):
@@ -135,7 +135,7 @@ class SegmentationService(fseg_pb2_grpc.SegmentationServicer):
             ticket = self.admission.admit("fit")
             try:
                 stop = CallStopper(context)
-                self.admission.wait_for_slot(ticket, stop)
+                self._wait_for_slot(ticket, stop)
 
                 def work(emit):
                     reservoir = Reservoir(200_000, extractor.spec.feature_dim)
@@ -211,6 +211,17 @@ class SegmentationService(fseg_pb2_grpc.SegmentationServicer):
         if source == "sha256":
             return self.access.resolve_upload(ref.sha256)
         raise InvalidInput("the request names no slide: give a path or the sha256 of an upload")
+
+    def _wait_for_slot(self, ticket: Ticket, stop: CallStopper) -> None:
+        """Wait to run; a job that has not started when the server begins to drain
+        is sent away at once (UNAVAILABLE: the client retries elsewhere) rather
+        than started during the grace period and cut at its end."""
+        try:
+            self.admission.wait_for_slot(ticket, lambda: stop() or self.draining.is_set())
+        except Cancelled:
+            if not self.draining.is_set():
+                raise
+        self._refuse_if_draining()
 
     def _refuse_if_draining(self) -> None:
         if self.draining.is_set():
