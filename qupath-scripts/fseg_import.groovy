@@ -35,15 +35,17 @@ import java.awt.geom.AffineTransform
 
 import com.google.gson.JsonElement
 import javafx.application.Platform
+import org.locationtech.jts.geom.Geometry
 import org.locationtech.jts.geom.prep.PreparedGeometry
 import org.locationtech.jts.geom.prep.PreparedGeometryFactory
-import org.locationtech.jts.operation.union.UnaryUnionOp
 import org.slf4j.LoggerFactory
 import qupath.lib.common.ColorTools
 import qupath.lib.gui.QuPathGUI
 import qupath.lib.io.GsonTools
 import qupath.lib.objects.PathObject
 import qupath.lib.objects.PathObjectTools
+import qupath.lib.objects.PathObjects
+import qupath.lib.roi.GeometryTools
 
 // ================================ settings ================================
 // The folder holding <stem>.geojson; '' is the folder 'fseg' inside the
@@ -72,7 +74,7 @@ try {
         throw new FsegError("FSEG_FRAME must be 'auto', 'bounds' or 'level0', not '${FSEG_FRAME}'")
     }
     String stem = fsegStem(fsegImageFileName(server))
-    fsegImport(imageData, new File(fsegOutputDir(), stem + '.geojson'), frame)
+    fsegImport(imageData, new File(fsegOutputDir(), stem + '.geojson'), frame, null)
 } catch (FsegError error) {
     fsegLog().error(error.getMessage())
 }
@@ -182,15 +184,16 @@ List<String> fsegServerFrame(def server) {
 }
 
 /**
- * Imports <stem>.geojson into the image: removes the objects an earlier fseg
- * import added (named "[fseg] ...") where the new ones lie, so results for
+ * Imports <stem>.geojson into the image: replaces the objects an earlier fseg
+ * import added (named "[fseg] ..."), all of them, or with a region (the
+ * geometry that was segmented) only their part inside it, so results for
  * other regions stay (the user's own objects are never touched),
  * gives classes the file's names and colours (a class already in the project
  * keeps the project's colour unless FSEG_OVERRIDE_PROJECT_COLOURS), and adds
  * every object in one addObjects call. expectedFrame is the frame QuPath shows
  * the image in; a file in the bounds frame is shifted into level 0 if needed.
  */
-int fsegImport(def imageData, File geojson, String expectedFrame) {
+int fsegImport(def imageData, File geojson, String expectedFrame, Geometry region) {
     if (!geojson.isFile()) {
         throw new FsegError("no fseg result for this image: ${geojson} does not exist (run " +
                 'fseg_segment.groovy first, or set FSEG_OUTPUT_DIR to the folder holding it)')
@@ -248,19 +251,30 @@ int fsegImport(def imageData, File geojson, String expectedFrame) {
     fsegApplyClasses(colours)
     fsegWarnOutside(imageData.getServer(), created, fileFrame)
 
-    // Replaced are the earlier results this import covers: segmenting region B after
-    // region A keeps A's objects, while a re-run of the same area replaces its own.
-    PreparedGeometry covered = created ?
-            PreparedGeometryFactory.prepare(UnaryUnionOp.union(created.collect { it.getROI().getGeometry() })) :
-            null
+    // A whole-image result replaces every earlier [fseg] object; a region's result
+    // replaces only what lay inside the region, cut out of the earlier objects, so
+    // segmenting region B after region A keeps A's results.
     List<PathObject> earlier = imageData.getHierarchy().getAnnotationObjects().findAll { PathObject o ->
-        o.getName() != null && o.getName().startsWith(FsegFormats.TAG) &&
-                covered != null && covered.intersects(o.getROI().getGeometry())
+        o.getName() != null && o.getName().startsWith(FsegFormats.TAG)
+    }
+    List<PathObject> remainders = []
+    if (region != null) {
+        PreparedGeometry inside = PreparedGeometryFactory.prepare(region)
+        earlier = earlier.findAll { PathObject o -> inside.intersects(o.getROI().getGeometry()) }
+        for (PathObject o : earlier) {
+            Geometry rest = o.getROI().getGeometry().difference(region)
+            if (!rest.isEmpty() && rest.getArea() > 0) {
+                PathObject kept = PathObjects.createAnnotationObject(
+                        GeometryTools.geometryToROI(rest, o.getROI().getImagePlane()), o.getPathClass())
+                kept.setName(o.getName())
+                remainders << kept
+            }
+        }
     }
     if (!earlier.isEmpty()) {
         removeObjects(earlier, true) // keeps the user's objects nested inside them
     }
-    addObjects(created) // one batch: one hierarchy event
+    addObjects(created + remainders) // one batch: one hierarchy event
     fsegLog().info("fseg: imported ${created.size()} objects in ${colours.size()} classes from " +
             "${geojson.getName()}" + (earlier ? "; replaced ${earlier.size()} from an earlier import" : ''))
     return created.size()

@@ -48,6 +48,8 @@ import qupath.lib.gui.QuPathGUI
 import qupath.lib.io.GsonTools
 import qupath.lib.objects.PathObject
 import qupath.lib.objects.PathObjectTools
+import qupath.lib.objects.PathObjects
+import qupath.lib.roi.GeometryTools
 
 // ================================ settings ================================
 // The fseg client: 'fseg' when QuPath finds it on the PATH, otherwise its full
@@ -150,7 +152,7 @@ void fsegSegmentCurrentImage() {
     }
     fsegLog().info("fseg: segmenting ${slide.getName()} (frame ${frame}) into ${outDir}")
     fsegRunClient(command)
-    fsegImport(imageData, new File(outDir, stem + '.geojson'), frame)
+    fsegImport(imageData, new File(outDir, stem + '.geojson'), frame, region.geometry)
 }
 
 /** The slide file behind the image, found through the server's URIs (its path is only an id). */
@@ -222,11 +224,11 @@ Map fsegWriteRegion(def imageData, File outDir, String stem) {
         }
         source = "${chosen.size()} annotation(s) of class '${FSEG_ROI_CLASS}'"
         if (chosen.isEmpty()) {
-            return [file: null, skip: true]
+            return [file: null, skip: true, geometry: null]
         }
     }
     if (chosen.isEmpty()) {
-        return [file: null, skip: false]
+        return [file: null, skip: false, geometry: null]
     }
     List<Geometry> geometries = chosen.collect { PathObject o -> o.getROI().getGeometry() }
     List polygons = PolygonExtracter.getPolygons(UnaryUnionOp.union(geometries))
@@ -236,7 +238,7 @@ Map fsegWriteRegion(def imageData, File outDir, String stem) {
     File file = new File(outDir, stem + '.roi.geojson')
     file.setText(fsegMultiPolygonJson(polygons), 'UTF-8')
     fsegLog().info("fseg: region of interest: the union of ${source}, ${polygons.size()} polygon(s)")
-    return [file: file, skip: false]
+    return [file: file, skip: false, geometry: UnaryUnionOp.union(geometries)]
 }
 
 /** GeoJSON MultiPolygon text of JTS polygons (locale-independent numbers). */
@@ -465,15 +467,16 @@ List<String> fsegServerFrame(def server) {
 }
 
 /**
- * Imports <stem>.geojson into the image: removes the objects an earlier fseg
- * import added (named "[fseg] ...") where the new ones lie, so results for
+ * Imports <stem>.geojson into the image: replaces the objects an earlier fseg
+ * import added (named "[fseg] ..."), all of them, or with a region (the
+ * geometry that was segmented) only their part inside it, so results for
  * other regions stay (the user's own objects are never touched),
  * gives classes the file's names and colours (a class already in the project
  * keeps the project's colour unless FSEG_OVERRIDE_PROJECT_COLOURS), and adds
  * every object in one addObjects call. expectedFrame is the frame QuPath shows
  * the image in; a file in the bounds frame is shifted into level 0 if needed.
  */
-int fsegImport(def imageData, File geojson, String expectedFrame) {
+int fsegImport(def imageData, File geojson, String expectedFrame, Geometry region) {
     if (!geojson.isFile()) {
         throw new FsegError("no fseg result for this image: ${geojson} does not exist (run " +
                 'fseg_segment.groovy first, or set FSEG_OUTPUT_DIR to the folder holding it)')
@@ -531,19 +534,30 @@ int fsegImport(def imageData, File geojson, String expectedFrame) {
     fsegApplyClasses(colours)
     fsegWarnOutside(imageData.getServer(), created, fileFrame)
 
-    // Replaced are the earlier results this import covers: segmenting region B after
-    // region A keeps A's objects, while a re-run of the same area replaces its own.
-    PreparedGeometry covered = created ?
-            PreparedGeometryFactory.prepare(UnaryUnionOp.union(created.collect { it.getROI().getGeometry() })) :
-            null
+    // A whole-image result replaces every earlier [fseg] object; a region's result
+    // replaces only what lay inside the region, cut out of the earlier objects, so
+    // segmenting region B after region A keeps A's results.
     List<PathObject> earlier = imageData.getHierarchy().getAnnotationObjects().findAll { PathObject o ->
-        o.getName() != null && o.getName().startsWith(FsegFormats.TAG) &&
-                covered != null && covered.intersects(o.getROI().getGeometry())
+        o.getName() != null && o.getName().startsWith(FsegFormats.TAG)
+    }
+    List<PathObject> remainders = []
+    if (region != null) {
+        PreparedGeometry inside = PreparedGeometryFactory.prepare(region)
+        earlier = earlier.findAll { PathObject o -> inside.intersects(o.getROI().getGeometry()) }
+        for (PathObject o : earlier) {
+            Geometry rest = o.getROI().getGeometry().difference(region)
+            if (!rest.isEmpty() && rest.getArea() > 0) {
+                PathObject kept = PathObjects.createAnnotationObject(
+                        GeometryTools.geometryToROI(rest, o.getROI().getImagePlane()), o.getPathClass())
+                kept.setName(o.getName())
+                remainders << kept
+            }
+        }
     }
     if (!earlier.isEmpty()) {
         removeObjects(earlier, true) // keeps the user's objects nested inside them
     }
-    addObjects(created) // one batch: one hierarchy event
+    addObjects(created + remainders) // one batch: one hierarchy event
     fsegLog().info("fseg: imported ${created.size()} objects in ${colours.size()} classes from " +
             "${geojson.getName()}" + (earlier ? "; replaced ${earlier.size()} from an earlier import" : ''))
     return created.size()

@@ -87,7 +87,12 @@ def test_every_script_compiles_and_calls_only_qupath_helpers(script):
     ("script", "old", "new", "complaint"),
     [
         (SEGMENT, "    return file\n}", "    return file\n", "expecting '}'"),
-        (IMPORT, "addObjects(created)", "addObjects(created))", "found ')'"),
+        (
+            IMPORT,
+            "addObjects(created + remainders)",
+            "addObjects(created + remainders))",
+            "found ')'",
+        ),
     ],
     ids=["missing brace", "extra parenthesis"],
 )
