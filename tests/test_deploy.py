@@ -524,15 +524,22 @@ def image_problems(stages: list[list[tuple[str, str]]], what: str) -> list[str]:
     return problems
 
 
+def final_stage_problems(final: list, what: str, base: str, entrypoint: list[str]) -> list[str]:
+    """The runtime stage's base image (a word its name must hold) and its ENTRYPOINT."""
+    problems = []
+    if base not in (final[0][1] if final else ""):
+        problems.append(f"{what}: the runtime base is not a {base} image")
+    entrypoints = [exec_form(a) for k, a in final if k == "ENTRYPOINT"]
+    if not entrypoints or entrypoints[-1] != entrypoint:
+        problems.append(f"{what}: ENTRYPOINT is {entrypoints[-1:]}, not {entrypoint}")
+    return problems
+
+
 def server_dockerfile_problems(text: str) -> list[str]:
     stages = dockerfile_stages(text)
-    problems = image_problems(stages, "Dockerfile")
     final = stages[-1] if stages else []
-    if "cuda" not in (final[0][1] if final else ""):
-        problems.append("Dockerfile: the runtime base is not a CUDA build of PyTorch")
-    entrypoints = [exec_form(a) for k, a in final if k == "ENTRYPOINT"]
-    if not entrypoints or entrypoints[-1] != ["fseg-server", "serve"]:
-        problems.append(f"Dockerfile: ENTRYPOINT is {entrypoints[-1:]}, not [fseg-server, serve]")
+    problems = image_problems(stages, "Dockerfile")
+    problems += final_stage_problems(final, "Dockerfile", "cuda", ["fseg-server", "serve"])
     cmds = [exec_form(a) for k, a in final if k == "CMD"]
     parsed = parse_cli("fseg-server", ["serve", *(cmds[-1] or [])]) if cmds else "no CMD"
     if isinstance(parsed, str) or parsed.host != "0.0.0.0" or parsed.port != 50051:
@@ -557,13 +564,9 @@ def server_dockerfile_problems(text: str) -> list[str]:
 
 def client_dockerfile_problems(text: str) -> list[str]:
     stages = dockerfile_stages(text)
-    problems = image_problems(stages, "Dockerfile.client")
     final = stages[-1] if stages else []
-    if "slim" not in (final[0][1] if final else ""):
-        problems.append("Dockerfile.client: the base is not a slim Python image")
-    entrypoints = [exec_form(a) for k, a in final if k == "ENTRYPOINT"]
-    if not entrypoints or entrypoints[-1] != ["fseg"]:
-        problems.append(f"Dockerfile.client: ENTRYPOINT is {entrypoints[-1:]}, not [fseg]")
+    problems = image_problems(stages, "Dockerfile.client")
+    problems += final_stage_problems(final, "Dockerfile.client", "slim", ["fseg"])
     installs = pip_installs(final)
     if not installs:
         problems.append("Dockerfile.client: nothing is installed")

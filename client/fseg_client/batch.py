@@ -70,9 +70,12 @@ class Board:
                 if outcome.status == PENDING:
                     outcome.status, outcome.error = FAILED, reason
             self._write()
-            if self.csv_error:  # the last word on it, whatever was said before
-                self.progress.warn(f"fseg: the final {CSV_NAME} was not written ({self.csv_error})")
             return list(self._outcomes.values())
+
+    def warn_if_unwritten(self) -> None:
+        """On a run that stopped early (no final report), say the CSV was not written."""
+        if self.csv_error:
+            self.progress.warn(f"fseg: the final {CSV_NAME} was not written ({self.csv_error})")
 
     def _write(self) -> None:
         self._written_at = time.monotonic()
@@ -154,9 +157,11 @@ def run_segment(args: argparse.Namespace) -> int:
         outcomes = _run(batch, options, bank, addresses)
     except KeyboardInterrupt:
         board.close(INTERRUPTED)
+        board.warn_if_unwritten()
         raise
     except ClientError as exc:  # the batch stopped (no server, no bank): say so per slide too
         board.close(str(exc).rstrip("."))
+        board.warn_if_unwritten()
         raise
     finally:
         progress.close()
@@ -241,19 +246,23 @@ def _run(
     return batch.board.close("not attempted")
 
 
-def _report(outcomes: Sequence[SlideOutcome], out_dir: Path, csv_error: str = "") -> int:
+def _report(outcomes: Sequence[SlideOutcome], out_dir: Path, csv_error: str) -> int:
     tally = counts(outcomes)
     csv_path = out_dir / CSV_NAME
     failed = tally[FAILED]
-    if csv_error:
-        raise ClientError(
-            f"{tally['done']} done, {tally['skipped']} skipped, {failed} failed; outputs in "
-            f"{out_dir}, but the batch summary {csv_path} could not be written ({csv_error})",
-            exit_code=EXIT_FAILED,
-        )
+    one_reason = None
     if failed and len(outcomes) == 1:  # one slide: its reason is the error
         only = outcomes[0]
-        raise ClientError(f"{only.slide.name}: {only.error.rstrip('.')}", exit_code=EXIT_FAILED)
+        one_reason = f"{only.slide.name}: {only.error.rstrip('.')}"
+    if csv_error:
+        told = one_reason or f"{tally['done']} done, {tally['skipped']} skipped, {failed} failed"
+        raise ClientError(
+            f"{told}; outputs in {out_dir}, but the batch summary {csv_path} could not be "
+            f"written ({csv_error})",
+            exit_code=EXIT_FAILED,
+        )
+    if one_reason:
+        raise ClientError(one_reason, exit_code=EXIT_FAILED)
     if failed:
         raise ClientError(
             f"{failed} of {len(outcomes)} slides failed ({tally['done']} done, "

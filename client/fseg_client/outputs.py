@@ -23,6 +23,12 @@ def summary_path(out_dir: Path, stem: str) -> Path:
     return out_dir / f"{stem}.json"
 
 
+def client_section(summary: dict) -> dict:
+    """What the client wrote into a summary (server, files, slide identity); {} if none."""
+    section = summary.get("client")
+    return section if isinstance(section, dict) else {}
+
+
 def output_names(stem: str, suffixes: list[str]) -> list[str]:
     """File names of a slide's outputs, summary included: ``x.geojson``, ... ``x.json``."""
     return [f"{stem}.{suffix}" for suffix in suffixes] + [f"{stem}.json"]
@@ -49,11 +55,10 @@ def completed_summary(
     summary = read_summary(summary_path(out_dir, stem))
     if summary is None or summary.get(FINGERPRINT_KEY) != fingerprint:
         return None
-    client = summary.get("client")
-    written = client.get("files") if isinstance(client, dict) else None
+    written = client_section(summary).get("files")
     if not isinstance(written, list):
         return None
-    for name in (f"{stem}.{suffix}" for suffix in suffixes):
+    for name in output_names(stem, suffixes)[:-1]:  # the summary itself is not listed
         if name not in written or not (out_dir / name).is_file():
             return None
     return summary

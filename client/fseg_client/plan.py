@@ -13,7 +13,7 @@ from .fingerprint import HashCache, request_fingerprint, slide_identity
 from .inputs import SlideInput
 from .job import SlideTask
 from .options import RequestOptions
-from .outputs import completed_summary, read_summary, summary_path
+from .outputs import client_section, completed_summary, read_summary, summary_path
 from .report import SKIPPED, SlideOutcome
 
 HASH_THREADS = 4
@@ -66,7 +66,7 @@ def choose_bank(
 def _remember_digest(slide: SlideInput, out_dir: Path, hashes: HashCache) -> None:
     """Reuse the SHA-256 an earlier run recorded for this very file version."""
     summary = read_summary(summary_path(out_dir, slide.stem)) or {}
-    client = summary.get("client") if isinstance(summary.get("client"), dict) else {}
+    client = client_section(summary)
     identity, info = client.get("slide") or {}, client.get("file") or {}
     try:
         if identity.get("sha256") and info.get("size") is not None:
@@ -105,8 +105,8 @@ def plan_tasks(
         fingerprint = request_fingerprint(options, bank.digest, identity)
         done = completed_summary(out_dir, slide.stem, fingerprint, options.output_files)
         if done is not None:
-            client = done.get("client") if isinstance(done.get("client"), dict) else {}
-            return SlideOutcome(slide, SKIPPED, server=str(client.get("server", "")), summary=done)
+            server = str(client_section(done).get("server", ""))
+            return SlideOutcome(slide, SKIPPED, server=server, summary=done)
         return SlideTask(slide, fingerprint, identity)
 
     threads = HASH_THREADS if by_content else 1

@@ -23,7 +23,6 @@ from typing import TextIO
 
 from tqdm import tqdm
 
-from .options import PROGRESS_CHOICES
 from .report import DONE, FAILED, SKIPPED, SlideOutcome
 
 BARS, LOG, LINES, NONE = "bars", "log", "lines", "none"
@@ -38,9 +37,10 @@ def _short(name: str, width: int = _DESC_WIDTH) -> str:
 
 
 def resolve_style(choice: str, stream: TextIO | None = None) -> str:
-    """The style for a ``--progress`` choice: ``auto`` is bars on a terminal, else log."""
-    if choice not in PROGRESS_CHOICES:
-        raise ValueError(choice)
+    """The style for a ``--progress`` choice: ``auto`` is bars on a terminal, else log.
+
+    ``choice`` is one argparse has checked; :class:`Progress` refuses any other style.
+    """
     if choice != "auto":
         return choice
     stream = stream or sys.stderr

@@ -25,7 +25,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import InvalidInput, NotFound
-from .palette import default_colors, default_names
+from .palette import default_colors, default_names, is_rgb
 
 FORMAT = "fseg-concept-bank/1"
 _TENSOR_PREFIX = "centres/"
@@ -59,6 +59,8 @@ class ConceptBank:
                     f"concept bank centres for k={k} have shape {c.shape}, "
                     f"expected ({k}, {self.feature_dim})"
                 )
+            if not np.isfinite(c).all():
+                raise InvalidInput(f"the concept centres for k={k} are not all finite numbers")
         filled = {k: list(self.classes.get(k) or _default_classes(k)) for k in self.centres}
         for k, classes in filled.items():
             _check_classes(k, classes)
@@ -190,8 +192,6 @@ def _from_parts(
         )
     except (KeyError, TypeError, ValueError) as exc:
         raise InvalidInput(f"{origin} has malformed concept-bank metadata: {exc}") from exc
-    if not all(np.isfinite(c).all() for c in centres.values()):
-        raise InvalidInput(f"{origin} holds non-finite concept centres")
     listed = meta.get("k")
     if listed is not None and (
         not isinstance(listed, list) or not all(isinstance(k, int) for k in listed)
@@ -208,8 +208,7 @@ def _check_classes(k: int, classes: Sequence[ConceptClass]) -> None:
         raise InvalidInput(f"the bank names {len(classes)} classes for k={k}; it needs {k}")
     for concept in classes:
         color = concept.color
-        valid = len(color) == 3 and all(isinstance(v, int) and 0 <= v <= 255 for v in color)
-        if not isinstance(concept.name, str) or not concept.name.strip() or not valid:
+        if not isinstance(concept.name, str) or not concept.name.strip() or not is_rgb(color):
             raise InvalidInput(
                 f"the bank's class {concept.name!r} for k={k} needs a name and an RGB colour "
                 f"of three integers 0-255, not {color!r}"

@@ -56,8 +56,6 @@ def import_joblib(
                 f"{path} holds {array.shape[1]}-dimensional centres but {extractor} "
                 f"features have {feature_dim} channels; pick the matching --extractor"
             )
-        if not np.isfinite(array).all():
-            raise InvalidInput(f"{path}: the centres for k={k} are not all finite numbers")
         centres[k] = array
     return ConceptBank(
         extractor=extractor,

@@ -44,14 +44,19 @@ def default_names(k: int) -> list[str]:
     return [f"F-SEG k{k} #{i}" for i in range(k)]
 
 
+def is_rgb(value: object) -> bool:
+    """Whether ``value`` is three integers 0-255 (a list or tuple)."""
+    return (
+        isinstance(value, (list, tuple))
+        and len(value) == 3
+        and all(isinstance(c, int) and 0 <= c <= 255 for c in value)
+    )
+
+
 def parse_color(value: object) -> tuple[int, int, int]:
     """Accept ``[r, g, b]`` (0-255) or ``"#rrggbb"``; raise ValueError otherwise."""
     if isinstance(value, str) and value.startswith("#") and len(value) == 7:
         return tuple(int(value[i : i + 2], 16) for i in (1, 3, 5))  # type: ignore[return-value]
-    if (
-        isinstance(value, (list, tuple))
-        and len(value) == 3
-        and all(isinstance(c, int) and 0 <= c <= 255 for c in value)
-    ):
-        return (value[0], value[1], value[2])
+    if is_rgb(value):
+        return (value[0], value[1], value[2])  # type: ignore[index]
     raise ValueError(f"colour {value!r} is neither [r, g, b] with 0-255 integers nor '#rrggbb'")

@@ -74,7 +74,7 @@ def timm_model(architecture: str, weights: str | Path | None = None) -> Extracto
         if hasattr(probe, "forward_intermediates") and hasattr(probe, "patch_embed"):
             extractor = _vit(architecture, probe, weights)
         else:
-            extractor = _cnn(architecture, weights)
+            extractor = _cnn(architecture, probe, weights)
     except (AttributeError, TypeError) as exc:
         raise _unsupported(
             f"timm:{architecture}", f"its layout is not a plain ViT or CNN ({exc})"
@@ -132,8 +132,8 @@ def _vit(architecture: str, probe: nn.Module, weights: str | Path | None) -> Ext
     return ViTExtractor(spec, vit, load_weights(vit, weights, spec.weights))
 
 
-def _cnn(architecture: str, weights: str | Path | None) -> Extractor:
-    probe = timm.create_model(architecture, pretrained=False, num_classes=0)
+def _cnn(architecture: str, probe: nn.Module, weights: str | Path | None) -> Extractor:
+    probe.reset_classifier(0)  # a checkpoint's head is ignored; the stage is all we run
     if not hasattr(probe, "forward_intermediates"):
         return _features_only(architecture, weights)
     reductions = [info["reduction"] for info in probe.feature_info]

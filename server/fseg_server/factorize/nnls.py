@@ -34,7 +34,6 @@ the same labels on any server and under any load.
 
 from __future__ import annotations
 
-import hashlib
 import threading
 from collections import OrderedDict
 
@@ -54,8 +53,8 @@ CHECK_EVERY = 10
 #: concepts converge sooner and never need the finish; correlated ones
 #: would need hundreds, but their support guess is good by now.
 SUPPORT_ITERATIONS = 40
-#: Solvers kept for reuse, one per (bank, k, device): their set-up is a few
-#: K x K factorizations, and the exact finish caches inverses across tiles.
+#: Solvers kept for reuse, one per concept tensor and device: their set-up is a
+#: few K x K factorizations, and the exact finish caches inverses across tiles.
 SOLVERS_KEPT = 8
 
 
@@ -101,26 +100,28 @@ def project_batch(
 
     Each problem converges on its own; its result does not depend on the others.
     """
-    h = H.to(X.device).float().clamp_min(0.0)
     torch.set_flush_denormal(True)
-    return _solver_for(h, max_iter, tol).solve(X.float())
+    return _solver_for(H, X.device, max_iter, tol).solve(X.float())
 
 
-_solvers: OrderedDict[tuple, _Solver] = OrderedDict()
+# Solvers by the identity of the concept tensor a caller passes batch after batch
+# (a job's LabelRecipe holds one for its whole life); each entry keeps that tensor,
+# so its id cannot be reused by another while the entry lives.
+_solvers: OrderedDict[tuple, tuple[torch.Tensor, _Solver]] = OrderedDict()
 _solvers_lock = threading.Lock()
 
 
-def _solver_for(concepts: torch.Tensor, max_iter: int, tol: float) -> _Solver:
-    """The solver for these concepts, reused while the same bank labels tile after tile."""
-    digest = hashlib.sha1(concepts.detach().cpu().numpy().tobytes()).hexdigest()
-    key = (digest, tuple(concepts.shape), str(concepts.device), max_iter, tol)
+def _solver_for(H: torch.Tensor, device: torch.device, max_iter: int, tol: float) -> _Solver:
+    """The solver for these concepts on ``device``, built once per concept tensor."""
+    key = (id(H), H._version, str(device), max_iter, tol)
     with _solvers_lock:
-        if key in _solvers:
+        entry = _solvers.get(key)
+        if entry is not None and entry[0] is H:
             _solvers.move_to_end(key)
-            return _solvers[key]
-    solver = _Solver(concepts, max_iter=max_iter, tol=tol)
+            return entry[1]
+    solver = _Solver(H.to(device).float().clamp_min(0.0), max_iter=max_iter, tol=tol)
     with _solvers_lock:
-        _solvers[key] = solver
+        _solvers[key] = (H, solver)
         while len(_solvers) > SOLVERS_KEPT:
             _solvers.popitem(last=False)
     return solver

@@ -17,7 +17,6 @@ import hashlib
 import logging
 import os
 import threading
-import time
 import uuid
 from pathlib import Path
 
@@ -25,6 +24,7 @@ import numpy as np
 
 from ..extract import Extractor
 from ..slide.tiles import Tile, TileGrid
+from ..tempfiles import remove_stale
 
 log = logging.getLogger("fseg.server")
 
@@ -39,11 +39,7 @@ class FeatureCache:
         self.max_bytes = max_bytes
         self.root.mkdir(parents=True, exist_ok=True)
         self._lock = threading.Lock()
-        cutoff = time.time() - STALE_AFTER_S  # young ones may be another process's writes
-        for stale in self.root.glob("*/.*.tmp"):
-            with contextlib.suppress(FileNotFoundError):
-                if stale.stat().st_mtime < cutoff:
-                    stale.unlink()
+        remove_stale(self.root.glob("*/.*.tmp"), STALE_AFTER_S)
         self._bytes = sum(p.stat().st_size for p in self.root.glob("*/*.npy"))
 
     @staticmethod

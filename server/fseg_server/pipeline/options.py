@@ -8,9 +8,10 @@ from enum import Enum
 
 from ..errors import InvalidInput
 from ..factorize import Mode
+from .canvas import NODATA
 
-#: Labels are one byte per cell and 255 marks cells without one (canvas.NODATA).
-MAX_K = 255
+#: Labels are one byte per cell and NODATA (255) marks cells without one.
+MAX_K = NODATA
 
 
 class Frame(str, Enum):

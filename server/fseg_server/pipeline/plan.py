@@ -26,8 +26,7 @@ class SlidePlan:
     """Everything decided before the first tile is read.
 
     Attributes:
-        resolution: level read and resampling.
-        grid: tile grid at the working resolution.
+        grid: tile grid at the working resolution (and the level read, ``resolution``).
         tissue: tissue (restricted to the ROI) on a level-0-aligned grid.
         tiles: the tiles to process, row-major.
         frame_offset: level-0 pixels subtracted from coordinates for the output frame.
@@ -35,13 +34,22 @@ class SlidePlan:
         tissue_detected: whether tissue detection ran.
     """
 
-    resolution: Resolution
     grid: TileGrid
     tissue: TissueMask
     tiles: list[Tile]
     frame_offset: tuple[float, float]
     upsample: int
     tissue_detected: bool
+
+    @property
+    def resolution(self) -> Resolution:
+        """The level read and its resampling to the working resolution."""
+        return self.grid.resolution
+
+    @property
+    def level0_mpp(self) -> float | None:
+        """µm per level-0 pixel (``--mpp`` or the slide's), None if unknown."""
+        return self.grid.resolution.level0_mpp
 
 
 def plan_slide(
@@ -72,14 +80,12 @@ def plan_slide(
     detect = options.tissue is TissueDetection.ON or (
         options.tissue is TissueDetection.AUTO and not info.is_plain_image
     )
-    level0_mpp = options.slide_mpp or (info.mpp[0] if info.mpp else None)
-    tissue = _tissue(slide, level0_mpp, detect)
+    tissue = _tissue(slide, resolution.level0_mpp, detect)
     offset = _frame_offset(slide, options.frame)
     if options.roi:
         shifted = [shapely.affinity.translate(p, offset[0], offset[1]) for p in options.roi]
         tissue = restrict_to_polygons(tissue, shifted)
     return SlidePlan(
-        resolution=resolution,
         grid=grid,
         tissue=tissue,
         tiles=list(grid.tiles(tissue)),

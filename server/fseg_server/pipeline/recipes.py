@@ -109,8 +109,9 @@ class LabelRecipe:
         """An item for a ``from_features`` recipe: cached (C, h, w) features,
         with the colour guide of the tile's (S, S, 3) pixels stacked under them
         when labels are guided."""
-        if not self.guided or pixels is None:
+        if not self.guided:
             return features
+        assert pixels is not None, "guided labels need the tile's pixels"
         guide = guide_cells(
             torch.from_numpy(pixels)[None], self.extractor.spec.stride, self.upsample
         )

@@ -118,8 +118,8 @@ def segment_slide(
         )  # fmt: skip
     trim()  # the streaming stage's freed buffers, before vectorizing needs its own
     classes = bank.classes[options.k]
-    level0_mpp = options.slide_mpp or (slide.info.mpp[0] if slide.info.mpp else None)
-    metadata = _metadata(name, extractor, bank, bank_name, options, plan, level0_mpp)
+    level0_mpp = plan.level0_mpp
+    metadata = _metadata(name, extractor, bank, bank_name, options, plan)
     # The pictures need only the label grid, so they are drawn in a thread
     # while the polygons are traced (PNG encoding and GEOS release the GIL).
     with ThreadPoolExecutor(1, thread_name_prefix="fseg-render") as pool:
@@ -148,9 +148,7 @@ def segment_slide(
     timings.stages["extract"] = clocks.extract
     timings.stages["factorize"] = clocks.factorize
     timings.stages["total"] = time.perf_counter() - started
-    summary = build_summary(
-        slide, canvas, plan, classes, polygons, metadata, timings.stages, level0_mpp
-    )
+    summary = build_summary(slide, canvas, plan, classes, polygons, metadata, timings.stages)
     summary["tiles"]["from_feature_cache"] = clocks.cached_tiles
     return SegmentResult(name.rsplit(".", 1)[0], files, summary, canvas.labels)
 
@@ -199,7 +197,6 @@ def _metadata(
     bank_name: str,
     options: SegmentOptions,
     plan: SlidePlan,
-    level0_mpp: float | None,
 ) -> dict:
     return {
         "software": f"fseg {__version__}",
@@ -209,7 +206,7 @@ def _metadata(
         "bank_sha256": bank.digest,
         "k": options.k,
         "mode": options.mode.value,
-        "mpp": level0_mpp,
+        "mpp": plan.level0_mpp,
         "working_mpp": plan.resolution.mpp,
         "frame": options.frame.value,
         "frame_offset": list(plan.frame_offset),

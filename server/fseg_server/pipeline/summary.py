@@ -20,7 +20,6 @@ def build_summary(
     polygons: dict[int, list],
     metadata: dict,
     timings: dict[str, float],
-    level0_mpp: float | None,
 ) -> dict:
     """Per-class areas (µm²) and the job's figures.
 
@@ -30,11 +29,12 @@ def build_summary(
     label grid (``labels.png``) before that merge. Without a calibration
     areas are given in level-0 px² instead.
     """
+    level0_mpp = plan.level0_mpp
     counts = canvas.class_counts(len(classes))
     tissue_pixels = int(counts.sum())
     area_unit = "um2" if level0_mpp else "px2"
-    pixel_area = canvas.downsample**2 * (level0_mpp**2 if level0_mpp else 1.0)
-    scale = (level0_mpp**2) if level0_mpp else 1.0  # polygons are in level-0 px
+    scale = (level0_mpp**2) if level0_mpp else 1.0  # µm² per level-0 px²
+    pixel_area = canvas.downsample**2 * scale
     polygon_areas = [
         float(shapely.area(polygons[i]).sum()) * scale if polygons.get(i) else 0.0
         for i in range(len(classes))

@@ -26,11 +26,13 @@ from .info import Limits
 from .resources import Resources
 from .service import SegmentationService
 from .slide_access import SlideAccess
-from .uploads import UploadStore
+from .uploads import UPLOADS_AT_ONCE, UploadStore
 
 log = logging.getLogger("fseg.server")
 SERVICE_NAME = fseg_pb2.DESCRIPTOR.services_by_name["Segmentation"].full_name
 MAX_RECEIVE_BYTES = 32 << 20  # a request may carry a concept bank of up to 16 MiB
+#: RPC threads beyond queued jobs and uploads: health checks, server info, refusals.
+SPARE_RPC_THREADS = 8
 
 
 @dataclass
@@ -80,6 +82,7 @@ class RunningServer:
 
 def start_server(config: ServeConfig) -> RunningServer:
     """Build everything, bind the port and start serving."""
+    credentials = _server_credentials(config)
     device = resolve_device(config.device)
     resources = Resources.load(device, config.extractors, config.weights, config.banks)
     uploads = UploadStore(config.upload_dir, config.upload_max_bytes) if config.upload_dir else None
@@ -105,7 +108,10 @@ def start_server(config: ServeConfig) -> RunningServer:
     interceptors = [TokenInterceptor(_read_token(config.token_file))] if config.token_file else []
     server = grpc.server(
         # Each streaming call holds a thread while it waits or runs.
-        ThreadPoolExecutor(max_workers=config.max_queued_jobs + 16, thread_name_prefix="fseg-rpc"),
+        ThreadPoolExecutor(
+            max_workers=config.max_queued_jobs + UPLOADS_AT_ONCE + SPARE_RPC_THREADS,
+            thread_name_prefix="fseg-rpc",
+        ),
         interceptors=interceptors,
         options=[
             ("grpc.max_receive_message_length", MAX_RECEIVE_BYTES),
@@ -121,7 +127,7 @@ def start_server(config: ServeConfig) -> RunningServer:
     reflection.enable_server_reflection(
         (SERVICE_NAME, health.SERVICE_NAME, reflection.SERVICE_NAME), server
     )
-    port = _bind(server, config)
+    port = _bind(server, config, credentials)
     server.start()
     for name in ("", SERVICE_NAME):
         health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
@@ -150,21 +156,10 @@ def serve_forever(config: ServeConfig) -> int:
     return 0
 
 
-def _bind(server: grpc.Server, config: ServeConfig) -> int:
+def _bind(server: grpc.Server, config: ServeConfig, credentials: object | None) -> int:
     address = f"{config.host}:{config.port}"
-    if config.tls_client_ca and not (config.tls_cert and config.tls_key):
-        raise InvalidInput("--tls-client-ca (mutual TLS) needs --tls-cert and --tls-key")
-    if config.tls_cert or config.tls_key:
-        if not (config.tls_cert and config.tls_key):
-            raise InvalidInput("TLS needs both --tls-cert and --tls-key")
-        client_ca = config.tls_client_ca.read_bytes() if config.tls_client_ca else None
-        credentials = grpc.ssl_server_credentials(
-            [(config.tls_key.read_bytes(), config.tls_cert.read_bytes())],
-            root_certificates=client_ca,
-            require_client_auth=client_ca is not None,
-        )
     try:
-        if config.tls_cert:
+        if credentials is not None:
             port = server.add_secure_port(address, credentials)
         else:
             port = server.add_insecure_port(address)
@@ -173,6 +168,26 @@ def _bind(server: grpc.Server, config: ServeConfig) -> int:
     if port == 0:
         raise InvalidInput(f"cannot listen on {address} (in use, or not a local address)")
     return port
+
+
+def _server_credentials(config: ServeConfig) -> object | None:
+    """TLS credentials from the certificate files, or None for a plaintext server.
+
+    Read before anything is loaded, so a wrong combination or a missing file
+    costs no model load.
+    """
+    if config.tls_client_ca and not (config.tls_cert and config.tls_key):
+        raise InvalidInput("--tls-client-ca (mutual TLS) needs --tls-cert and --tls-key")
+    if not (config.tls_cert or config.tls_key):
+        return None
+    if not (config.tls_cert and config.tls_key):
+        raise InvalidInput("TLS needs both --tls-cert and --tls-key")
+    client_ca = config.tls_client_ca.read_bytes() if config.tls_client_ca else None
+    return grpc.ssl_server_credentials(
+        [(config.tls_key.read_bytes(), config.tls_cert.read_bytes())],
+        root_certificates=client_ca,
+        require_client_auth=client_ca is not None,
+    )
 
 
 def _read_token(path: Path) -> str:

@@ -89,7 +89,7 @@ class SegmentationService(fseg_pb2_grpc.SegmentationServicer):
                     with open_slide(path) as slide:
                         return segment_slide(
                             slide, extractor, bank, options, self.worker,
-                            bank_name=bank_name, name=_display_name(request.slide, path),
+                            bank_name=bank_name, name=_display_name(request.slide),
                             cache=self.cache, progress=progress,
                             should_stop=stop,
                         )  # fmt: skip
@@ -228,10 +228,10 @@ class SegmentationService(fseg_pb2_grpc.SegmentationServicer):
             raise _Unavailable("the server is shutting down; send the job to another server")
 
 
-def _display_name(ref: fseg_pb2.SlideRef, path: Path) -> str:
-    """The slide's file name as the client knows it (uploads are stored under their hash)."""
-    given = PurePosixPath(ref.name.replace("\\", "/")).name if ref.name else ""
-    return given or path.name
+def _display_name(ref: fseg_pb2.SlideRef) -> str:
+    """The slide's file name as the client knows it ("": the file's own name serves;
+    uploads are stored under their hash, so they send one)."""
+    return PurePosixPath(ref.name.replace("\\", "/")).name if ref.name else ""
 
 
 class _Unavailable(FsegError):

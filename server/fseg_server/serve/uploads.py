@@ -9,17 +9,16 @@ readers look at it.
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import os
 import re
 import threading
-import time
 import uuid
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 from ..errors import FailedPrecondition, InvalidInput, NotFound, ResourceExhausted
+from ..tempfiles import remove_stale
 
 STALE_AFTER_S = 6 * 3600  # an upload untouched this long belongs to a dead server
 #: Uploads received at once. Each holds an RPC thread for its whole transfer;
@@ -41,7 +40,7 @@ class UploadStore:
         self.tmp = self.root / "tmp"
         self.objects.mkdir(parents=True, exist_ok=True)
         self.tmp.mkdir(parents=True, exist_ok=True)
-        _remove_stale(self.tmp)
+        remove_stale(self.tmp.iterdir(), STALE_AFTER_S)
 
     def find(self, sha256: str) -> Path | None:
         """The stored file for ``sha256``, if any."""
@@ -117,19 +116,6 @@ class UploadStore:
                 out.write(chunk)
                 size += len(chunk)
         return size, hasher.hexdigest()
-
-
-def _remove_stale(folder: Path, older_than_s: float = STALE_AFTER_S) -> None:
-    """Delete temporary files a server that died mid-upload left behind.
-
-    Only old ones: on a volume shared by several servers, a young file is
-    another server's upload in progress.
-    """
-    cutoff = time.time() - older_than_s
-    for entry in folder.iterdir():
-        with contextlib.suppress(FileNotFoundError):
-            if entry.stat().st_mtime < cutoff:
-                entry.unlink()
 
 
 def _bounded(chunks: Iterable[bytes], limit: int) -> Iterator[bytes]:

@@ -27,8 +27,8 @@ from .reader import SlideInfo
 from .tissue import TissueMask
 
 # Level downsamples are stored with rounding noise (2.0005 for an exact 2).
-_LEVEL_TOLERANCE = 1.01
 _SNAP_TOLERANCE = 0.01
+_LEVEL_TOLERANCE = 1 + _SNAP_TOLERANCE
 
 
 @dataclass(frozen=True)
@@ -42,12 +42,14 @@ class Resolution:
         level: pyramid level that is read.
         scale: level pixels per target pixel (1 means no resizing; below 1
             only when the working resolution is finer than level 0).
+        level0_mpp: µm per level-0 pixel (``--mpp`` or the slide's), None if unknown.
     """
 
     mpp: float | None
     target_downsample: float
     level: int
     scale: float
+    level0_mpp: float | None = None
 
 
 @dataclass(frozen=True)
@@ -114,7 +116,7 @@ def choose_resolution(info: SlideInfo, mpp: float | None, user_mpp: float | None
         # Within 1% of a pyramid level (0.499 µm/px scans read for 1 µm/px):
         # read that level as it is, with no resampling, at its own resolution.
         target_downsample, scale = info.level_downsamples[level], 1.0
-    return Resolution(base * target_downsample, target_downsample, level, scale)
+    return Resolution(base * target_downsample, target_downsample, level, scale, base)
 
 
 @dataclass(frozen=True)
