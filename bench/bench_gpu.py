@@ -28,7 +28,6 @@ from __future__ import annotations
 import argparse
 import json
 import shutil
-import signal
 import subprocess
 import sys
 import tempfile
@@ -36,7 +35,9 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 from common import print_table, write_json
+from servers import ServerProcess, start_server
 
 REPO = Path(__file__).resolve().parents[1]
 START_TIMEOUT_S = 900  # building ViT-L with random weights and moving it to the GPU
@@ -68,39 +69,14 @@ def python(module: str, *args: str) -> list[str]:
 # -- the whole server ------------------------------------------------------------------
 
 
-def start_server(workdir: Path, args: argparse.Namespace, bank: Path) -> tuple:
-    import grpc
-    from grpc_health.v1 import health_pb2, health_pb2_grpc
-
-    port_file, log = workdir / "server.port", workdir / "server.log"
-    command = python(
-        "fseg_server", "serve", "--host", "127.0.0.1", "--port", "0",
-        "--port-file", str(port_file), "--extractor", args.extractor,
+def start_fseg_server(workdir: Path, args: argparse.Namespace, bank: Path) -> ServerProcess:
+    return start_server(
+        workdir,
+        "--host", "127.0.0.1", "--extractor", args.extractor,
         "--weights", f"{args.extractor}=random", "--device", args.device,
         "--slide-root", str(workdir / "slides"), "--concepts", f"{BANK}={bank}",
-        "--log-level", "WARNING",
+        timeout_s=START_TIMEOUT_S,
     )  # fmt: skip
-    with open(log, "wb") as out:
-        process = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT)
-    deadline = time.monotonic() + START_TIMEOUT_S
-    while True:
-        if process.poll() is not None:
-            sys.exit(f"bench_gpu: the server exited ({process.returncode}):\n{log.read_text()}")
-        if time.monotonic() > deadline:
-            process.kill()
-            sys.exit(f"bench_gpu: the server did not start:\n{log.read_text()}")
-        if port_file.exists():
-            address = f"127.0.0.1:{int(port_file.read_text())}"
-            with grpc.insecure_channel(address) as channel:
-                try:
-                    reply = health_pb2_grpc.HealthStub(channel).Check(
-                        health_pb2.HealthCheckRequest(service=""), timeout=5
-                    )
-                    if reply.status == health_pb2.HealthCheckResponse.SERVING:
-                        return process, address
-                except grpc.RpcError:
-                    pass
-        time.sleep(0.5)
 
 
 def segment(slide: Path, out: Path, address: str, k: int) -> tuple[dict, float]:
@@ -113,16 +89,6 @@ def segment(slide: Path, out: Path, address: str, k: int) -> tuple[dict, float]:
     )  # fmt: skip
     wall = time.perf_counter() - started
     return json.loads((out / f"{slide.stem}.json").read_text()), wall
-
-
-def stop(process: subprocess.Popen) -> None:
-    if process.poll() is None:
-        process.send_signal(signal.SIGTERM)
-        try:
-            process.wait(120)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
 
 
 # -- the bare model --------------------------------------------------------------------
@@ -322,12 +288,9 @@ def main() -> None:
             "fitting the concept bank",
         )  # fmt: skip
 
-        process, address = start_server(workdir, args, bank)
-        try:
-            segment(warm, workdir / "warm-out", address, args.k)
-            summary, wall = segment(slide, workdir / "out", address, args.k)
-        finally:
-            stop(process)
+        with start_fseg_server(workdir, args, bank) as server:
+            segment(warm, workdir / "warm-out", server.address, args.k)
+            summary, wall = segment(slide, workdir / "out", server.address, args.k)
 
         processed = int(summary["tiles"]["processed"])
         client_seconds = float(summary.get("client", {}).get("seconds", wall))

@@ -36,109 +36,65 @@ import sys
 import tempfile
 import time
 from collections import Counter
-from dataclasses import dataclass
 from pathlib import Path
 
-import grpc
 import psutil
-from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 from common import SHARED_DIR, print_table, write_json
+from servers import ServerProcess, spawn_server, wait_serving
 
 DEFAULT_SOURCE = SHARED_DIR / "slides" / "CMU-1-Small-Region.svs"
 START_TIMEOUT_S = 300
 BANK_NAME = "scaling-bank"
 
 
-@dataclass
-class Server:
-    process: subprocess.Popen
-    port_file: Path
-    log: Path
-    port: int = 0
-
-    @property
-    def address(self) -> str:
-        return f"127.0.0.1:{self.port}"
-
-    def cpu_seconds(self) -> float:
-        """User + system CPU seconds of the server process so far."""
-        times = psutil.Process(self.process.pid).cpu_times()
-        return times.user + times.system
+def cpu_seconds(server: ServerProcess) -> float:
+    """User + system CPU seconds of the server process so far."""
+    times = psutil.Process(server.process.pid).cpu_times()
+    return times.user + times.system
 
 
 def thread_env(threads: int) -> dict[str, str]:
-    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-    for name in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
-        env[name] = str(threads)
-    return env
+    return {
+        name: str(threads)
+        for name in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS")
+    }
 
 
 def start_servers(
     count: int, workdir: Path, slide_root: Path, bank: Path, threads: int
-) -> list[Server]:
+) -> list[ServerProcess]:
     """Start ``count`` servers at once and wait until every one says SERVING."""
-    servers = []
-    for index in range(count):
-        port_file = workdir / f"server-{index}.port"
-        port_file.unlink(missing_ok=True)
-        log = workdir / f"server-{index}.log"
-        command = [
-            sys.executable, "-m", "fseg_server", "serve", "--host", "127.0.0.1",
-            "--port", "0", "--port-file", str(port_file), "--slide-root", str(slide_root),
-            "--concepts", f"{BANK_NAME}={bank}", "--device", "cpu",
-            "--max-running-jobs", "1", "--grace-seconds", "5", "--log-level", "WARNING",
-        ]  # fmt: skip
-        with open(log, "wb") as out:
-            process = subprocess.Popen(
-                command, stdout=out, stderr=subprocess.STDOUT, env=thread_env(threads)
-            )
-        servers.append(Server(process, port_file, log))
+    args = (
+        "--host", "127.0.0.1", "--slide-root", str(slide_root),
+        "--concepts", f"{BANK_NAME}={bank}", "--device", "cpu",
+        "--max-running-jobs", "1", "--grace-seconds", "5",
+    )  # fmt: skip
+    env = thread_env(threads)
+    servers = [spawn_server(workdir / f"server-{i}", *args, env=env) for i in range(count)]
     deadline = time.monotonic() + START_TIMEOUT_S
     try:
         for server in servers:
-            while not server.port_file.exists():
-                if server.process.poll() is not None:
-                    raise RuntimeError(f"a server exited: {server.log.read_text()}")
-                if time.monotonic() > deadline:
-                    raise RuntimeError(f"a server did not start: {server.log.read_text()}")
-                time.sleep(0.1)
-            server.port = int(server.port_file.read_text())
-            while not serving(server.address):
-                if time.monotonic() > deadline:
-                    raise RuntimeError(f"{server.address} never said SERVING")
-                time.sleep(0.1)
+            wait_serving(server, deadline)
     except BaseException:
         stop_servers(servers)
         raise
     return servers
 
 
-def serving(address: str) -> bool:
-    with grpc.insecure_channel(address) as channel:
-        try:
-            reply = health_pb2_grpc.HealthStub(channel).Check(
-                health_pb2.HealthCheckRequest(service=""), timeout=5
-            )
-        except grpc.RpcError:
-            return False
-    return reply.status == health_pb2.HealthCheckResponse.SERVING
-
-
-def stop_servers(servers: list[Server]) -> None:
-    for server in servers:
+def stop_servers(servers: list[ServerProcess]) -> None:
+    for server in servers:  # all told first, so they drain side by side
         if server.process.poll() is None:
             server.process.send_signal(signal.SIGTERM)
     for server in servers:
-        try:
-            server.process.wait(60)
-        except subprocess.TimeoutExpired:
-            server.process.kill()
-            server.process.wait()
+        server.stop()
 
 
-def client_command(slides: list[Path], out: Path, servers: list[Server], k: int) -> list[str]:
+def client_command(
+    slides: list[Path], out: Path, servers: list[ServerProcess], k: int
+) -> list[str]:
     return [
         sys.executable, "-m", "fseg_client", "segment", *map(str, slides),
         "--out", str(out), "--server", ",".join(s.address for s in servers),
@@ -194,13 +150,13 @@ def measure(count: int, slides: list[Path], warmup: Path, workdir: Path, bank: P
             run_client(command, run_dir / f"warmup-{index}.log")
         out = run_dir / "out"
         quiet = wait_for_quiet(args.quiet_cores, args.quiet_timeout)
-        server_cpu_before = sum(s.cpu_seconds() for s in servers)
+        server_cpu_before = sum(cpu_seconds(s) for s in servers)
         busy_before = busy_cpu_seconds()
         wall, client_cpu = run_client(
             client_command(slides, out, servers, args.k), run_dir / "client.log"
         )
         busy = busy_cpu_seconds() - busy_before
-        server_cpu = sum(s.cpu_seconds() for s in servers) - server_cpu_before
+        server_cpu = sum(cpu_seconds(s) for s in servers) - server_cpu_before
     finally:
         stop_servers(servers)
     summaries = [json.loads((out / f"{s.stem}.json").read_text()) for s in slides]
@@ -237,7 +193,9 @@ def main() -> None:
     parser.add_argument("--quiet-timeout", type=float, default=120.0, help="seconds (120)")
     parser.add_argument("--keep", action="store_true", help="keep the temporary folder")
     args = parser.parse_args()
-    counts = [int(n) for n in args.servers.split(",")]
+    counts = sorted(int(n) for n in args.servers.split(","))
+    if counts[0] != 1:
+        parser.error("--servers must include 1: speed-ups are over one server")
     if not args.source.is_file():
         sys.exit(f"bench_scaling: {args.source} is missing (see ../shared/README.md)")
     cores = os.cpu_count() or 1
@@ -256,7 +214,8 @@ def main() -> None:
         subprocess.run(
             [sys.executable, "-m", "fseg_server", "fit-concepts", str(slides[0]),
              "--extractor", "stain", "--k", str(args.k), "--out", str(bank), "--device", "cpu"],
-            check=True, capture_output=True, env=thread_env(args.threads_per_server),
+            check=True, capture_output=True,
+            env={**os.environ, **thread_env(args.threads_per_server)},
         )  # fmt: skip
 
         runs: list[dict] = []

@@ -67,19 +67,14 @@ try {
         throw new FsegError('no image is open: open one, or use Run > Run for project')
     }
     def server = imageData.getServer()
-    String frame = FSEG_FRAME
-    if (frame == 'auto') {
-        frame = fsegServerFrame(server)[0]
-    } else if (!(frame in ['bounds', 'level0'])) {
-        throw new FsegError("FSEG_FRAME must be 'auto', 'bounds' or 'level0', not '${FSEG_FRAME}'")
-    }
+    String frame = fsegChosenFrame(server)
     String stem = fsegStem(fsegImageFileName(server))
     fsegImport(imageData, new File(fsegOutputDir(), stem + '.geojson'), frame, null)
 } catch (FsegError error) {
     fsegLog().error(error.getMessage())
 }
 
-// ===== fseg import: shared with fseg_import.groovy; keep both copies identical =====
+// ===== fseg import: shared by fseg_import.groovy and fseg_segment.groovy; keep both copies identical =====
 
 /** A problem the user can fix: logged as one ERROR line, without a stack trace. */
 class FsegError extends RuntimeException {
@@ -154,6 +149,19 @@ String fsegBuilderArgument(def server, String name) {
     return at + 1 < args.size() ? args[at + 1] : ''
 }
 
+/** The frame to ask fseg for: the setting, or the one the image server shows. */
+String fsegChosenFrame(def server) {
+    if (FSEG_FRAME == 'auto') {
+        List<String> chosen = fsegServerFrame(server)
+        fsegLog().info("fseg: coordinate frame ${chosen[0]} (${chosen[1]})")
+        return chosen[0]
+    }
+    if (!(FSEG_FRAME in ['bounds', 'level0'])) {
+        throw new FsegError("FSEG_FRAME must be 'auto', 'bounds' or 'level0', not '${FSEG_FRAME}'")
+    }
+    return FSEG_FRAME
+}
+
 /**
  * The frame QuPath shows the image in, and why: [frame, reason]. QuPath's
  * OpenSlide server crops to openslide.bounds-* unless the image was added with
@@ -172,10 +180,7 @@ List<String> fsegServerFrame(def server) {
     }
     String type = base.getServerType() ?: base.getClass().getSimpleName()
     if (type.toLowerCase(Locale.ROOT).contains('openslide')) {
-        def builder = base.getBuilder()
-        boolean noCrop = builder != null && builder.metaClass.respondsTo(builder, 'getArgs') &&
-                ('--no-crop' in ((builder.getArgs() ?: []) as List))
-        if (noCrop) {
+        if (fsegBuilderArgument(base, '--no-crop') != null) {
             return ['level0', "QuPath's OpenSlide server, added with --no-crop"]
         }
         return ['bounds', "QuPath's OpenSlide server shows the slide cropped to its bounds"]

@@ -33,7 +33,6 @@ import static qupath.lib.gui.scripting.QPEx.*
 import java.awt.geom.AffineTransform
 import java.nio.charset.StandardCharsets
 import java.nio.file.Paths
-import java.util.concurrent.TimeUnit
 
 import com.google.gson.JsonElement
 import javafx.application.Platform
@@ -185,19 +184,6 @@ File fsegSlideFile(def server) {
     return file
 }
 
-/** The frame to ask fseg for: the setting, or the one the image server shows. */
-String fsegChosenFrame(def server) {
-    if (FSEG_FRAME == 'auto') {
-        List<String> chosen = fsegServerFrame(server)
-        fsegLog().info("fseg: coordinate frame ${chosen[0]} (${chosen[1]})")
-        return chosen[0]
-    }
-    if (!(FSEG_FRAME in ['bounds', 'level0'])) {
-        throw new FsegError("FSEG_FRAME must be 'auto', 'bounds' or 'level0', not '${FSEG_FRAME}'")
-    }
-    return FSEG_FRAME
-}
-
 List<String> fsegTokenArgs() {
     if (!FSEG_TOKEN_FILE) {
         return []
@@ -211,7 +197,8 @@ List<String> fsegTokenArgs() {
 /**
  * Writes the region to segment as GeoJSON in the output frame (QuPath's own
  * coordinates): the union of the selected annotations, or of the annotations
- * of class FSEG_ROI_CLASS. Returns [file: File or null, skip: boolean].
+ * of class FSEG_ROI_CLASS. Returns [file: File or null, skip: boolean,
+ * geometry: the region in QuPath's coordinates, or null for the whole image].
  */
 Map fsegWriteRegion(def imageData, File outDir, String stem) {
     def hierarchy = imageData.getHierarchy()
@@ -230,15 +217,15 @@ Map fsegWriteRegion(def imageData, File outDir, String stem) {
     if (chosen.isEmpty()) {
         return [file: null, skip: false, geometry: null]
     }
-    List<Geometry> geometries = chosen.collect { PathObject o -> o.getROI().getGeometry() }
-    List polygons = PolygonExtracter.getPolygons(UnaryUnionOp.union(geometries))
+    Geometry union = UnaryUnionOp.union(chosen.collect { PathObject o -> o.getROI().getGeometry() })
+    List polygons = PolygonExtracter.getPolygons(union)
     if (polygons.isEmpty()) {
         throw new FsegError('the chosen annotations enclose no area to segment')
     }
     File file = new File(outDir, stem + '.roi.geojson')
     file.setText(fsegMultiPolygonJson(polygons), 'UTF-8')
     fsegLog().info("fseg: region of interest: the union of ${source}, ${polygons.size()} polygon(s)")
-    return [file: file, skip: false, geometry: UnaryUnionOp.union(geometries)]
+    return [file: file, skip: false, geometry: union]
 }
 
 /** GeoJSON MultiPolygon text of JTS polygons (locale-independent numbers). */
@@ -276,11 +263,9 @@ void fsegCheckServer() {
         List<String> command = [FSEG_CLIENT, 'health', '--server', address]
         command += fsegTokenArgs() + fsegConnectionArgs()
         Process process = fsegStart(command)
+        // Read to the end first (the client bounds its own health check), then its verdict.
         output = process.getInputStream().getText('UTF-8').trim()
-        if (!process.waitFor(120, TimeUnit.SECONDS)) {
-            process.destroy()
-            output = "${address} did not answer a health check"
-        } else if (process.exitValue() == 0) {
+        if (process.waitFor() == 0) {
             return
         }
     }
@@ -362,7 +347,7 @@ void fsegRunClient(List<String> command) {
     throw new FsegError("fseg failed on this image (exit status ${status}): ${reason}")
 }
 
-// ===== fseg import: shared with fseg_import.groovy; keep both copies identical =====
+// ===== fseg import: shared by fseg_import.groovy and fseg_segment.groovy; keep both copies identical =====
 
 /** A problem the user can fix: logged as one ERROR line, without a stack trace. */
 class FsegError extends RuntimeException {
@@ -437,6 +422,19 @@ String fsegBuilderArgument(def server, String name) {
     return at + 1 < args.size() ? args[at + 1] : ''
 }
 
+/** The frame to ask fseg for: the setting, or the one the image server shows. */
+String fsegChosenFrame(def server) {
+    if (FSEG_FRAME == 'auto') {
+        List<String> chosen = fsegServerFrame(server)
+        fsegLog().info("fseg: coordinate frame ${chosen[0]} (${chosen[1]})")
+        return chosen[0]
+    }
+    if (!(FSEG_FRAME in ['bounds', 'level0'])) {
+        throw new FsegError("FSEG_FRAME must be 'auto', 'bounds' or 'level0', not '${FSEG_FRAME}'")
+    }
+    return FSEG_FRAME
+}
+
 /**
  * The frame QuPath shows the image in, and why: [frame, reason]. QuPath's
  * OpenSlide server crops to openslide.bounds-* unless the image was added with
@@ -455,10 +453,7 @@ List<String> fsegServerFrame(def server) {
     }
     String type = base.getServerType() ?: base.getClass().getSimpleName()
     if (type.toLowerCase(Locale.ROOT).contains('openslide')) {
-        def builder = base.getBuilder()
-        boolean noCrop = builder != null && builder.metaClass.respondsTo(builder, 'getArgs') &&
-                ('--no-crop' in ((builder.getArgs() ?: []) as List))
-        if (noCrop) {
+        if (fsegBuilderArgument(base, '--no-crop') != null) {
             return ['level0', "QuPath's OpenSlide server, added with --no-crop"]
         }
         return ['bounds', "QuPath's OpenSlide server shows the slide cropped to its bounds"]

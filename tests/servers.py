@@ -11,23 +11,27 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from fseg_proto import fseg_pb2_grpc
+from fseg_proto import fseg_pb2, fseg_pb2_grpc
 
 START_TIMEOUT_S = 180
 
 
 @dataclass
 class ServerProcess:
+    """A started ``fseg-server serve``; ``port`` is 0 until its port file appears."""
+
     process: subprocess.Popen
     port: int
     log: Path
     token: str | None = None
+    port_file: Path | None = None
 
     @property
     def address(self) -> str:
@@ -44,13 +48,22 @@ class ServerProcess:
         return fseg_pb2_grpc.SegmentationStub(self.channel())
 
     def serving(self) -> bool:
-        try:
-            reply = health_pb2_grpc.HealthStub(self.channel()).Check(
-                health_pb2.HealthCheckRequest(service=""), timeout=5
-            )
-        except grpc.RpcError:
-            return False
+        with self.channel() as channel:
+            try:
+                reply = health_pb2_grpc.HealthStub(channel).Check(
+                    health_pb2.HealthCheckRequest(service=""), timeout=5
+                )
+            except grpc.RpcError:
+                return False
         return reply.status == health_pb2.HealthCheckResponse.SERVING
+
+    def idle(self) -> bool:
+        """Whether no job is running or waiting on the server (GetServerInfo)."""
+        with self.channel() as channel:
+            info = fseg_pb2_grpc.SegmentationStub(channel).GetServerInfo(
+                fseg_pb2.ServerInfoRequest(), timeout=10, metadata=self.metadata()
+            )
+        return info.running_jobs == 0 and info.queued_jobs == 0
 
     def stop(self, sig: int = signal.SIGTERM, timeout: float = 60) -> int:
         if self.process.poll() is None:
@@ -65,9 +78,17 @@ class ServerProcess:
     def log_text(self) -> str:
         return self.log.read_text(errors="replace") if self.log.exists() else ""
 
+    def __enter__(self) -> ServerProcess:
+        return self
 
-def start_server(workdir: Path, *args: str, token: str | None = None) -> ServerProcess:
-    """Start ``fseg-server serve --port 0 ARGS`` and wait until it is SERVING."""
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+
+def spawn_server(
+    workdir: Path, *args: str, token: str | None = None, env: dict[str, str] | None = None
+) -> ServerProcess:
+    """Start ``fseg-server serve --port 0 ARGS`` without waiting for it (see wait_serving)."""
     workdir.mkdir(parents=True, exist_ok=True)
     port_file = workdir / f"port-{time.monotonic_ns()}"
     log = workdir / f"{port_file.name}.log"
@@ -77,21 +98,40 @@ def start_server(workdir: Path, *args: str, token: str | None = None) -> ServerP
         token_file = workdir / "token"
         token_file.write_text(token)
         command += ["--token-file", str(token_file)]
-    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    env = {**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})}
     with open(log, "wb") as out:  # the child keeps its own descriptor
         process = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT, env=env)
-    deadline = time.monotonic() + START_TIMEOUT_S
-    while not port_file.exists():
-        if process.poll() is not None:
-            raise RuntimeError(f"server exited with {process.returncode}: {log.read_text()}")
-        if time.monotonic() > deadline:
-            process.kill()
-            raise RuntimeError(f"server did not start: {log.read_text()}")
-        time.sleep(0.1)
-    server = ServerProcess(process, int(port_file.read_text()), log, token)
-    while not server.serving():
+    return ServerProcess(process, 0, log, token, port_file)
+
+
+def wait_serving(
+    server: ServerProcess,
+    deadline: float,
+    ready: Callable[[ServerProcess], bool] = ServerProcess.serving,
+) -> ServerProcess:
+    """Wait (until ``time.monotonic()`` passes ``deadline``) for its port and ``ready``."""
+    while True:
+        if server.process.poll() is not None:
+            code = server.process.returncode
+            raise RuntimeError(f"server exited with {code}: {server.log_text()}")
+        if not server.port and server.port_file and server.port_file.exists():
+            server.port = int(server.port_file.read_text())
+        if server.port and ready(server):
+            return server
         if time.monotonic() > deadline:
             server.stop(signal.SIGKILL)
-            raise RuntimeError("server never reported SERVING")
+            raise RuntimeError(f"server did not start serving: {server.log_text()}")
         time.sleep(0.1)
-    return server
+
+
+def start_server(
+    workdir: Path,
+    *args: str,
+    token: str | None = None,
+    env: dict[str, str] | None = None,
+    timeout_s: float = START_TIMEOUT_S,
+    ready: Callable[[ServerProcess], bool] = ServerProcess.serving,
+) -> ServerProcess:
+    """Start ``fseg-server serve --port 0 ARGS`` and wait until it is ``ready`` (SERVING)."""
+    server = spawn_server(workdir, *args, token=token, env=env)
+    return wait_serving(server, time.monotonic() + timeout_s, ready)

@@ -11,7 +11,6 @@ import hashlib
 import json
 import shutil
 import signal
-import socket
 from pathlib import Path
 
 import pytest
@@ -20,6 +19,7 @@ from test_e2e_support import (
     copy_cmu,
     copy_images,
     csv_rows,
+    dead_address,
     finished_jobs,
     real_server,
     spawn_client,
@@ -28,7 +28,6 @@ from test_e2e_support import (
 )
 
 from fseg_client.cli import main
-from fseg_proto import fseg_pb2
 
 OUTPUTS = ("geojson", "labels.png", "overlay.png", "json")
 BANK = "fseg-bank.safetensors"
@@ -46,9 +45,8 @@ def root(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="module")
 def server(root: Path, tmp_path_factory: pytest.TempPathFactory):
-    process = real_server(tmp_path_factory.mktemp("server"), "--slide-root", str(root))
-    yield process
-    process.stop()
+    with real_server(tmp_path_factory.mktemp("server"), "--slide-root", str(root)) as process:
+        yield process
 
 
 @pytest.fixture(scope="module")
@@ -121,12 +119,6 @@ def test_changing_the_bank_redoes_the_slides(fitted, server, root, tmp_path) -> 
         assert json.loads((out / f"{stem}.json").read_text())["bank_sha256"] == digest
 
 
-def dead_address() -> str:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return f"127.0.0.1:{s.getsockname()[1]}"
-
-
 def test_dead_server_is_avoided(fitted, server, root, tmp_path) -> None:
     out = tmp_path / "out"
     servers = f"{dead_address()},{server.address}"
@@ -160,12 +152,7 @@ def test_ctrl_c_cancels_the_server_job_and_exits_130(fitted, server, root, tmp_p
     statuses = [r["status"] for r in csv_rows(out)]
     assert "failed" in statuses and set(statuses) <= {"done", "failed"}
     assert not temp_files(out)
-    wait_until(lambda: server_idle(server), "the server to drop the cancelled job", limit=30)
-
-
-def server_idle(server) -> bool:
-    info = server.stub().GetServerInfo(fseg_pb2.ServerInfoRequest(), timeout=5)
-    return info.running_jobs == 0 and info.queued_jobs == 0
+    wait_until(server.idle, "the server to drop the cancelled job", limit=30)
 
 
 def test_progress_lines_stream_each_stage(fitted, server, root, tmp_path) -> None:

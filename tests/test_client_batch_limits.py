@@ -37,9 +37,8 @@ def images(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def upload_server(tmp_path_factory: pytest.TempPathFactory):
     """Takes uploads, reads no path (no --slide-root), wants a bearer token."""
     work = tmp_path_factory.mktemp("upload-server")
-    process = real_server(work, "--upload-dir", str(work / "uploads"), token=TOKEN)
-    yield process
-    process.stop()
+    with real_server(work, "--upload-dir", str(work / "uploads"), token=TOKEN) as process:
+        yield process
 
 
 @pytest.fixture(scope="module")
@@ -47,9 +46,8 @@ def busy_server(images: Path, tmp_path_factory: pytest.TempPathFactory):
     """Admits one job at a time: a second one gets RESOURCE_EXHAUSTED at once."""
     work = tmp_path_factory.mktemp("busy-server")
     args = ["--slide-root", str(images), "--max-queued-jobs", "1", "--max-running-jobs", "1"]
-    process = real_server(work, *args)
-    yield process
-    process.stop()
+    with real_server(work, *args) as process:
+        yield process
 
 
 @pytest.fixture(scope="module")

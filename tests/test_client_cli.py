@@ -3,26 +3,18 @@
 from __future__ import annotations
 
 import json
-import socket
 from pathlib import Path
 
 import pytest
-from test_e2e_support import real_server
+from test_e2e_support import dead_address, real_server
 
 from fseg_client.cli import main
 
 
 @pytest.fixture(scope="module")
 def address(tmp_path_factory: pytest.TempPathFactory):
-    server = real_server(tmp_path_factory.mktemp("server"))
-    yield server.address
-    server.stop()
-
-
-def dead_address() -> str:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return f"127.0.0.1:{s.getsockname()[1]}"
+    with real_server(tmp_path_factory.mktemp("server")) as server:
+        yield server.address
 
 
 def test_info_is_readable_and_json_on_request(address: str, capsys) -> None:

@@ -9,7 +9,6 @@ servers (test_client_batch*.py, test_e2e_*.py).
 
 from __future__ import annotations
 
-import csv
 import functools
 import hashlib
 import json
@@ -22,11 +21,14 @@ from pathlib import Path
 import grpc
 import pytest
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from test_e2e_support import csv_rows
 
 from fseg_client import batch
 from fseg_client.cli import main
 from fseg_client.retry import RetryPolicy
 from fseg_proto import fseg_pb2, fseg_pb2_grpc
+
+pytestmark = pytest.mark.usefixtures("fast_retries")
 
 GEOJSON = json.dumps({"type": "FeatureCollection", "features": []}).encode()
 
@@ -79,14 +81,6 @@ def start(servicer: StandIn) -> tuple[grpc.Server, str]:
     return server, f"127.0.0.1:{port}"
 
 
-@pytest.fixture(autouse=True)
-def fast_retries(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Back-offs of tens of milliseconds, so retry tests take no time."""
-    monkeypatch.setattr(
-        batch, "RetryPolicy", functools.partial(RetryPolicy, base_s=0.02, cap_s=0.1)
-    )
-
-
 @pytest.fixture
 def slides(tmp_path: Path) -> Path:
     """Stand-in slides: the stand-in never opens them."""
@@ -101,11 +95,6 @@ def segment(*args: str) -> int:
     return main(["segment", *args, "--concepts", "demo", "--outputs", "geojson", "--quiet"])
 
 
-def summary_rows(out: Path) -> list[dict]:
-    with open(out / "batch-summary.csv", newline="") as handle:
-        return list(csv.DictReader(handle))
-
-
 def test_checksum_failure_leaves_no_output(slides: Path, tmp_path: Path) -> None:
     """Stand-in: a server that sends a result whose SHA-256 does not match."""
     server, address = start(StandIn(corrupt_sha=True))
@@ -115,7 +104,7 @@ def test_checksum_failure_leaves_no_output(slides: Path, tmp_path: Path) -> None
         assert segment(str(slides / "s0.svs"), *args) == 1
     finally:
         server.stop(0)
-    assert "SHA-256" in summary_rows(out)[0]["error"]
+    assert "SHA-256" in csv_rows(out)[0]["error"]
     assert sorted(p.name for p in out.iterdir()) == ["batch-summary.csv"]
 
 
@@ -130,7 +119,7 @@ def test_slide_timeout_moves_slides_to_a_faster_server(slides: Path, tmp_path: P
     finally:
         slow_server.stop(0)
         fast_server.stop(0)
-    assert {r["server"] for r in summary_rows(out)} == {fast_address}
+    assert {r["server"] for r in csv_rows(out)} == {fast_address}
     assert slow.segment_calls  # it was tried, and the deadline moved its slides
 
 
@@ -173,4 +162,4 @@ def test_one_cut_upload_after_a_long_silence_does_not_fail_the_batch(
         assert segment(str(slides / "s0.svs"), str(slides / "s1.svs"), *args) == 0
     finally:
         server.stop(0)
-    assert [r["status"] for r in summary_rows(out)] == ["done"] * 2
+    assert [r["status"] for r in csv_rows(out)] == ["done"] * 2

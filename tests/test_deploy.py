@@ -524,6 +524,16 @@ def image_problems(stages: list[list[tuple[str, str]]], what: str) -> list[str]:
     return problems
 
 
+def context_copies(stages: list) -> list[tuple[str, list[str]]]:
+    """(COPY or ADD, its sources) for every instruction that copies from the build context."""
+    return [
+        (keyword, arguments.split()[:-1])
+        for stage in stages
+        for keyword, arguments in stage
+        if keyword in ("COPY", "ADD") and "--from" not in arguments
+    ]
+
+
 def final_stage_problems(final: list, what: str, base: str, entrypoint: list[str]) -> list[str]:
     """The runtime stage's base image (a word its name must hold) and its ENTRYPOINT."""
     problems = []
@@ -549,13 +559,10 @@ def server_dockerfile_problems(text: str) -> list[str]:
         problems.append("Dockerfile: the runtime installs fseg without the server extra")
     if any(re.search(r"\[[^\]]*\bdev\b", i) for i in installs):
         problems.append("Dockerfile: the runtime installs the dev extra")
-    for stage in stages:
-        for keyword, arguments in stage:
-            if keyword in ("COPY", "ADD") and "--from" not in arguments:
-                sources = arguments.split()[:-1]
-                baked = [s for s in sources if s.endswith(WEIGHT_SUFFIXES) or "model" in s]
-                if baked:
-                    problems.append(f"Dockerfile: {keyword} bakes weights or banks in: {baked}")
+    for keyword, sources in context_copies(stages):
+        baked = [s for s in sources if s.endswith(WEIGHT_SUFFIXES) or "model" in s]
+        if baked:
+            problems.append(f"Dockerfile: {keyword} bakes weights or banks in: {baked}")
     exposed = [a for k, a in final if k == "EXPOSE"]
     if "50051" not in " ".join(exposed):
         problems.append("Dockerfile: port 50051 is not exposed")
@@ -588,12 +595,10 @@ def dockerignore_problems(root: Path) -> list[str]:
     allowed = {p[1:].rstrip("/") for p in patterns if p.startswith("!")}
     problems = [f".dockerignore lets {a} in" for a in allowed & {".git", ".venv", "tests"}]
     for name in ("Dockerfile", "Dockerfile.client"):
-        for stage in dockerfile_stages((root / name).read_text()):
-            for keyword, arguments in stage:
-                if keyword in ("COPY", "ADD") and "--from" not in arguments:
-                    for source in arguments.split()[:-1]:
-                        if source.split("/")[0] not in allowed:
-                            problems.append(f"{name} copies {source}, which .dockerignore drops")
+        for _, sources in context_copies(dockerfile_stages((root / name).read_text())):
+            for source in sources:
+                if source.split("/")[0] not in allowed:
+                    problems.append(f"{name} copies {source}, which .dockerignore drops")
     return problems
 
 

@@ -16,7 +16,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from test_e2e_support import client_env, make_certificates, need_server_package, start_tls_server
+from test_e2e_support import client_env, make_certificates, start_tls_server
 
 from conftest import ROOT, shared
 
@@ -51,13 +51,14 @@ def certs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
 
 @pytest.fixture(scope="module")
 def tls_server(certs, tmp_path_factory: pytest.TempPathFactory):
-    need_server_package()
+    with cmu_tls_server(tmp_path_factory.mktemp("tls-server"), certs) as server:
+        yield server
+
+
+def cmu_tls_server(workdir: Path, certs: dict[str, Path], mutual: bool = False):
+    """A TLS server (token TOKEN) whose slide root holds the shared CMU-1 slide."""
     slides = str(shared("slides/CMU-1-Small-Region.svs").parent)
-    server = start_tls_server(
-        tmp_path_factory.mktemp("tls-server"), certs, "--slide-root", slides, token=TOKEN
-    )
-    yield server
-    server.stop()
+    return start_tls_server(workdir, certs, "--slide-root", slides, token=TOKEN, mutual=mutual)
 
 
 def fseg(bin_dir: Path, *args: str, cwd: Path) -> subprocess.CompletedProcess:
@@ -113,12 +114,7 @@ def test_without_the_token_it_is_refused(client_venv, tls_server, certs, tmp_pat
 
 @pytest.mark.slow
 def test_mutual_tls(client_venv, certs, tmp_path) -> None:
-    need_server_package()
-    slides = str(shared("slides/CMU-1-Small-Region.svs").parent)
-    server = start_tls_server(
-        tmp_path / "server", certs, "--slide-root", slides, token=TOKEN, mutual=True
-    )
-    try:
+    with cmu_tls_server(tmp_path / "server", certs, mutual=True) as server:
         token = tmp_path / "token"
         token.write_text(TOKEN)
         args = [*segment_args(server, certs, tmp_path / "out"), "--token-file", str(token)]
@@ -128,8 +124,6 @@ def test_mutual_tls(client_venv, certs, tmp_path) -> None:
         check_outputs(tmp_path / "out")
         args[args.index(str(tmp_path / "out"))] = str(tmp_path / "refused")
         refused = fseg(client_venv, *args, "--retries", "1", cwd=tmp_path)
-    finally:
-        server.stop()
     assert refused.returncode == 1 and refused.stderr.count("\n") == 1
     assert refused.stderr.startswith("fseg: error: ") and "Traceback" not in refused.stderr
     assert "--tls-cert and --tls-key" in refused.stderr  # the handshake was refused: say why

@@ -32,9 +32,8 @@ def images(tmp_path_factory: pytest.TempPathFactory) -> list[Path]:
 @pytest.fixture(scope="module")
 def server(images: list[Path], tmp_path_factory: pytest.TempPathFactory):
     args = ["--slide-root", str(images[0].parent), "--max-queued-jobs", str(QUEUE)]
-    process = real_server(tmp_path_factory.mktemp("server"), *args)
-    yield process
-    process.stop()
+    with real_server(tmp_path_factory.mktemp("server"), *args) as process:
+        yield process
 
 
 def fit_bank(server, images: list[Path]) -> bytes:

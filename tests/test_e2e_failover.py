@@ -25,8 +25,6 @@ from test_e2e_support import (
     wait_until,
 )
 
-from fseg_proto import fseg_pb2
-
 # Summary fields that say where and how fast, not what: they may differ between runs.
 VOLATILE = ("client", "server", "timings_s")
 
@@ -64,11 +62,6 @@ def finished_on(out: Path, address: str) -> list[str]:
     return done
 
 
-def busy(server) -> bool:
-    info = server.stub().GetServerInfo(fseg_pb2.ServerInfoRequest(), timeout=5)
-    return info.running_jobs + info.queued_jobs > 0
-
-
 def stable_summary(path: Path) -> dict:
     summary = json.loads(path.read_text())
     return {k: v for k, v in summary.items() if k not in VOLATILE}
@@ -81,7 +74,7 @@ def test_a_server_killed_mid_batch_changes_nothing(batch, servers, tmp_path) -> 
     addresses = ",".join(s.address for s in servers)
     started = time.monotonic()
     client = spawn_client(str(batch), "--out", str(out), "--server", addresses)
-    wait_until(lambda: finished_on(out, victim.address) and busy(victim), "work on C", client)
+    wait_until(lambda: finished_on(out, victim.address) and not victim.idle(), "work on C", client)
     victim.stop(signal.SIGKILL)
     _, err = client.communicate(timeout=600)
     assert client.returncode == 0, err

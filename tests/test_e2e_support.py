@@ -18,7 +18,7 @@ import importlib.util
 import os
 import re
 import shutil
-import signal
+import socket
 import subprocess
 import sys
 import time
@@ -29,7 +29,7 @@ import pytest
 
 from conftest import shared
 from fseg_client.connect import Connection, Credentials
-from servers import START_TIMEOUT_S, ServerProcess, start_server
+from servers import ServerProcess, start_server
 
 SERVER_ENV = {"OMP_NUM_THREADS": "1"}
 OUTPUT_SUFFIXES = (".geojson", ".labels.png", ".overlay.png", ".json", ".safetensors")
@@ -47,10 +47,14 @@ def need_server_package() -> None:
 def real_server(workdir: Path, *args: str, token: str | None = None) -> ServerProcess:
     """A real server (see the module docstring) that logs each finished job."""
     need_server_package()
-    with pytest.MonkeyPatch.context() as patch:
-        for name, value in SERVER_ENV.items():
-            patch.setenv(name, value)
-        return start_server(workdir, *args, "--log-level", "INFO", token=token)
+    return start_server(workdir, *args, "--log-level", "INFO", token=token, env=SERVER_ENV)
+
+
+def dead_address() -> str:
+    """A loopback address where nothing listens (a port just released)."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return f"127.0.0.1:{s.getsockname()[1]}"
 
 
 def finished_jobs(server: ServerProcess) -> list[str]:
@@ -165,48 +169,29 @@ def start_tls_server(
 ) -> ServerProcess:
     """A real server over TLS with a bearer token; ``mutual`` asks clients for certificates.
 
-    tests/servers.py checks health over a plain channel, so TLS servers are
-    started here, the same way, and checked over TLS.
+    Started like every test server, but checked for SERVING over TLS.
     """
     need_server_package()
-    workdir.mkdir(parents=True, exist_ok=True)
-    port_file, log = workdir / "port", workdir / "server.log"
-    (workdir / "token").write_text(token)
-    command = [sys.executable, "-m", "fseg_server", "serve", "--port", "0",
-               "--port-file", str(port_file), "--log-level", "INFO",
-               "--tls-cert", str(certs["server_pem"]), "--tls-key", str(certs["server_key"]),
-               "--token-file", str(workdir / "token"), *args]  # fmt: skip
+    tls = ["--tls-cert", str(certs["server_pem"]), "--tls-key", str(certs["server_key"])]
     if mutual:
-        command += ["--tls-client-ca", str(certs["ca_pem"])]
-    with open(log, "wb") as out:
-        process = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT, env=client_env())
-    server = ServerProcess(process, 0, log, token)
+        tls += ["--tls-client-ca", str(certs["ca_pem"])]
     creds = Credentials(
         token=token,
         ca=certs["ca_pem"].read_bytes(),
         cert=certs["client_pem"].read_bytes() if mutual else None,
         key=certs["client_key"].read_bytes() if mutual else None,
     )
-    try:
-        server.port = wait_until(
-            lambda: _tls_serving(process, port_file, creds), "the TLS server", limit=START_TIMEOUT_S
-        )
-    except BaseException:
-        server.stop(signal.SIGKILL)
-        raise
-    return server
+    return start_server(
+        workdir, *tls, "--log-level", "INFO", *args,
+        token=token, env=SERVER_ENV, ready=lambda server: _tls_serving(server, creds),
+    )  # fmt: skip
 
 
-def _tls_serving(process: subprocess.Popen, port_file: Path, creds: Credentials) -> int:
-    if process.poll() is not None:
-        pytest.fail(f"the TLS server exited with {process.returncode}")
-    if not port_file.exists():
-        return 0
-    port = int(port_file.read_text())
-    conn = Connection(f"127.0.0.1:{port}", creds)
+def _tls_serving(server: ServerProcess, creds: Credentials) -> bool:
+    conn = Connection(server.address, creds)
     try:
-        return port if conn.check_health(timeout_s=2) == "SERVING" else 0
+        return conn.check_health(timeout_s=2) == "SERVING"
     except grpc.RpcError:  # not up yet
-        return 0
+        return False
     finally:
         conn.close()

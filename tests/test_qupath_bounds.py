@@ -28,8 +28,9 @@ from jts_check import check_with_jts
 from scipy import ndimage
 from shapely.affinity import translate
 from shapely.geometry import box, shape
+from test_e2e_support import real_server
 
-from servers import ServerProcess, start_server
+from servers import ServerProcess
 
 pytestmark = pytest.mark.slow
 
@@ -96,9 +97,10 @@ def slide(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="module")
 def server(slide, tmp_path_factory) -> ServerProcess:
-    process = start_server(tmp_path_factory.mktemp("server"), "--slide-root", str(slide.parent))
-    yield process
-    process.stop()
+    with real_server(
+        tmp_path_factory.mktemp("server"), "--slide-root", str(slide.parent)
+    ) as process:
+        yield process
 
 
 @pytest.fixture(scope="module")

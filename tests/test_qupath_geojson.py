@@ -18,9 +18,10 @@ import pytest
 import shapely
 from jts_check import check_with_jts
 from shapely.geometry import Polygon, mapping, shape
+from test_e2e_support import real_server
 
 from conftest import shared
-from servers import ServerProcess, start_server
+from servers import ServerProcess
 
 pytestmark = pytest.mark.slow
 
@@ -32,11 +33,10 @@ def server(tmp_path_factory) -> ServerProcess:
     """One fseg server for the module, reading the shared slides and patches in place."""
     slides = shared("slides/CMU-1-Small-Region.svs").parent
     patches = shared("wsss4luad-val/images/00.png").parent
-    process = start_server(
+    with real_server(
         tmp_path_factory.mktemp("server"), "--slide-root", str(slides), "--slide-root", str(patches)
-    )
-    yield process
-    process.stop()
+    ) as process:
+        yield process
 
 
 def segment(server: ServerProcess, out: Path, *arguments: str) -> list[Path]:

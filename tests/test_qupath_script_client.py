@@ -48,7 +48,6 @@ FUNCTIONS = (
 HARNESS = """
 import java.nio.charset.StandardCharsets
 import java.nio.file.Paths
-import java.util.concurrent.TimeUnit
 import org.locationtech.jts.geom.GeometryFactory
 import org.locationtech.jts.io.WKTReader
 
@@ -171,16 +170,13 @@ def test_the_health_check_speaks_tls_and_needs_one_answering_server(harness, tmp
     """TLS options reach the health check from FSEG_EXTRA_ARGS, and a list of
     servers with one down still passes (the client fails over)."""
     certs = make_certificates(tmp_path / "certs")
-    server = start_tls_server(tmp_path / "server", certs, token="t")  # health needs no token
-    try:
+    with start_tls_server(tmp_path / "server", certs, token="t") as server:  # health: no token
         servers = f"127.0.0.1:1,{server.address}"
         extra = ["--split-regions", "--tls-ca", str(certs["ca_pem"])]
         lines = run(harness, CLIENT, servers, "health-with", *extra)
         assert not errors(lines) and "RETURNED" in lines
         lines = run(harness, CLIENT, server.address, "health-with", "--split-regions")
         assert errors(lines) and "RETURNED" not in lines  # no CA: TLS cannot be spoken
-    finally:
-        server.stop()
 
 
 def test_a_refused_request_names_the_clients_reason(harness, tmp_path):

@@ -42,7 +42,7 @@ QP_METHODS = {
     "removeObjects",
 }
 QP_FIELDS = {"PROJECT_BASE_DIR"}
-SHARED_START = "// ===== fseg import: shared with fseg_import.groovy; keep both copies identical"
+SHARED_START = "// ===== fseg import: shared by fseg_import.groovy and fseg_segment.groovy"
 SHARED_END = "// ===== end of the shared import code ====="
 SETTINGS_START = "// ================================ settings ================================"
 SETTINGS_END = "// " + "=" * 74

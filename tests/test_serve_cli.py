@@ -1,6 +1,7 @@
 """``fseg-server`` on bad command lines and in a crowded machine: one sentence, right exit code.
 
-Real server processes on loopback; nothing is mocked.
+Command lines run real ``fseg-server`` processes (a real server on loopback holds
+the busy port); slide roots and upload slots are checked on the objects themselves.
 """
 
 from __future__ import annotations
@@ -11,12 +12,12 @@ import sys
 import threading
 
 import pytest
+from test_e2e_support import real_server
 
 from conftest import shared
 from fseg_server.errors import PermissionDenied, ResourceExhausted
 from fseg_server.serve.slide_access import SlideAccess
 from fseg_server.serve.uploads import UploadStore
-from servers import start_server
 
 
 def fseg_server(*args: str) -> subprocess.CompletedProcess:
@@ -31,13 +32,10 @@ def assert_one_sentence(result: subprocess.CompletedProcess, code: int, fragment
 
 
 def test_a_second_server_on_a_busy_port_refuses_to_start(tmp_path):
-    first = start_server(tmp_path)
-    try:
+    with real_server(tmp_path) as first:
         second = fseg_server("serve", "--port", str(first.port), "--log-level", "ERROR")
         assert_one_sentence(second, 2, f"cannot listen on 127.0.0.1:{first.port}")
         assert first.serving()
-    finally:
-        first.stop()
 
 
 @pytest.mark.parametrize(
