@@ -109,19 +109,25 @@ def wait_serving(
     deadline: float,
     ready: Callable[[ServerProcess], bool] = ServerProcess.serving,
 ) -> ServerProcess:
-    """Wait (until ``time.monotonic()`` passes ``deadline``) for its port and ``ready``."""
-    while True:
-        if server.process.poll() is not None:
-            code = server.process.returncode
-            raise RuntimeError(f"server exited with {code}: {server.log_text()}")
-        if not server.port and server.port_file and server.port_file.exists():
-            server.port = int(server.port_file.read_text())
-        if server.port and ready(server):
-            return server
-        if time.monotonic() > deadline:
-            server.stop(signal.SIGKILL)
-            raise RuntimeError(f"server did not start serving: {server.log_text()}")
-        time.sleep(0.1)
+    """Wait (until ``time.monotonic()`` passes ``deadline``) for its port and ``ready``.
+
+    A server that is not returned (timeout, Ctrl-C, an error in ``ready``) is killed.
+    """
+    try:
+        while True:
+            if server.process.poll() is not None:
+                code = server.process.returncode
+                raise RuntimeError(f"server exited with {code}: {server.log_text()}")
+            if not server.port and server.port_file and server.port_file.exists():
+                server.port = int(server.port_file.read_text())
+            if server.port and ready(server):
+                return server
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"server did not start serving: {server.log_text()}")
+            time.sleep(0.1)
+    except BaseException:
+        server.stop(signal.SIGKILL)
+        raise
 
 
 def start_server(

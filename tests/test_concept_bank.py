@@ -123,7 +123,7 @@ def test_import_refuses_a_bank_of_the_wrong_dimension():
     "content,message",
     [
         ({"eight": np.ones((8, 4))}, "entry 'eight' is not k -> an array of centres"),
-        ({2: np.array([[1.0, np.nan, 0, 0], [0, 1, 0, 0]])}, "k=2 are not all finite"),
+        ({2: np.array([[1.0, np.nan, 0, 0], [0, 1, 0, 0]])}, r"bank\.joblib: .*k=2 .* finite"),
     ],
 )
 def test_import_refuses_malformed_published_banks_in_one_sentence(tmp_path, content, message):
@@ -208,3 +208,18 @@ def test_a_bank_file_whose_k_list_disagrees_with_its_centres_is_refused(tmp_path
     save_file(load_file(path), tmp_path / "forged.safetensors", metadata=stored)
     with pytest.raises(InvalidInput, match="malformed concept-bank metadata: k = 'x'"):
         load_bank(tmp_path / "forged.safetensors")
+
+
+def test_a_bank_file_with_non_finite_centres_is_refused_naming_the_file(tmp_path):
+    from safetensors.numpy import load_file, save_file
+
+    path = tmp_path / "bank.safetensors"
+    small_bank().save(path)
+    header_size = int.from_bytes(path.read_bytes()[:8], "little")
+    stored = json.loads(path.read_bytes()[8 : 8 + header_size])["__metadata__"]
+    tensors = load_file(path)
+    name = next(iter(tensors))
+    tensors[name][0, 0] = np.inf
+    save_file(tensors, tmp_path / "broken.safetensors", metadata=stored)
+    with pytest.raises(InvalidInput, match=r"broken\.safetensors: .* not all finite"):
+        load_bank(tmp_path / "broken.safetensors")

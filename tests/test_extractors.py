@@ -185,6 +185,14 @@ def test_a_cnn_stage_needs_none_of_the_stages_after_it():
     assert (spec.stride, spec.feature_dim) == (16, 224)
 
 
+def test_a_timm_encoder_without_a_classifier_is_a_cnn_stage_too():
+    # MobileNetV5's encoder is published headless: it has no reset_classifier.
+    extractor = create_extractor("timm:mobilenetv5_300m_enc", "random")
+    assert (extractor.spec.stride, extractor.spec.feature_dim) == (16, 640)
+    out = extractor(torch.randint(0, 256, (1, 3, 48, 32), dtype=torch.uint8))
+    assert out.shape == (1, 640, 3, 2)
+
+
 @pytest.mark.parametrize(
     "architecture",
     ["swin_tiny_patch4_window7_224", "inception_v3", "hiera_tiny_224"],

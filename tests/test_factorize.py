@@ -72,6 +72,17 @@ def test_project_returns_the_kind_it_was_given():
     assert isinstance(out, torch.Tensor) and out.shape == (4, 3)
 
 
+def test_project_works_inside_inference_mode_and_sees_concepts_change_in_place():
+    rng = np.random.default_rng(3)
+    h = torch.from_numpy(rng.random((4, 10), dtype=np.float32))
+    w_true = torch.from_numpy(rng.random((50, 4), dtype=np.float32))
+    with torch.inference_mode():
+        frozen = h.clone()  # an inference tensor: it carries no version counter
+        assert torch.allclose(project_onto_concepts(w_true @ frozen, frozen), w_true, atol=1e-3)
+        frozen.mul_(2.0)  # the same tensor, new values: no stale solver may answer
+        assert torch.allclose(project_onto_concepts(w_true @ h, frozen), w_true / 2, atol=1e-3)
+
+
 def test_project_clips_negative_concepts_as_the_reference_does():
     h = np.array([[1.0, -5.0], [0.0, 1.0]], np.float32)
     x = np.array([[1.0, 0.0]], np.float32)

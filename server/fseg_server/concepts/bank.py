@@ -192,6 +192,8 @@ def _from_parts(
         )
     except (KeyError, TypeError, ValueError) as exc:
         raise InvalidInput(f"{origin} has malformed concept-bank metadata: {exc}") from exc
+    except InvalidInput as exc:  # say which of several banks it is
+        raise InvalidInput(f"{origin}: {exc}") from None
     listed = meta.get("k")
     if listed is not None and (
         not isinstance(listed, list) or not all(isinstance(k, int) for k in listed)

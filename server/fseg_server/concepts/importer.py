@@ -57,10 +57,13 @@ def import_joblib(
                 f"features have {feature_dim} channels; pick the matching --extractor"
             )
         centres[k] = array
-    return ConceptBank(
-        extractor=extractor,
-        feature_dim=feature_dim,
-        centres=centres,
-        mpp=mpp,
-        source=f"imported from {path.name}",
-    )
+    try:
+        return ConceptBank(
+            extractor=extractor,
+            feature_dim=feature_dim,
+            centres=centres,
+            mpp=mpp,
+            source=f"imported from {path.name}",
+        )
+    except InvalidInput as exc:
+        raise InvalidInput(f"{path}: {exc}") from None

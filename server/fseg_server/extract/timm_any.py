@@ -133,7 +133,8 @@ def _vit(architecture: str, probe: nn.Module, weights: str | Path | None) -> Ext
 
 
 def _cnn(architecture: str, probe: nn.Module, weights: str | Path | None) -> Extractor:
-    probe.reset_classifier(0)  # a checkpoint's head is ignored; the stage is all we run
+    if hasattr(probe, "reset_classifier"):  # encoders without a head have none
+        probe.reset_classifier(0)  # a checkpoint's head is ignored; the stage is all we run
     if not hasattr(probe, "forward_intermediates"):
         return _features_only(architecture, weights)
     reductions = [info["reduction"] for info in probe.feature_info]

@@ -113,6 +113,8 @@ _solvers_lock = threading.Lock()
 
 def _solver_for(H: torch.Tensor, device: torch.device, max_iter: int, tol: float) -> _Solver:
     """The solver for these concepts on ``device``, built once per concept tensor."""
+    if H.is_inference():  # no version counter to tell an in-place change: not kept
+        return _Solver(H.to(device).float().clamp_min(0.0), max_iter=max_iter, tol=tol)
     key = (id(H), H._version, str(device), max_iter, tol)
     with _solvers_lock:
         entry = _solvers.get(key)

@@ -12,7 +12,7 @@ from __future__ import annotations
 import threading
 import time
 from collections import deque
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sized
 from concurrent.futures import Future, ThreadPoolExecutor
 from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass, field
@@ -98,6 +98,8 @@ def stream_tiles(
 
     pending: deque[tuple[Tile, Future]] = deque()
     source = iter(tiles)
+    total = len(tiles) if isinstance(tiles, Sized) else "?"
+    done = 0
     with ThreadPoolExecutor(readers, thread_name_prefix="fseg-read") as pool:
         try:
             while True:
@@ -106,9 +108,10 @@ def stream_tiles(
                 if not pending:
                     return
                 if should_stop():
-                    raise Cancelled("the job was cancelled")
+                    raise Cancelled(f"the job was cancelled after {done} of {total} tiles")
                 tile, submitted = pending.popleft()
-                yield tile, _wait(submitted, should_stop)
+                yield tile, _wait(submitted, should_stop, f"after {done} of {total} tiles")
+                done += 1
         finally:
             stopped.set()
             _cancel_all(pending)
@@ -124,7 +127,7 @@ def _take(source: Iterator[Tile], n: int) -> list[Tile]:
     return taken
 
 
-def _wait(submitted: Future, should_stop: Callable[[], bool]) -> object:
+def _wait(submitted: Future, should_stop: Callable[[], bool], where: str) -> object:
     """The device result of a tile, checking for cancellation while waiting."""
     device_future: Future = submitted.result()
     while True:
@@ -133,7 +136,7 @@ def _wait(submitted: Future, should_stop: Callable[[], bool]) -> object:
         except FutureTimeout:  # not the built-in TimeoutError before Python 3.11
             if should_stop():
                 device_future.cancel()
-                raise Cancelled("the job was cancelled") from None
+                raise Cancelled(f"the job was cancelled {where}") from None
 
 
 def _cancel_all(pending: deque[tuple[Tile, Future]]) -> None:

@@ -86,13 +86,17 @@ class SegmentationService(fseg_pb2_grpc.SegmentationServicer):
 
                 def work(emit):
                     progress = ProgressEvents(lambda p: emit(fseg_pb2.SegmentEvent(progress=p)))
-                    with open_slide(path) as slide:
-                        return segment_slide(
-                            slide, extractor, bank, options, self.worker,
-                            bank_name=bank_name, name=_display_name(request.slide),
-                            cache=self.cache, progress=progress,
-                            should_stop=stop,
-                        )  # fmt: skip
+                    try:
+                        with open_slide(path) as slide:
+                            return segment_slide(
+                                slide, extractor, bank, options, self.worker,
+                                bank_name=bank_name, name=_display_name(request.slide),
+                                cache=self.cache, progress=progress,
+                                should_stop=stop,
+                            )  # fmt: skip
+                    except Cancelled as exc:  # the caller has gone: the log is the record
+                        log.info("%s stopped: %s: %s", ticket.job_id, path.name, exc)
+                        raise
 
                 result = yield from run_job(work, ticket.job_id)
                 for name in OUTPUT_ORDER:

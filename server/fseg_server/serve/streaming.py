@@ -50,7 +50,9 @@ def run_job(
 ) -> Generator[object, None, object]:
     """Run ``work(emit)`` in a thread; yield what it emits; return its result.
 
-    The work's exception, if any, is raised here, in the call's thread.
+    The work's exception, if any, is raised here, in the call's thread. When the
+    call ends early (cancelled, deadline), gRPC closes this generator; closing
+    waits for the work to notice and stop, so the job keeps its slot until then.
     """
     events: queue.Queue = queue.Queue()
     outcome: dict[str, object] = {}
@@ -65,9 +67,11 @@ def run_job(
 
     thread = threading.Thread(target=target, name=name, daemon=True)
     thread.start()
-    while (item := events.get()) is not _DONE:
-        yield item
-    thread.join()
+    try:
+        while (item := events.get()) is not _DONE:
+            yield item
+    finally:
+        thread.join()
     if "error" in outcome:
         raise outcome["error"]  # type: ignore[misc]
     return outcome["result"]
