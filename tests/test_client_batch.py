@@ -151,6 +151,9 @@ def test_ctrl_c_cancels_the_server_job_and_exits_130(fitted, server, root, tmp_p
     assert "interrupted" in err and "Traceback" not in err
     statuses = [r["status"] for r in csv_rows(out)]
     assert "failed" in statuses and set(statuses) <= {"done", "failed"}
+    # The CSV says which slides were left; the console says it once, not per slide.
+    assert any("interrupted before it finished" in r["error"] for r in csv_rows(out))
+    assert "interrupted before it finished" not in err
     assert not temp_files(out)
     wait_until(server.idle, "the server to drop the cancelled job", limit=30)
 

@@ -223,3 +223,14 @@ def test_a_bank_file_with_non_finite_centres_is_refused_naming_the_file(tmp_path
     save_file(tensors, tmp_path / "broken.safetensors", metadata=stored)
     with pytest.raises(InvalidInput, match=r"broken\.safetensors: .* not all finite"):
         load_bank(tmp_path / "broken.safetensors")
+
+
+@pytest.mark.parametrize(
+    ("out", "message"),
+    [(".", "is a folder; give the name of the file"), ("nope/bank.safetensors", "is not a folder")],
+)
+def test_fit_concepts_refuses_an_unwritable_out_before_fitting(tmp_path, out, message):
+    image = shared("wsss4luad-val/images/01.png")
+    done = run_cli("fit-concepts", str(image), "--k", "2", "--out", str(tmp_path / out))
+    assert done.returncode == 2 and message in done.stderr and "Traceback" not in done.stderr
+    assert "[1/1]" not in done.stderr  # refused before the first input was read

@@ -122,3 +122,24 @@ def test_bad_inputs_in_a_batch_fail_alone(tmp_path: Path) -> None:
         assert rows[stem]["status"] == "failed" and fragment in rows[stem]["error"]
         assert not list(out.glob(f"{stem}.*"))
     assert not temp_files(out) and leftovers(tmp_path / "tmpdir") == []
+
+
+@pytest.mark.slow
+def test_without_a_bank_the_batch_bank_is_fitted_on_the_readable_slides(tmp_path: Path) -> None:
+    """One unreadable file in a cohort costs only its own row, not everyone's bank."""
+    need_server_package()
+    folder = tmp_path / "in"
+    good = copy_images(folder, ("01", "02"))
+    for make in (not_a_slide, slide_without_mpp):
+        make(folder)
+    out = tmp_path / "out"
+    result = run_cli(tmp_path, str(folder), "--out", str(out))
+    assert result.returncode == 1 and "Traceback" not in result.stderr
+    assert result.stderr.splitlines()[-1].startswith("fseg: error: 2 of 4 slides failed")
+    rows = {r["slide"]: r for r in csv_rows(out)}
+    assert [rows[p.stem]["status"] for p in good] == ["done", "done"]
+    assert "not a slide OpenSlide can read" in rows["notes"]["error"]
+    assert "pass --mpp" in rows["tcga"]["error"]
+    assert (out / "fseg-bank.safetensors").is_file()
+    assert not list(out.glob("notes.*")) and not list(out.glob("tcga.*"))
+    assert not temp_files(out) and leftovers(tmp_path / "tmpdir") == []

@@ -60,7 +60,8 @@ class Board:
             self._outcomes[outcome.slide.stem] = outcome
             if time.monotonic() - self._written_at >= self.CSV_INTERVAL_S:
                 self._write()
-        if announce:
+        # Ctrl-C on a cohort: one closing line says it, not one line per slide left.
+        if announce and outcome.error != INTERRUPTED:
             self.progress.finished(outcome)
 
     def close(self, reason: str) -> list[SlideOutcome]:
@@ -146,6 +147,8 @@ def run_segment(args: argparse.Namespace) -> int:
         out_dir.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise ClientError(f"cannot create the output folder {out_dir} ({exc.strerror})") from None
+    if not os.access(out_dir, os.W_OK | os.X_OK):  # also false on a read-only file system
+        raise ClientError(f"cannot write in the output folder {out_dir}")
     bank, options = choose_bank(args.concepts, out_dir, options)
     every_output = list(OUTPUT_FILES.values())  # also leftovers of runs with other --outputs
     names = [n for s in slides for n in output_names(s.stem, every_output)]
@@ -181,12 +184,17 @@ class _Batch:
     registry: CallRegistry = field(default_factory=CallRegistry)
     hashes: HashCache = field(default_factory=HashCache)
 
-    def plan(self, options: RequestOptions, bank: BankSpec) -> list[SlideTask]:
-        """The slides still to do; completed ones are recorded as skipped."""
+    def plan(
+        self, options: RequestOptions, bank: BankSpec, refused: dict[int, str] | None = None
+    ) -> list[SlideTask]:
+        """The slides still to do; completed ones are recorded as skipped, and
+        ``refused`` ones (by index, with the reason) as failed."""
+        refused = refused or {}
+        for index, reason in refused.items():
+            self.board.record(SlideOutcome(self.slides[index], FAILED, error=reason))
+        slides = [s for i, s in enumerate(self.slides) if i not in refused]
         by_content = self.args.upload == "always"
-        tasks, skipped = plan_tasks(
-            self.slides, options, bank, self.out_dir, by_content, self.hashes
-        )
+        tasks, skipped = plan_tasks(slides, options, bank, self.out_dir, by_content, self.hashes)
         for outcome in skipped:
             self.board.record(outcome, announce=False)
         self.progress.skipped_upfront(len(skipped))
@@ -222,7 +230,7 @@ def _run(
         if bank is None:
             path = batch.out_dir / BANK_FILE_NAME
             try:
-                bank = fit_batch_bank(
+                bank, refused = fit_batch_bank(
                     conns, batch.slides, options, resolver, batch.progress, policy, path
                 )
             except ClientError:
@@ -231,7 +239,7 @@ def _run(
                     raise ClientError(reason, exit_code=EXIT_FAILED) from None
                 raise
             options = with_bank_extractor(options, bank_metadata(bank.data, str(path)))
-            tasks = batch.plan(options, bank)
+            tasks = batch.plan(options, bank, refused)
         ctx = BatchContext(
             batch.out_dir,
             options,

@@ -56,18 +56,29 @@ def fit_on(
     request: fseg_pb2.FitRequest,
     registry: CallRegistry,
     progress: Progress,
-) -> bytes:
-    """Run FitConcepts on one server; returns the bank file's bytes, checked."""
+) -> tuple[bytes, dict[int, str]]:
+    """Run FitConcepts on one server.
+
+    Returns:
+        the bank file's bytes, checked, and why each slide the server could
+        not sample was left out, by its index in ``request.slides``.
+    """
     bar = progress.slide_bar("concept bank")
+    refused: dict[int, str] = {}
     try:
         registry.check()
         call = conn.stub.FitConcepts(request, metadata=conn.metadata)
         fitted = None
         with registry.track(call):
             for event in call:
-                if event.WhichOneof("event") == "progress":
+                kind = event.WhichOneof("event")
+                if kind == "progress":
                     bar.stage(event.progress.stage, event.progress.done, event.progress.total)
-                elif event.WhichOneof("event") == "bank":
+                elif kind == "skipped":
+                    if event.skipped.index >= len(request.slides):
+                        raise ProtocolError(f"FitConcepts left out slide {event.skipped.index}")
+                    refused[event.skipped.index] = event.skipped.reason
+                elif kind == "bank":
                     fitted = event.bank
     finally:
         bar.close()
@@ -76,7 +87,7 @@ def fit_on(
     digest = hashlib.sha256(fitted.safetensors).hexdigest()
     if fitted.sha256 and fitted.sha256.lower() != digest:
         raise ProtocolError(f"the bank failed its SHA-256 check ({digest} != {fitted.sha256})")
-    return bytes(fitted.safetensors)
+    return bytes(fitted.safetensors), refused
 
 
 def fit_batch_bank(
@@ -87,10 +98,12 @@ def fit_batch_bank(
     progress: Progress,
     policy: RetryPolicy,
     path: Path,
-) -> BankSpec:
+) -> tuple[BankSpec, dict[int, str]]:
     """Fit a bank on all ``slides`` (one server; the next one if it fails) and save it.
 
     The bank is written atomically to ``path`` so that a re-run reuses it.
+    Slides the server could not read are left out of it; the rest still
+    count. Returns the bank and, by index in ``slides``, why each was left out.
 
     Raises:
         ClientError: every server failed, or the fit was refused (exit code 1).
@@ -108,7 +121,8 @@ def fit_batch_bank(
             f"slide{'s' if len(slides) != 1 else ''} on {conn.address}"
         )
         try:
-            data = fit_on(conn, fit_request(conn, slides, options, resolver), registry, progress)
+            request = fit_request(conn, slides, options, resolver)
+            data, refused = fit_on(conn, request, registry, progress)
         except KeyboardInterrupt:
             registry.cancel_all()
             raise
@@ -124,8 +138,10 @@ def fit_batch_bank(
             continue
         check_bank(bank_metadata(data, "fitted by the server"), "fitted", options.k, "")
         write_bytes_atomic(path, data)
-        progress.note(f"fseg: concept bank saved to {path}")
-        return BankSpec(data=data, source=str(path))
+        n = len(refused)
+        left_out = f" ({n} unreadable slide{'s' if n != 1 else ''} left out)" if refused else ""
+        progress.note(f"fseg: concept bank saved to {path}{left_out}")
+        return BankSpec(data=data, source=str(path)), refused
     raise _fit_failed(f"gave up after {tries} attempts: {message}")
 
 

@@ -145,6 +145,12 @@ class RequestOptions:
         )
 
 
+def _positive(value: float | None, flag: str) -> None:
+    """µm per pixel: 0 would silently mean "not given" on the wire."""
+    if value is not None and not 0 < value < math.inf:  # also refuses NaN
+        raise ClientError(f"{flag} must be a positive, finite number of µm per pixel, not {value}")
+
+
 def _non_negative(value: float | None, flag: str) -> None:
     if value is not None and not 0 <= value < math.inf:  # also refuses NaN
         raise ClientError(f"{flag} must be a finite number of at least 0, not {value}")
@@ -158,12 +164,9 @@ def options_from_args(args: argparse.Namespace) -> RequestOptions:
         raise ClientError(f"--components must be at least 0, not {args.components}")
     if args.label_upsample < 0:
         raise ClientError(f"--label-upsample must be at least 0, not {args.label_upsample}")
-    for value, flag in (
-        (args.mpp, "--mpp"),
-        (args.target_mpp, "--target-mpp"),
-        (args.simplify, "--simplify"),
-        (args.min_area, "--min-area"),
-    ):
+    for value, flag in ((args.mpp, "--mpp"), (args.target_mpp, "--target-mpp")):
+        _positive(value, flag)
+    for value, flag in ((args.simplify, "--simplify"), (args.min_area, "--min-area")):
         _non_negative(value, flag)
     return RequestOptions(
         extractor=args.extractor or "",

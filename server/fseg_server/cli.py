@@ -89,10 +89,15 @@ def existing_path(text: str) -> Path:
 
 
 def output_file(text: str) -> Path:
-    """A file to write: its folder must exist now, not after an hour of fitting."""
+    """A file to write: its folder must exist and be writable now, not after an hour
+    of fitting."""
     path = Path(text).expanduser()
+    if path.is_dir():
+        raise argparse.ArgumentTypeError(f"{path} is a folder; give the name of the file to write")
     if not path.parent.is_dir():
         raise argparse.ArgumentTypeError(f"cannot write {path}: {path.parent} is not a folder")
+    if not os.access(path.parent, os.W_OK):  # also false on a read-only file system
+        raise argparse.ArgumentTypeError(f"cannot write {path}: {path.parent} is not writable")
     return path
 
 

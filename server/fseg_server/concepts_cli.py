@@ -9,7 +9,7 @@ import sys
 from pathlib import Path
 
 from .cli import existing_path, output_file, parse_ks, print_json
-from .errors import InvalidInput, NotFound
+from .errors import FailedPrecondition, FsegError, InvalidInput, NotFound
 
 SLIDE_SUFFIXES = {
     ".svs", ".tif", ".tiff", ".ndpi", ".vms", ".vmu", ".scn", ".mrxs", ".svslide",
@@ -103,16 +103,24 @@ def fit_concepts(args: argparse.Namespace) -> int:
     options = SegmentOptions(k=max(ks), slide_mpp=args.mpp, target_mpp=args.target_mpp)
     reservoir = Reservoir(args.max_samples, extractor.spec.feature_dim, seed=args.seed)
     worker = DeviceWorker(device)
+    refused: list[FsegError] = []
     try:
         for number, path in enumerate(paths, start=1):
-            with open_slide(path) as slide:
-                added = sample_slide(
-                    slide, extractor, worker, reservoir, options, max_tiles=args.tiles_per_slide
-                )
+            try:
+                with open_slide(path) as slide:
+                    added = sample_slide(
+                        slide, extractor, worker, reservoir, options, max_tiles=args.tiles_per_slide
+                    )
+            except (InvalidInput, NotFound, FailedPrecondition) as exc:
+                refused.append(exc)  # one bad file must not cost a cohort its bank
+                print(f"[{number}/{len(paths)}] left out: {exc}", file=sys.stderr)
+                continue
             print(f"[{number}/{len(paths)}] {path.name}: {added} samples", file=sys.stderr)
     finally:
         worker.close()
-    source = f"fitted on {len(paths)} inputs ({reservoir.seen} window samples)"
+    if len(refused) == len(paths):
+        raise refused[0]
+    source = f"fitted on {len(paths) - len(refused)} inputs ({reservoir.seen} window samples)"
     bank = fit_bank(reservoir, ks, extractor, args.target_mpp or extractor.spec.mpp, source)
     bank.save(args.out)
     print(

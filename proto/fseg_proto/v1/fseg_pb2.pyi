@@ -178,13 +178,23 @@ class FittedBank(_message.Message):
     safetensors: bytes
     def __init__(self, sha256: _Optional[str] = ..., k: _Optional[_Iterable[int]] = ..., safetensors: _Optional[bytes] = ...) -> None: ...
 
+class FitSkip(_message.Message):
+    __slots__ = ("index", "reason")
+    INDEX_FIELD_NUMBER: _ClassVar[int]
+    REASON_FIELD_NUMBER: _ClassVar[int]
+    index: int
+    reason: str
+    def __init__(self, index: _Optional[int] = ..., reason: _Optional[str] = ...) -> None: ...
+
 class FitEvent(_message.Message):
-    __slots__ = ("progress", "bank")
+    __slots__ = ("progress", "bank", "skipped")
     PROGRESS_FIELD_NUMBER: _ClassVar[int]
     BANK_FIELD_NUMBER: _ClassVar[int]
+    SKIPPED_FIELD_NUMBER: _ClassVar[int]
     progress: Progress
     bank: FittedBank
-    def __init__(self, progress: _Optional[_Union[Progress, _Mapping]] = ..., bank: _Optional[_Union[FittedBank, _Mapping]] = ...) -> None: ...
+    skipped: FitSkip
+    def __init__(self, progress: _Optional[_Union[Progress, _Mapping]] = ..., bank: _Optional[_Union[FittedBank, _Mapping]] = ..., skipped: _Optional[_Union[FitSkip, _Mapping]] = ...) -> None: ...
 
 class SlideStatus(_message.Message):
     __slots__ = ("readable", "reason", "size_bytes")

@@ -130,7 +130,6 @@ class SegmentationService(fseg_pb2_grpc.SegmentationServicer):
                 raise InvalidInput("every k must be at least 1")
             if not request.slides or len(request.slides) > MAX_FIT_SLIDES:
                 raise InvalidInput(f"give between 1 and {MAX_FIT_SLIDES} slides to fit on")
-            paths = [self._slide_path(ref) for ref in request.slides]
             options = SegmentOptions(
                 k=max(ks),
                 slide_mpp=request.slide_mpp or None,
@@ -143,15 +142,27 @@ class SegmentationService(fseg_pb2_grpc.SegmentationServicer):
 
                 def work(emit):
                     reservoir = Reservoir(200_000, extractor.spec.feature_dim)
-                    for number, path in enumerate(paths, start=1):
-                        with open_slide(path) as slide:
-                            sample_slide(
-                                slide, extractor, self.worker, reservoir, options,
-                                max_tiles=request.tiles_per_slide or 64, should_stop=stop,
-                            )  # fmt: skip
-                        progress = fseg_pb2.Progress(stage="fit", done=number, total=len(paths))
+                    refused: list[FsegError] = []
+                    total = len(request.slides)
+                    for index, ref in enumerate(request.slides):
+                        try:
+                            with open_slide(self._slide_path(ref)) as slide:
+                                sample_slide(
+                                    slide, extractor, self.worker, reservoir, options,
+                                    max_tiles=request.tiles_per_slide or 64, should_stop=stop,
+                                )  # fmt: skip
+                        except FsegError as exc:
+                            if exc.status not in _SLIDE_FAULTS:
+                                raise
+                            # One bad slide of a cohort must not cost the others their bank.
+                            refused.append(exc)
+                            skip = fseg_pb2.FitSkip(index=index, reason=str(exc))
+                            emit(fseg_pb2.FitEvent(skipped=skip))
+                        progress = fseg_pb2.Progress(stage="fit", done=index + 1, total=total)
                         emit(fseg_pb2.FitEvent(progress=progress))
-                    source = f"fitted on {len(paths)} slides by fseg {__version__}"
+                    if len(refused) == total:
+                        raise refused[0]
+                    source = f"fitted on {total - len(refused)} slides by fseg {__version__}"
                     mpp = options.target_mpp or extractor.spec.mpp
                     return fit_bank(reservoir, ks, extractor, mpp, source)
 
@@ -236,6 +247,12 @@ def _display_name(ref: fseg_pb2.SlideRef) -> str:
     """The slide's file name as the client knows it ("": the file's own name serves;
     uploads are stored under their hash, so they send one)."""
     return PurePosixPath(ref.name.replace("\\", "/")).name if ref.name else ""
+
+
+#: Statuses of errors that belong to one slide (unreadable, no µm/px, outside the root).
+_SLIDE_FAULTS = frozenset(
+    {"INVALID_ARGUMENT", "FAILED_PRECONDITION", "NOT_FOUND", "PERMISSION_DENIED"}
+)
 
 
 class _Unavailable(FsegError):

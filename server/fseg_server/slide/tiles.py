@@ -29,6 +29,12 @@ from .tissue import TissueMask
 # Level downsamples are stored with rounding noise (2.0005 for an exact 2).
 _SNAP_TOLERANCE = 0.01
 _LEVEL_TOLERANCE = 1 + _SNAP_TOLERANCE
+#: Most a slide's level 0 is enlarged to reach the working resolution (a 10x
+#: scan read for a 0.5 µm/px model is 2x). More means a wrong µm/px, such as a
+#: 72-dpi screen resolution in a TIFF tag, and tiles the size of a building.
+MAX_ENLARGEMENT = 4.0
+#: Most a read level is shrunk: each tile is read whole at that level first.
+MAX_SHRINKING = 16.0
 
 
 @dataclass(frozen=True)
@@ -102,6 +108,7 @@ def choose_resolution(info: SlideInfo, mpp: float | None, user_mpp: float | None
             "pass --mpp with the µm per pixel of its level 0"
         )
     target_downsample = (mpp or base) / base
+    _check_enlargement(info, base, mpp or base, user_mpp is not None)
     level = max(
         (
             i
@@ -116,7 +123,31 @@ def choose_resolution(info: SlideInfo, mpp: float | None, user_mpp: float | None
         # Within 1% of a pyramid level (0.499 µm/px scans read for 1 µm/px):
         # read that level as it is, with no resampling, at its own resolution.
         target_downsample, scale = info.level_downsamples[level], 1.0
+    if scale > MAX_SHRINKING:
+        raise InvalidInput(
+            f"{info.path.name} has no level near {mpp:g} µm/px (the nearest finer one is "
+            f"{base * info.level_downsamples[level]:g} µm/px, {scale:.0f} times finer); "
+            f"fseg shrinks a level at most {MAX_SHRINKING:g} times: choose a finer --target-mpp"
+        )
     return Resolution(base * target_downsample, target_downsample, level, scale, base)
+
+
+def _check_enlargement(info: SlideInfo, base: float, mpp: float, from_user: bool) -> None:
+    """Refuse a working resolution far finer than level 0 (µm/px ``base``)."""
+    enlargement = base / mpp
+    if enlargement <= MAX_ENLARGEMENT:
+        return
+    source = "--mpp says" if from_user else "its metadata says"
+    hint = (
+        "check --mpp (0.25 at 40x, 0.5 at 20x)"
+        if from_user
+        else "if that is a screen resolution (72 dpi) rather than the scan's, pass --mpp"
+    )
+    raise FailedPrecondition(
+        f"{info.path.name}: {source} level 0 is {base:g} µm/px, which would have to be "
+        f"enlarged {enlargement:.0f} times to reach the working {mpp:g} µm/px "
+        f"(at most {MAX_ENLARGEMENT:g}); {hint}"
+    )
 
 
 @dataclass(frozen=True)
