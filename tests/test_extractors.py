@@ -221,3 +221,41 @@ def test_unreadable_checkpoint_is_refused(tmp_path):
     path.write_bytes(b"not a checkpoint at all")
     with pytest.raises(InvalidInput, match="cannot be read"):
         create_extractor("resnet50", path)
+
+
+@pytest.fixture
+def unreachable_hub(tmp_path, monkeypatch):
+    """An empty Hugging Face cache and a hub address that never resolves (.invalid is
+    reserved for that), so nothing here depends on whether this machine has a network."""
+    from huggingface_hub import constants
+
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path / "hub"))
+    monkeypatch.setattr(constants, "ENDPOINT", "https://hub.invalid")
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)  # restored after the test
+    for proxy in ("HTTPS_PROXY", "https_proxy", "ALL_PROXY"):
+        monkeypatch.delenv(proxy, raising=False)
+    return tmp_path / "hub"
+
+
+def test_an_unreachable_hub_is_refused_at_once_without_retries(unreachable_hub, caplog):
+    with pytest.raises(NotFound, match="pass --weights with a resnet18 state dict"):
+        create_extractor("timm:resnet18")
+    # huggingface_hub retries an unreachable host with back-off (about a minute).
+    assert not [r for r in caplog.records if "Retry" in r.getMessage()]
+
+
+def test_weights_in_the_hub_cache_load_with_no_hub(unreachable_hub):
+    import timm
+    from safetensors.torch import save_file
+
+    repo_id = timm.models.get_pretrained_cfg("resnet18").hf_hub_id  # timm/resnet18.a1_in1k
+    repo = unreachable_hub / f"models--{repo_id.replace('/', '--')}"
+    snapshot = repo / "snapshots" / ("0" * 40)
+    snapshot.mkdir(parents=True)
+    (repo / "refs").mkdir()
+    (repo / "refs" / "main").write_text("0" * 40)
+    reference = timm.create_model("resnet18", pretrained=False)
+    save_file(reference.state_dict(), snapshot / "model.safetensors")
+    loaded = create_extractor("timm:resnet18")
+    for name, tensor in loaded.net.state_dict().items():
+        assert torch.equal(tensor, reference.state_dict()[name]), name

@@ -6,7 +6,10 @@ directly, ``.bin``/``.pth`` files through ``torch.load(weights_only=True)``.
 
 from __future__ import annotations
 
+import os
+import socket
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import torch
 from torch import nn
@@ -116,6 +119,7 @@ def load_from_hub(hub_id: str, expected: str, **create_kwargs: object) -> nn.Mod
     """
     import timm
 
+    _cache_only_if_hub_unreachable()
     try:
         return timm.create_model(hub_id, pretrained=True, **create_kwargs)
     except Exception as exc:
@@ -123,3 +127,23 @@ def load_from_hub(hub_id: str, expected: str, **create_kwargs: object) -> nn.Mod
             f"weights for {hub_id} are not in the hub cache and the hub cannot be reached "
             f"({type(exc).__name__}); pass --weights with {expected}"
         ) from exc
+
+
+HUB_PROBE_TIMEOUT_S = 3.0
+
+
+def _cache_only_if_hub_unreachable() -> None:
+    """Switch the Hugging Face hub to its offline (cache-only) mode when it cannot
+    be reached: otherwise every download retries with back-off for up to a
+    minute before the same refusal. Behind a proxy the hub is not probed."""
+    from huggingface_hub import constants
+
+    proxied = any(os.environ.get(v) for v in ("HTTPS_PROXY", "https_proxy", "ALL_PROXY"))
+    if constants.HF_HUB_OFFLINE or proxied:
+        return
+    endpoint = urlsplit(constants.ENDPOINT)
+    port = endpoint.port or (443 if endpoint.scheme == "https" else 80)
+    try:
+        socket.create_connection((endpoint.hostname, port), timeout=HUB_PROBE_TIMEOUT_S).close()
+    except OSError:
+        constants.HF_HUB_OFFLINE = True  # read at each call by huggingface_hub
