@@ -8,12 +8,11 @@ import json
 import os
 import re
 import shutil
-import time
 
 import grpc
 import numpy as np
 import pytest
-from test_e2e_support import finished_jobs, real_server
+from test_e2e_support import finished_jobs, real_server, wait_until
 
 from conftest import shared
 from fseg_proto import fseg_pb2
@@ -224,7 +223,7 @@ def test_deadline_exceeded_stops_the_job_before_its_last_tile(warm):
     server = env["server"]
     before = _job_lines(server)
     expect(grpc.StatusCode.DEADLINE_EXCEEDED, "", segment, env, timeout=0.8, **path("cmu.svs"))
-    wait_for_idle(server)
+    wait_until(server.idle, "the stopped job to leave the server")
     assert_stopped_early(server, before)
 
 
@@ -241,7 +240,7 @@ def test_cancel_mid_stream_stops_the_job_before_its_last_tile(warm):
     with pytest.raises(grpc.RpcError) as info:
         next(call)
     assert info.value.code() == grpc.StatusCode.CANCELLED
-    wait_for_idle(server)
+    wait_until(server.idle, "the stopped job to leave the server")
     assert_stopped_early(server, before)
 
 
@@ -263,14 +262,6 @@ def assert_stopped_early(server, before: tuple[int, int]) -> None:
     assert len(records) == stopped + 1, server.log_text()[-2000:]
     _, done, total = records[-1]
     assert int(done) < int(total)
-
-
-def wait_for_idle(server, limit: float = 120.0) -> None:
-    """Until the server reports no running or queued job; a hang fails the test."""
-    started = time.monotonic()
-    while not server.idle():
-        assert time.monotonic() - started < limit, "the stopped job is still running"
-        time.sleep(0.05)
 
 
 def test_a_good_request_still_succeeds_after_all_that(env):
