@@ -190,39 +190,40 @@ def test_inconsistent_class_names_and_colours_are_refused_when_the_bank_is_made(
         ConceptBank("stain", 3, {4: np.ones((4, 3), np.float32)}, classes={4: classes})
 
 
-def test_a_bank_file_whose_k_list_disagrees_with_its_centres_is_refused(tmp_path):
+def forged_bank(folder, name: str, k=None, poison: bool = False):
+    """A saved bank rewritten with its metadata's k list replaced, or one centre made
+    infinite: what a hand-edited or corrupted file holds."""
+    from safetensors import safe_open
     from safetensors.numpy import load_file, save_file
 
-    path = tmp_path / "bank.safetensors"
+    path = folder / "bank.safetensors"
     small_bank().save(path)
-    header_size = int.from_bytes(path.read_bytes()[:8], "little")
-    stored = json.loads(path.read_bytes()[8 : 8 + header_size])["__metadata__"]
-    meta = json.loads(stored["fseg"])
-    meta["k"] = [4, 8, 16]  # centres are stored for 4 and 8 only
-    stored["fseg"] = json.dumps(meta)
-    save_file(load_file(path), tmp_path / "forged.safetensors", metadata=stored)
-    with pytest.raises(InvalidInput, match=r"lists k = \[4, 8, 16\] but holds centres"):
-        load_bank(tmp_path / "forged.safetensors")
-    meta["k"] = "x"
-    stored["fseg"] = json.dumps(meta)
-    save_file(load_file(path), tmp_path / "forged.safetensors", metadata=stored)
-    with pytest.raises(InvalidInput, match="malformed concept-bank metadata: k = 'x'"):
-        load_bank(tmp_path / "forged.safetensors")
+    with safe_open(path, "np") as handle:
+        stored = handle.metadata()
+    if k is not None:
+        stored["fseg"] = json.dumps({**json.loads(stored["fseg"]), "k": k})
+    tensors = load_file(path)
+    if poison:
+        next(iter(tensors.values()))[0, 0] = np.inf
+    save_file(tensors, folder / name, metadata=stored)
+    return folder / name
+
+
+@pytest.mark.parametrize(
+    ("k", "message"),
+    [
+        ([4, 8, 16], r"lists k = \[4, 8, 16\] but holds centres"),  # centres for 4 and 8 only
+        ("x", "malformed concept-bank metadata: k = 'x'"),
+    ],
+)
+def test_a_bank_file_whose_k_list_disagrees_with_its_centres_is_refused(tmp_path, k, message):
+    with pytest.raises(InvalidInput, match=message):
+        load_bank(forged_bank(tmp_path, "forged.safetensors", k=k))
 
 
 def test_a_bank_file_with_non_finite_centres_is_refused_naming_the_file(tmp_path):
-    from safetensors.numpy import load_file, save_file
-
-    path = tmp_path / "bank.safetensors"
-    small_bank().save(path)
-    header_size = int.from_bytes(path.read_bytes()[:8], "little")
-    stored = json.loads(path.read_bytes()[8 : 8 + header_size])["__metadata__"]
-    tensors = load_file(path)
-    name = next(iter(tensors))
-    tensors[name][0, 0] = np.inf
-    save_file(tensors, tmp_path / "broken.safetensors", metadata=stored)
     with pytest.raises(InvalidInput, match=r"broken\.safetensors: .* not all finite"):
-        load_bank(tmp_path / "broken.safetensors")
+        load_bank(forged_bank(tmp_path, "broken.safetensors", poison=True))
 
 
 @pytest.mark.parametrize(

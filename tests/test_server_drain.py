@@ -5,57 +5,50 @@ A real server process on loopback with one job slot and a long grace period.
 
 from __future__ import annotations
 
-import shutil
 import signal
 import threading
-import time
 
 import grpc
-from test_e2e_support import real_server
+from test_e2e_support import copy_cmu, real_server, wait_until
 
-from conftest import shared
 from fseg_proto import fseg_pb2
 
 
 def test_a_draining_server_finishes_the_running_job_and_sends_the_queued_one_away(tmp_path):
     root = tmp_path / "slides"
-    root.mkdir()
-    shutil.copy(shared("slides/CMU-1-Small-Region.svs"), root / "cmu.svs")
-    server = real_server(
-        tmp_path, "--slide-root", str(root), "--max-running-jobs", "1", "--grace-seconds", "120"
-    )
-    request = fseg_pb2.SegmentRequest(slide=fseg_pb2.SlideRef(path="cmu.svs"))
+    (slide,) = copy_cmu(root, 1)
+    request = fseg_pb2.SegmentRequest(slide=fseg_pb2.SlideRef(path=slide.name))
     outcomes: dict[str, object] = {}
+    finished: list[str] = []  # in the order the calls ended
     accepted = {name: threading.Event() for name in ("first", "second")}
 
-    def run(name: str) -> None:
+    def run(server, name: str) -> None:
         try:
             for event in server.stub().Segment(request, timeout=300):
                 if event.HasField("accepted"):
                     accepted[name].set()
                 if event.HasField("summary"):
-                    outcomes[name] = ("done", time.monotonic())
+                    outcomes[name] = "done"
         except grpc.RpcError as error:
-            outcomes[name] = (error.code(), time.monotonic())
+            outcomes[name] = error.code()
+        finished.append(name)
 
-    try:
-        first = threading.Thread(target=run, args=("first",))
+    args = ("--slide-root", str(root), "--max-running-jobs", "1", "--grace-seconds", "120")
+    with real_server(tmp_path, *args) as server:
+        first = threading.Thread(target=run, args=(server, "first"))
         first.start()
-        assert accepted["first"].wait(60)
-        time.sleep(1.0)  # the first job holds the only slot
-        second = threading.Thread(target=run, args=("second",))
+        wait_until(lambda: running_jobs(server) == 1, "the first job to hold the only slot")
+        second = threading.Thread(target=run, args=(server, "second"))
         second.start()
         assert accepted["second"].wait(60)
         server.process.send_signal(signal.SIGTERM)
         first.join(300)
         second.join(300)
-    finally:
-        server.stop()
-    (first_outcome, first_when), (second_outcome, second_when) = (
-        outcomes["first"],
-        outcomes["second"],
-    )
-    assert first_outcome == "done"
-    assert second_outcome == grpc.StatusCode.UNAVAILABLE
+    assert outcomes == {"first": "done", "second": grpc.StatusCode.UNAVAILABLE}
     # Told while the running job was still at work, not when the grace period ended.
-    assert second_when < first_when
+    assert finished == ["second", "first"]
+
+
+def running_jobs(server) -> int:
+    info = server.stub().GetServerInfo(fseg_pb2.ServerInfoRequest(), timeout=10)
+    return info.running_jobs

@@ -86,23 +86,26 @@ def test_a_slide_without_mpp_is_refused_naming_the_option():
         choose_resolution(info, 1.0, -0.25)
 
 
-def test_an_implausible_level_0_resolution_is_refused_not_enlarged_for_ever():
+def test_an_implausible_level_0_resolution_is_refused_not_enlarged_for_ever(cmu_slide):
     # 72 dpi in a TIFF tag reads as 352.8 µm/px: a 1 µm/px extractor would need
     # level 0 enlarged 353 times (and the same for --mpp 40 given by mistake).
-    boxes = open_slide(shared("slides/boxes.tiff")).info
+    with open_slide(shared("slides/boxes.tiff")) as slide:
+        boxes = slide.info
     assert boxes.mpp is not None and boxes.mpp[0] > 300
     with pytest.raises(FailedPrecondition, match=r"metadata says .* enlarged 353 times.*--mpp"):
         choose_resolution(boxes, 1.0, None)
-    cmu = open_slide(shared("slides/CMU-1-Small-Region.svs")).info
+    with open_slide(cmu_slide) as slide:
+        cmu = slide.info
     with pytest.raises(FailedPrecondition, match=r"--mpp says .* 40 µm/px.*enlarged 40 times"):
         choose_resolution(cmu, 1.0, 40.0)
     assert choose_resolution(cmu, 0.5, 2.0).scale == 0.25  # 4 times is still allowed
 
 
-def test_a_working_resolution_far_coarser_than_every_level_is_refused():
+def test_a_working_resolution_far_coarser_than_every_level_is_refused(cmu_slide):
     # Each tile is read whole at a level first: 1000 µm/px from a single 0.5 µm/px
     # level would read 200,000-pixel squares.
-    cmu = open_slide(shared("slides/CMU-1-Small-Region.svs")).info
+    with open_slide(cmu_slide) as slide:
+        cmu = slide.info
     with pytest.raises(InvalidInput, match=r"no level near 1000 µm/px.*finer --target-mpp"):
         choose_resolution(cmu, 1000.0, None)
     assert choose_resolution(cmu, 7.9, None).scale < 16

@@ -60,8 +60,7 @@ class Board:
             self._outcomes[outcome.slide.stem] = outcome
             if time.monotonic() - self._written_at >= self.CSV_INTERVAL_S:
                 self._write()
-        # Ctrl-C on a cohort: one closing line says it, not one line per slide left.
-        if announce and outcome.error != INTERRUPTED:
+        if announce:
             self.progress.finished(outcome)
 
     def close(self, reason: str) -> list[SlideOutcome]:
@@ -185,14 +184,9 @@ class _Batch:
     hashes: HashCache = field(default_factory=HashCache)
 
     def plan(
-        self, options: RequestOptions, bank: BankSpec, refused: dict[int, str] | None = None
+        self, options: RequestOptions, bank: BankSpec, slides: Sequence[SlideInput]
     ) -> list[SlideTask]:
-        """The slides still to do; completed ones are recorded as skipped, and
-        ``refused`` ones (by index, with the reason) as failed."""
-        refused = refused or {}
-        for index, reason in refused.items():
-            self.board.record(SlideOutcome(self.slides[index], FAILED, error=reason))
-        slides = [s for i, s in enumerate(self.slides) if i not in refused]
+        """Which of ``slides`` are still to do; completed ones are recorded as skipped."""
         by_content = self.args.upload == "always"
         tasks, skipped = plan_tasks(slides, options, bank, self.out_dir, by_content, self.hashes)
         for outcome in skipped:
@@ -222,7 +216,7 @@ def _run(
     args = batch.args
     resolver = SlideResolver(args.upload, batch.hashes, batch.registry)
     policy = RetryPolicy(retries=args.retries)
-    tasks = batch.plan(options, bank) if bank is not None else None
+    tasks = batch.plan(options, bank, batch.slides) if bank is not None else None
     if tasks == []:  # all done already: no server needed, not even the local one
         return batch.board.close("not attempted")
     with contextlib.ExitStack() as stack:
@@ -239,7 +233,10 @@ def _run(
                     raise ClientError(reason, exit_code=EXIT_FAILED) from None
                 raise
             options = with_bank_extractor(options, bank_metadata(bank.data, str(path)))
-            tasks = batch.plan(options, bank, refused)
+            for slide, reason in refused.items():  # left out of the bank: unreadable
+                batch.board.record(SlideOutcome(slide, FAILED, error=reason))
+            readable = [s for s in batch.slides if s not in refused]
+            tasks = batch.plan(options, bank, readable)
         ctx = BatchContext(
             batch.out_dir,
             options,

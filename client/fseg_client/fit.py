@@ -98,12 +98,12 @@ def fit_batch_bank(
     progress: Progress,
     policy: RetryPolicy,
     path: Path,
-) -> tuple[BankSpec, dict[int, str]]:
+) -> tuple[BankSpec, dict[SlideInput, str]]:
     """Fit a bank on all ``slides`` (one server; the next one if it fails) and save it.
 
     The bank is written atomically to ``path`` so that a re-run reuses it.
     Slides the server could not read are left out of it; the rest still
-    count. Returns the bank and, by index in ``slides``, why each was left out.
+    count. Returns the bank and why each slide left out was left out.
 
     Raises:
         ClientError: every server failed, or the fit was refused (exit code 1).
@@ -141,7 +141,7 @@ def fit_batch_bank(
         n = len(refused)
         left_out = f" ({n} unreadable slide{'s' if n != 1 else ''} left out)" if refused else ""
         progress.note(f"fseg: concept bank saved to {path}{left_out}")
-        return BankSpec(data=data, source=str(path)), refused
+        return BankSpec(data=data, source=str(path)), {slides[i]: r for i, r in refused.items()}
     raise _fit_failed(f"gave up after {tries} attempts: {message}")
 
 

@@ -145,15 +145,14 @@ class RequestOptions:
         )
 
 
-def _positive(value: float | None, flag: str) -> None:
-    """µm per pixel: 0 would silently mean "not given" on the wire."""
-    if value is not None and not 0 < value < math.inf:  # also refuses NaN
-        raise ClientError(f"{flag} must be a positive, finite number of µm per pixel, not {value}")
-
-
-def _non_negative(value: float | None, flag: str) -> None:
-    if value is not None and not 0 <= value < math.inf:  # also refuses NaN
-        raise ClientError(f"{flag} must be a finite number of at least 0, not {value}")
+def _check_finite(value: float | None, flag: str, what: str, positive: bool) -> None:
+    """``what`` names the accepted values in the sentence; NaN is refused too.
+    µm per pixel must be positive: 0 would silently mean "not given" on the wire."""
+    if value is None:
+        return
+    in_range = 0 < value < math.inf if positive else 0 <= value < math.inf  # NaN: neither
+    if not in_range:
+        raise ClientError(f"{flag} must be {what}, not {value}")
 
 
 def options_from_args(args: argparse.Namespace) -> RequestOptions:
@@ -165,9 +164,9 @@ def options_from_args(args: argparse.Namespace) -> RequestOptions:
     if args.label_upsample < 0:
         raise ClientError(f"--label-upsample must be at least 0, not {args.label_upsample}")
     for value, flag in ((args.mpp, "--mpp"), (args.target_mpp, "--target-mpp")):
-        _positive(value, flag)
+        _check_finite(value, flag, "a positive, finite number of µm per pixel", positive=True)
     for value, flag in ((args.simplify, "--simplify"), (args.min_area, "--min-area")):
-        _non_negative(value, flag)
+        _check_finite(value, flag, "a finite number of at least 0", positive=False)
     return RequestOptions(
         extractor=args.extractor or "",
         k=args.k,

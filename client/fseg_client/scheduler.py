@@ -37,7 +37,7 @@ class Scheduler:
         conns: Sequence[Connection],
         policy: RetryPolicy,
         concurrency: int,
-        on_outcome: Callable[[SlideOutcome], None],
+        on_outcome: Callable[[SlideOutcome, bool], None],
         fatal_check: Callable[[], str | None] = lambda: None,
     ) -> None:
         self.ctx, self.policy, self.concurrency = ctx, policy, max(1, concurrency)
@@ -76,7 +76,7 @@ class Scheduler:
             with self._cond:
                 self._cond.notify_all()
             _join(workers, timeout_s=10.0)
-            self._fail_pending(INTERRUPTED)
+            self._fail_pending(INTERRUPTED, announce=False)
             raise
         _join(workers, timeout_s=10.0)
         return [self._outcomes[t.slide.stem] for t in tasks if t.slide.stem in self._outcomes]
@@ -104,11 +104,11 @@ class Scheduler:
         if reason is not None:
             self._fail_pending(reason)
 
-    def _fail_pending(self, reason: str) -> None:
+    def _fail_pending(self, reason: str, announce: bool = True) -> None:
         with self._cond:
             waiting, self._pending = self._pending, []
         for task in waiting:
-            self._finish(task, FAILED, error=reason)
+            self._finish(task, FAILED, error=reason, announce=announce)
 
     # -- worker threads ---------------------------------------------------------------
 
@@ -201,7 +201,7 @@ class Scheduler:
             cancelled_by_us=stopping,
         )
         if verdict.action is Action.STOP:
-            self._finish(task, FAILED, server.address, error=INTERRUPTED)
+            self._finish(task, FAILED, server.address, error=INTERRUPTED, announce=False)
             return
         message = server.conn.explain(exc)
         task.last_error = message
@@ -243,7 +243,10 @@ class Scheduler:
         server: str = "",
         error: str = "",
         summary: dict | None = None,
+        announce: bool = True,
     ) -> None:
+        """Record the task's outcome; ``announce``: also say so on the console
+        (not for each slide a Ctrl-C leaves: one closing line says that)."""
         started = task.first_started
         outcome = SlideOutcome(
             slide=task.slide,
@@ -260,7 +263,7 @@ class Scheduler:
             self._outcomes[task.slide.stem] = outcome
             self._unfinished -= 1
             self._cond.notify_all()
-        self.on_outcome(outcome)
+        self.on_outcome(outcome, announce)
 
 
 def _join(threads: Sequence[threading.Thread], timeout_s: float) -> None:

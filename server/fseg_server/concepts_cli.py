@@ -9,7 +9,7 @@ import sys
 from pathlib import Path
 
 from .cli import existing_path, output_file, parse_ks, print_json
-from .errors import FailedPrecondition, FsegError, InvalidInput, NotFound
+from .errors import FsegError, InvalidInput, NotFound
 
 SLIDE_SUFFIXES = {
     ".svs", ".tif", ".tiff", ".ndpi", ".vms", ".vmu", ".scn", ".mrxs", ".svslide",
@@ -92,7 +92,7 @@ def fit_concepts(args: argparse.Namespace) -> int:
     from .device import place, resolve_device
     from .extract import create_extractor
     from .pipeline.device_worker import DeviceWorker
-    from .pipeline.fit import fit_bank, sample_slide
+    from .pipeline.fit import fit_bank, sample_slides
     from .pipeline.options import SegmentOptions
     from .slide.reader import open_slide
 
@@ -103,24 +103,19 @@ def fit_concepts(args: argparse.Namespace) -> int:
     options = SegmentOptions(k=max(ks), slide_mpp=args.mpp, target_mpp=args.target_mpp)
     reservoir = Reservoir(args.max_samples, extractor.spec.feature_dim, seed=args.seed)
     worker = DeviceWorker(device)
-    refused: list[FsegError] = []
+
+    def report(index: int, outcome: int | FsegError) -> None:
+        said = f"left out: {outcome}" if isinstance(outcome, FsegError) else f"{outcome} samples"
+        print(f"[{index + 1}/{len(paths)}] {paths[index].name}: {said}", file=sys.stderr)
+
     try:
-        for number, path in enumerate(paths, start=1):
-            try:
-                with open_slide(path) as slide:
-                    added = sample_slide(
-                        slide, extractor, worker, reservoir, options, max_tiles=args.tiles_per_slide
-                    )
-            except (InvalidInput, NotFound, FailedPrecondition) as exc:
-                refused.append(exc)  # one bad file must not cost a cohort its bank
-                print(f"[{number}/{len(paths)}] left out: {exc}", file=sys.stderr)
-                continue
-            print(f"[{number}/{len(paths)}] {path.name}: {added} samples", file=sys.stderr)
+        sampled = sample_slides(
+            len(paths), lambda i: open_slide(paths[i]), extractor, worker, reservoir, options,
+            max_tiles=args.tiles_per_slide, report=report,
+        )  # fmt: skip
     finally:
         worker.close()
-    if len(refused) == len(paths):
-        raise refused[0]
-    source = f"fitted on {len(paths) - len(refused)} inputs ({reservoir.seen} window samples)"
+    source = f"fitted on {sampled} inputs ({reservoir.seen} window samples)"
     bank = fit_bank(reservoir, ks, extractor, args.target_mpp or extractor.spec.mpp, source)
     bank.save(args.out)
     print(

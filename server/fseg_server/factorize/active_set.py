@@ -46,6 +46,8 @@ class SupportSolver:
             raise ValueError(f"exact finishing is for k <= {EXACT_MAX_K}, not {len(gram)}")
         self.gram = gram.double()
         self.bits = 2 ** torch.arange(len(gram), device=gram.device)
+        # Turns a gradient tolerance into a weight tolerance (a host sync: once, here).
+        self._weight_scale = float(self.gram.diagonal().max().clamp_min(1e-30))
         self._inverses: dict[int, torch.Tensor] = {}
 
     def finish(self, b: torch.Tensor, support: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -67,14 +69,13 @@ class SupportSolver:
         rows = torch.arange(n, device=b.device)
         rhs, on = b, support.clone()
         limit = FEASIBILITY_SLACK * b.abs().amax(dim=1, keepdim=True).clamp_min(1e-30)
-        weight_scale = float(self.gram.diagonal().max().clamp_min(1e-30))
         fewest = torch.full((n,), k + 1, device=b.device)
         backups = torch.full((n,), BACKUP_EXCHANGES, device=b.device)
         for _ in range(MAX_ROUNDS):
             trial = self._solve_on_supports(rhs, on)
             gradient = trial @ self.gram - rhs
             # On F the weights must be >= 0; off F the gradient must be.
-            offending = torch.where(on, trial < -limit / weight_scale, gradient < -limit)
+            offending = torch.where(on, trial < -limit / self._weight_scale, gradient < -limit)
             count = offending.sum(dim=1)
             done = count == 0
             w[rows[done]] = trial[done].clamp_min(0.0)

@@ -16,7 +16,7 @@ import torch
 
 from ..concepts.bank import ConceptBank
 from ..concepts.kmeans import Reservoir, kmeans
-from ..errors import InvalidInput
+from ..errors import FsegError, InvalidInput
 from ..extract import Extractor
 from ..slide.reader import Slide
 from ..slide.tiles import Tile
@@ -79,6 +79,55 @@ def sample_slide(
         if progress:
             progress("fit", done, len(tiles))
     return added
+
+
+#: Statuses of errors that belong to one input (unreadable, no µm/px, outside the root).
+_INPUT_FAULTS = frozenset(
+    {"INVALID_ARGUMENT", "FAILED_PRECONDITION", "NOT_FOUND", "PERMISSION_DENIED"}
+)
+
+
+def sample_slides(
+    count: int,
+    open_input: Callable[[int], Slide],
+    extractor: Extractor,
+    worker: DeviceWorker,
+    reservoir: Reservoir,
+    options: SegmentOptions,
+    *,
+    max_tiles: int,
+    report: Callable[[int, int | FsegError], None],
+    should_stop: Callable[[], bool] = lambda: False,
+) -> int:
+    """:func:`sample_slide` for each of ``count`` inputs, opened by ``open_input(i)``.
+
+    One bad input of a cohort must not cost the others their bank: an input
+    that cannot be read is left out. After each input, ``report(i, outcome)``
+    gets the vectors it added or the error that left it out.
+
+    Returns:
+        the number of inputs sampled.
+
+    Raises:
+        the first input's error, when none could be read.
+    """
+    refused: list[FsegError] = []
+    for index in range(count):
+        try:
+            with open_input(index) as slide:
+                outcome: int | FsegError = sample_slide(
+                    slide, extractor, worker, reservoir, options,
+                    max_tiles=max_tiles, should_stop=should_stop,
+                )  # fmt: skip
+        except FsegError as exc:
+            if exc.status not in _INPUT_FAULTS:
+                raise
+            refused.append(exc)
+            outcome = exc
+        report(index, outcome)
+    if len(refused) == count:
+        raise refused[0]
+    return count - len(refused)
 
 
 def fit_bank(

@@ -12,7 +12,7 @@ from __future__ import annotations
 import threading
 import time
 from collections import deque
-from collections.abc import Callable, Iterable, Iterator, Sized
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass, field
@@ -66,7 +66,7 @@ def pixels_with(slide: Slide, grid: TileGrid, recipe: Recipe) -> Prepare:
 
 
 def stream_tiles(
-    tiles: Iterable[Tile],
+    tiles: Sequence[Tile],
     prepare: Prepare,
     worker: DeviceWorker,
     *,
@@ -98,7 +98,6 @@ def stream_tiles(
 
     pending: deque[tuple[Tile, Future]] = deque()
     source = iter(tiles)
-    total = len(tiles) if isinstance(tiles, Sized) else "?"
     done = 0
     with ThreadPoolExecutor(readers, thread_name_prefix="fseg-read") as pool:
         try:
@@ -108,9 +107,9 @@ def stream_tiles(
                 if not pending:
                     return
                 if should_stop():
-                    raise Cancelled(f"the job was cancelled after {done} of {total} tiles")
+                    raise Cancelled(f"the job was cancelled after {done} of {len(tiles)} tiles")
                 tile, submitted = pending.popleft()
-                yield tile, _wait(submitted, should_stop, f"after {done} of {total} tiles")
+                yield tile, _wait(submitted, should_stop, f"after {done} of {len(tiles)} tiles")
                 done += 1
         finally:
             stopped.set()

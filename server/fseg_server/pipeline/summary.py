@@ -74,9 +74,8 @@ def build_summary(
         "tissue": {
             f"area_{area_unit}": float(tissue_pixels * pixel_area),
             "detected": plan.tissue_detected,
-            "fraction_of_slide": float((canvas.labels != NODATA).mean())
-            if canvas.labels.size
-            else 0.0,
+            # Every label is a class below k or NODATA: the class counts are the tissue.
+            "fraction_of_slide": tissue_pixels / canvas.labels.size if canvas.labels.size else 0.0,
         },
         "classes": per_class,
         "timings_s": {name: round(value, 4) for name, value in timings.items()},

@@ -21,7 +21,7 @@ from ..device import describe_device
 from ..errors import Cancelled, FsegError, InvalidInput, NotFound, PermissionDenied
 from ..pipeline.device_worker import DeviceWorker
 from ..pipeline.feature_cache import FeatureCache
-from ..pipeline.fit import fit_bank, sample_slide
+from ..pipeline.fit import fit_bank, sample_slides
 from ..pipeline.options import SegmentOptions
 from ..pipeline.segment import segment_slide
 from ..slide.reader import open_slide
@@ -142,27 +142,21 @@ class SegmentationService(fseg_pb2_grpc.SegmentationServicer):
 
                 def work(emit):
                     reservoir = Reservoir(200_000, extractor.spec.feature_dim)
-                    refused: list[FsegError] = []
                     total = len(request.slides)
-                    for index, ref in enumerate(request.slides):
-                        try:
-                            with open_slide(self._slide_path(ref)) as slide:
-                                sample_slide(
-                                    slide, extractor, self.worker, reservoir, options,
-                                    max_tiles=request.tiles_per_slide or 64, should_stop=stop,
-                                )  # fmt: skip
-                        except FsegError as exc:
-                            if exc.status not in _SLIDE_FAULTS:
-                                raise
-                            # One bad slide of a cohort must not cost the others their bank.
-                            refused.append(exc)
-                            skip = fseg_pb2.FitSkip(index=index, reason=str(exc))
+
+                    def report(index: int, outcome: int | FsegError) -> None:
+                        if isinstance(outcome, FsegError):
+                            skip = fseg_pb2.FitSkip(index=index, reason=str(outcome))
                             emit(fseg_pb2.FitEvent(skipped=skip))
                         progress = fseg_pb2.Progress(stage="fit", done=index + 1, total=total)
                         emit(fseg_pb2.FitEvent(progress=progress))
-                    if len(refused) == total:
-                        raise refused[0]
-                    source = f"fitted on {total - len(refused)} slides by fseg {__version__}"
+
+                    sampled = sample_slides(
+                        total, lambda i: open_slide(self._slide_path(request.slides[i])),
+                        extractor, self.worker, reservoir, options,
+                        max_tiles=request.tiles_per_slide or 64, report=report, should_stop=stop,
+                    )  # fmt: skip
+                    source = f"fitted on {sampled} slides by fseg {__version__}"
                     mpp = options.target_mpp or extractor.spec.mpp
                     return fit_bank(reservoir, ks, extractor, mpp, source)
 
@@ -247,12 +241,6 @@ def _display_name(ref: fseg_pb2.SlideRef) -> str:
     """The slide's file name as the client knows it ("": the file's own name serves;
     uploads are stored under their hash, so they send one)."""
     return PurePosixPath(ref.name.replace("\\", "/")).name if ref.name else ""
-
-
-#: Statuses of errors that belong to one slide (unreadable, no µm/px, outside the root).
-_SLIDE_FAULTS = frozenset(
-    {"INVALID_ARGUMENT", "FAILED_PRECONDITION", "NOT_FOUND", "PERMISSION_DENIED"}
-)
 
 
 class _Unavailable(FsegError):
