@@ -6,7 +6,7 @@ slide (see fseg_server.pipeline.seams). Without seams, disagreement near
 tile borders (within 6 label pixels) equals that inside (farther than 12): a
 ratio near 1. With no margin, borders disagree more.
 
-    python bench/bench_seams.py [--tile 256] [--margins 0,16,48]
+    python bench/bench_seams.py [--tile 256] [--margins 0,16,48,64]
 """
 
 from __future__ import annotations
@@ -30,7 +30,7 @@ from fseg_server.slide.reader import open_slide
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--tile", type=int, default=256, help="tile core, target px")
-    parser.add_argument("--margins", default="0,16,48", help="context margins, target px")
+    parser.add_argument("--margins", default="0,16,48,64", help="context margins, target px")
     args = parser.parse_args()
     extractor = create_extractor("stain")
     options = SegmentOptions(min_area_um2=0)

@@ -9,6 +9,7 @@ import pytest
 from test_e2e_support import dead_address, real_server
 
 from fseg_client.cli import main
+from fseg_server.extract.stain import STAIN_SPEC
 
 
 @pytest.fixture(scope="module")
@@ -20,7 +21,10 @@ def address(tmp_path_factory: pytest.TempPathFactory):
 def test_info_is_readable_and_json_on_request(address: str, capsys) -> None:
     assert main(["info", "--server", address]) == 0
     text = capsys.readouterr().out
-    assert f"server      {address}" in text and "stain (default): 21 features" in text
+    assert (
+        f"server      {address}" in text
+        and f"stain (default): {STAIN_SPEC.feature_dim} features" in text
+    )
     assert main(["info", "--server", address, "--json"]) == 0
     payload = json.loads(capsys.readouterr().out)
     assert payload["server"] == address and payload["extractors"][0]["name"] == "stain"

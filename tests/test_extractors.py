@@ -7,6 +7,7 @@ layout, and loading them back through the same path a user's file takes.
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 import pytest
@@ -42,7 +43,12 @@ def test_stain_features_are_non_negative_and_cover_odd_sizes(height, width):
     images = torch.randint(0, 256, (2, 3, height, width), dtype=torch.uint8)
     features = extractor(images)
     stride = extractor.spec.stride
-    assert features.shape == (2, 21, -(-height // stride), -(-width // stride))
+    assert features.shape == (
+        2,
+        extractor.spec.feature_dim,
+        -(-height // stride),
+        -(-width // stride),
+    )
     assert bool((features >= 0).all())
 
 
@@ -69,6 +75,30 @@ def test_stain_separates_haematoxylin_from_eosin():
 def test_stain_refuses_weights():
     with pytest.raises(InvalidInput, match="no weights"):
         create_extractor("stain", "some.pth")
+
+
+def test_stain_context_sees_glass_a_gland_away():
+    """Same pink sheet for 24 px around the centre; glass beyond that in one image only."""
+    sheet = torch.tensor([200, 120, 170], dtype=torch.uint8).view(1, 3, 1, 1)
+    solid = sheet.expand(1, 3, 96, 96).clone()
+    amid_glass = torch.full((1, 3, 96, 96), 245, dtype=torch.uint8)
+    amid_glass[..., 24:72, 24:72] = sheet
+    extractor = create_extractor("stain")
+    centre = 12  # the cell over px 48 to 51, 4 px each
+    solid_cell = extractor(solid)[0, :, centre, centre]
+    glass_cell = extractor(amid_glass)[0, :, centre, centre]
+    narrow = 11 + 2 * 6  # the cell's own channels and its 8 and 20 µm context
+    assert torch.allclose(solid_cell[:narrow], glass_cell[:narrow])
+    assert (glass_cell[narrow:] - solid_cell[narrow:]).abs().max() > 0.05
+
+
+def test_a_built_in_extractor_gets_a_new_fingerprint_when_its_recipe_changes():
+    """Feature caches key on it, and stain has no weights to tell its versions apart."""
+    before = create_extractor("stain").weights_fingerprint()
+    assert create_extractor("stain").weights_fingerprint() == before
+    changed = create_extractor("stain")
+    changed.spec = dataclasses.replace(changed.spec, feature_dim=changed.spec.feature_dim + 1)
+    assert changed.weights_fingerprint() != before
 
 
 def _save(state: dict, path: Path) -> Path:

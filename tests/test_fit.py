@@ -8,6 +8,7 @@ import pytest
 from fseg_server.concepts import Reservoir
 from fseg_server.errors import InvalidInput
 from fseg_server.extract import create_extractor
+from fseg_server.extract.stain import STAIN_SPEC
 from fseg_server.pipeline.fit import MIN_TISSUE_IN_WINDOW, _tissue_fraction, fit_bank
 from fseg_server.slide.tissue import TissueMask
 
@@ -37,14 +38,14 @@ def reservoir_of(rows: np.ndarray) -> Reservoir:
 
 def test_fewer_distinct_samples_than_k_are_refused_not_duplicated():
     rng = np.random.default_rng(0)
-    three = rng.random((3, 21), dtype=np.float32)
+    three = rng.random((3, STAIN_SPEC.feature_dim), dtype=np.float32)
     repeated = np.repeat(three, 100, axis=0)  # 300 samples, 3 different ones
     with pytest.raises(InvalidInput, match="only 3 distinct feature samples"):
         fit_bank(reservoir_of(repeated), [6], create_extractor("stain"), 1.0, "test")
 
 
 def test_samples_that_are_not_finite_are_left_out_of_the_fit():
-    rows = np.random.default_rng(1).random((500, 21), dtype=np.float32)
+    rows = np.random.default_rng(1).random((500, STAIN_SPEC.feature_dim), dtype=np.float32)
     rows[::10] = np.nan  # an extractor that overflowed in half precision
     bank = fit_bank(reservoir_of(rows), [4], create_extractor("stain"), 1.0, "test")
     assert np.isfinite(bank.concepts(4)).all()

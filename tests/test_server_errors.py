@@ -17,6 +17,7 @@ from test_e2e_support import finished_jobs, real_server, wait_until
 from conftest import shared
 from fseg_proto import fseg_pb2
 from fseg_server.concepts import ConceptBank, import_joblib
+from fseg_server.extract.stain import STAIN_SPEC
 
 TOKEN = "s3cret-token"
 UPLOAD_CAP = 5_000_000
@@ -35,10 +36,11 @@ def env(tmp_path_factory):
     banks = base / "banks"
     banks.mkdir()
     rng = np.random.default_rng(1)
+    dim = STAIN_SPEC.feature_dim
     ConceptBank(
-        "stain", 21, {4: rng.random((4, 21), np.float32), 8: rng.random((8, 21), np.float32)}
+        "stain", dim, {4: rng.random((4, dim), np.float32), 8: rng.random((8, dim), np.float32)}
     ).save(banks / "tiny.safetensors")
-    ConceptBank("stain", 20, {8: rng.random((8, 20), np.float32)}).save(
+    ConceptBank("stain", dim - 1, {8: rng.random((8, dim - 1), np.float32)}).save(
         banks / "narrow.safetensors"
     )
     import_joblib(shared("concept-banks/uni.joblib"), "uni", 1024).save(banks / "uni.safetensors")
@@ -109,7 +111,10 @@ BAD_REQUESTS = [
         {**CMU, "bank": "tiny", "k": 16}, INVALID, "no k=16; it holds k = 4, 8", id="k-not-in-bank"
     ),
     pytest.param(
-        {**CMU, "bank": "narrow"}, INVALID, "not on stain (21 channels)", id="dimension-mismatch"
+        {**CMU, "bank": "narrow"},
+        INVALID,
+        f"not on stain ({STAIN_SPEC.feature_dim} channels)",
+        id="dimension-mismatch",
     ),
     pytest.param({**CMU, "bank": "uni"}, INVALID, "fitted on uni", id="extractor-mismatch"),
     pytest.param({**CMU, "slide_mpp": -0.5}, INVALID, "positive number of µm", id="negative-mpp"),

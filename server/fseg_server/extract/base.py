@@ -78,7 +78,9 @@ class Extractor(nn.Module):
         and two checkpoints (or two random initialisations) differ in it.
         """
         if self._fingerprint is None:
-            digest = hashlib.sha256(self.spec.name.encode())
+            # The spec too: a built-in extractor has no weights, yet its features
+            # change shape when its recipe does.
+            digest = hashlib.sha256(repr(self.spec).encode())
             for name, tensor in self.state_dict().items():
                 flat = tensor.detach().reshape(-1)
                 step = max(1, flat.numel() // FINGERPRINT_SAMPLES)

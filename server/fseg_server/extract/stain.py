@@ -11,8 +11,10 @@ native 1 µm/px) describes its stains and texture:
   fraction (share of bright, colourless pixels), so that mixed cells at a
   tissue edge say how much of each they hold;
 * within-cell standard deviations and brightness gradients (texture);
-* stains, brightness, nuclei and texture averaged over two wider
-  neighbourhoods (radii of 2 and 5 cells: 8 and 20 µm) for context.
+* stains, brightness, nuclei, texture and glass averaged over three wider
+  neighbourhoods (radii of 2, 5 and 12 cells: 8, 20 and 48 µm) for context.
+  The widest one spans a gland or a few alveoli, and the glass around a cell
+  tells a solid sheet of tumour or stroma from thin walls around air.
 
 All features are non-negative, as the factorization requires, and scaled so
 that none dominates distances by its units alone.
@@ -36,18 +38,20 @@ STAIN_VECTORS = STAIN_VECTORS / STAIN_VECTORS.norm(dim=1, keepdim=True)
 NUCLEAR_OD = 0.35
 NUCLEAR_SOFTNESS = 0.08
 GLASS_BRIGHTNESS, GLASS_SATURATION = 0.8, 0.15  # a glass pixel is brighter and greyer
-CONTEXT_RADII = (2, 5)  # in cells
+CONTEXT_RADII = (2, 5, 12)  # in cells, a factor of about 2.5 apart
 TEXTURE_GAIN = 3.0  # standard deviations and gradients are ~3x smaller than means
 
 STAIN_SPEC = ExtractorSpec(
     name="stain",
-    feature_dim=21,
+    feature_dim=29,
     stride=4,
     mpp=1.0,
     mean=(0.0, 0.0, 0.0),
     std=(1.0, 1.0, 1.0),
     tile_size=1024,
-    margin=48,
+    # The widest context reaches 48 px; the rest covers the edge gradients and
+    # the label upsampling, so that tiles join without seams.
+    margin=64,
     weights="none needed",
     # The stain features describe a cell's neighbourhood already; small windows
     # keep the fitted concepts close to pure tissue types.
@@ -74,8 +78,8 @@ class StainExtractor(Extractor):
         glass = (pixels[:, 3:4] > GLASS_BRIGHTNESS) & (pixels[:, 4:5] < GLASS_SATURATION)
         glass_fraction = F.avg_pool2d(glass.float(), s)
         cells = torch.cat([means, spread, edges, glass_fraction], dim=1)  # 11 channels
-        # Context: H, E, brightness, nuclear fraction and brightness texture around the cell.
-        context_source = torch.cat([means[:, [0, 1, 3, 5]], spread[:, 2:3]], dim=1)
+        # Context: H, E, brightness, nuclear fraction, brightness texture and glass around it.
+        context_source = torch.cat([means[:, [0, 1, 3, 5]], spread[:, 2:3], glass_fraction], dim=1)
         context = [_box_mean(context_source, r) for r in CONTEXT_RADII]
         return torch.cat([cells, *context], dim=1).clamp_min_(0.0)
 
@@ -102,8 +106,12 @@ def _gradient_magnitude(x: torch.Tensor) -> torch.Tensor:
 
 
 def _box_mean(x: torch.Tensor, radius: int) -> torch.Tensor:
+    # Rows, then columns: a box is separable, and two 1-D passes cost 2(2r + 1)
+    # reads per cell instead of (2r + 1)^2, which matters at r = 12.
+    width = 2 * radius + 1
     padded = F.pad(x, (radius,) * 4, mode="replicate")
-    return F.avg_pool2d(padded, 2 * radius + 1, stride=1)
+    rows = F.avg_pool2d(padded, (1, width), stride=1)
+    return F.avg_pool2d(rows, (width, 1), stride=1)
 
 
 @register(STAIN_SPEC)
