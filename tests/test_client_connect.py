@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import json
+import subprocess
 import types
 from pathlib import Path
 
 import pytest
+from test_e2e_support import make_certificates
 
 from fseg_client.connect import (
     MAX_MESSAGE_BYTES,
@@ -64,18 +66,60 @@ def test_token_from_file_or_environment(tmp_path: Path, monkeypatch: pytest.Monk
         load_token(str(token))
 
 
-def test_tls_files_are_read(tmp_path: Path) -> None:
-    for name in ("ca", "cert", "key"):
-        (tmp_path / f"{name}.pem").write_bytes(name.encode())
-    args = types.SimpleNamespace(
-        token_file=None,
-        tls_ca=str(tmp_path / "ca.pem"),
-        tls_cert=str(tmp_path / "cert.pem"),
-        tls_key=str(tmp_path / "key.pem"),
-        tls_server_name=None,
-    )
+def tls_args(**files: Path) -> types.SimpleNamespace:
+    names = {f"tls_{name}": str(path) for name, path in files.items()}
+    return types.SimpleNamespace(token_file=None, tls_server_name=None, **names)
+
+
+@pytest.fixture(scope="module")
+def certs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    return make_certificates(tmp_path_factory.mktemp("certs"))
+
+
+def test_tls_files_are_read(certs: dict[str, Path]) -> None:
+    args = tls_args(ca=certs["ca_pem"], cert=certs["client_pem"], key=certs["client_key"])
     creds = credentials_from_args(args)
-    assert creds.tls and (creds.ca, creds.cert, creds.key) == (b"ca", b"cert", b"key")
-    args.tls_ca = str(tmp_path / "missing.pem")
-    with pytest.raises(ClientError, match="cannot read the CA certificate"):
-        credentials_from_args(args)
+    assert creds.tls
+    assert creds.ca == certs["ca_pem"].read_bytes()
+    assert creds.key == certs["client_key"].read_bytes()
+
+
+def _der_copy(pem: Path) -> Path:
+    der = pem.with_suffix(".der")
+    command = ["openssl", "x509", "-in", str(pem), "-outform", "der", "-out", str(der)]
+    subprocess.run(command, check=True, capture_output=True)
+    return der
+
+
+def _encrypted_copy(key: Path) -> Path:
+    encrypted = key.with_name("encrypted.key")
+    command = ["openssl", "pkey", "-in", str(key), "-aes256", "-passout", "pass:x"]
+    subprocess.run([*command, "-out", str(encrypted)], check=True, capture_output=True)
+    return encrypted
+
+
+@pytest.mark.parametrize(
+    "files,message",
+    [
+        (lambda c: {"ca": c["ca_pem"].with_name("missing.pem")}, "cannot read the --tls-ca file"),
+        (lambda c: {"ca": _der_copy(c["ca_pem"])}, "holds no PEM certificate"),
+        (lambda c: {"ca": c["ca_pem"].with_name("ca.key")}, "holds no PEM certificate"),
+        (
+            lambda c: {"cert": c["client_pem"], "key": _encrypted_copy(c["client_key"])},
+            "is encrypted, and gRPC needs it unencrypted",
+        ),
+        (
+            lambda c: {"cert": c["client_pem"], "key": c["client_pem"]},
+            "holds no PEM private key",
+        ),
+        (
+            lambda c: {"cert": c["client_pem"], "key": c["server_key"]},
+            "the key is not the certificate's",
+        ),
+    ],
+    ids=["missing", "der", "key-as-ca", "encrypted-key", "cert-as-key", "key-of-another"],
+)
+def test_wrong_tls_files_are_refused_in_one_sentence(certs, files, message) -> None:
+    """gRPC would take any bytes and fail later, in the handshake, with C-level log lines."""
+    with pytest.raises(ClientError, match=message):
+        credentials_from_args(tls_args(**files(certs)))

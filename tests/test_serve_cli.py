@@ -12,7 +12,7 @@ import sys
 import threading
 
 import pytest
-from test_e2e_support import real_server
+from test_e2e_support import make_certificates, real_server
 
 from conftest import shared
 from fseg_server.errors import PermissionDenied, ResourceExhausted
@@ -46,8 +46,13 @@ def test_a_second_server_on_a_busy_port_refuses_to_start(tmp_path):
         (["serve", "--port", "0", "--tls-client-ca", "/etc/hostname"], 2, "needs --tls-cert"),
         (
             ["serve", "--port", "0", "--tls-cert", "/nonexistent.pem", "--tls-key", "/no.key"],
-            1,
-            "No such file or directory",
+            2,
+            "cannot read --tls-cert /nonexistent.pem (No such file or directory)",
+        ),
+        (
+            ["serve", "--port", "0", "--tls-cert", "/etc/hostname", "--tls-key", "/etc/hostname"],
+            2,
+            "--tls-cert /etc/hostname holds no PEM certificate",
         ),
         (
             [
@@ -62,10 +67,26 @@ def test_a_second_server_on_a_busy_port_refuses_to_start(tmp_path):
             "is not a folder",
         ),
     ],
-    ids=["port-range", "port-file-folder", "client-ca-alone", "tls-files", "bank-out-folder"],
+    ids=[
+        "port-range",
+        "port-file-folder",
+        "client-ca-alone",
+        "tls-files-missing",
+        "tls-cert-not-pem",
+        "bank-out-folder",
+    ],
 )
 def test_bad_command_lines_get_one_sentence(args, code, fragment):
     assert_one_sentence(fseg_server(*args), code, fragment)
+
+
+def test_a_key_of_another_certificate_is_refused_before_listening(tmp_path):
+    """gRPC itself only logs C-level lines and fails the bind, which read as a busy port."""
+    certs = make_certificates(tmp_path / "certs")
+    pair = ["--tls-cert", str(certs["server_pem"]), "--tls-key", str(certs["client_key"])]
+    result = fseg_server("serve", "--port", "0", *pair)
+    assert_one_sentence(result, 2, "are not a usable pair: the key is not the certificate's")
+    assert "cannot listen" not in result.stderr
 
 
 def test_a_root_reached_through_a_symlink_may_be_named_that_way(tmp_path):

@@ -17,7 +17,7 @@ from pathlib import Path
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from fseg_proto import fseg_pb2_grpc
+from fseg_proto import fseg_pb2_grpc, tls_files
 
 from .errors import ClientError, rpc_error_code, rpc_error_sentence
 
@@ -81,13 +81,22 @@ def load_token(token_file: str | None) -> str | None:
 def credentials_from_args(args: argparse.Namespace) -> Credentials:
     """Token and TLS files from the command line."""
     cert, key = getattr(args, "tls_cert", None), getattr(args, "tls_key", None)
+    ca = getattr(args, "tls_ca", None)
     if bool(cert) != bool(key):
         raise ClientError("--tls-cert and --tls-key go together (mutual TLS needs both)")
+    try:
+        ca_pem = tls_files.read_certificates(ca, "the --tls-ca file") if ca else None
+        cert_pem = tls_files.read_certificates(cert, "the --tls-cert file") if cert else None
+        key_pem = tls_files.read_private_key(key, "the --tls-key file") if key else None
+        if cert and key:
+            tls_files.check_key_pair(cert, key, "--tls-cert and --tls-key")
+    except ValueError as exc:
+        raise ClientError(str(exc)) from None
     return Credentials(
         token=load_token(getattr(args, "token_file", None)),
-        ca=_read(getattr(args, "tls_ca", None), "CA certificate"),
-        cert=_read(cert, "client certificate"),
-        key=_read(key, "client key"),
+        ca=ca_pem,
+        cert=cert_pem,
+        key=key_pem,
         server_name=getattr(args, "tls_server_name", None) or None,
     )
 

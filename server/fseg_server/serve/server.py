@@ -14,7 +14,7 @@ import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
-from fseg_proto import fseg_pb2, fseg_pb2_grpc
+from fseg_proto import fseg_pb2, fseg_pb2_grpc, tls_files
 
 from ..device import describe_device, resolve_device
 from ..errors import InvalidInput
@@ -182,11 +182,19 @@ def _server_credentials(config: ServeConfig) -> object | None:
         return None
     if not (config.tls_cert and config.tls_key):
         raise InvalidInput("TLS needs both --tls-cert and --tls-key")
-    client_ca = config.tls_client_ca.read_bytes() if config.tls_client_ca else None
+    try:
+        cert = tls_files.read_certificates(config.tls_cert, "--tls-cert")
+        key = tls_files.read_private_key(config.tls_key, "--tls-key")
+        tls_files.check_key_pair(config.tls_cert, config.tls_key, "--tls-cert and --tls-key")
+        client_ca = (
+            tls_files.read_certificates(config.tls_client_ca, "--tls-client-ca")
+            if config.tls_client_ca
+            else None
+        )
+    except ValueError as exc:
+        raise InvalidInput(str(exc)) from None
     return grpc.ssl_server_credentials(
-        [(config.tls_key.read_bytes(), config.tls_cert.read_bytes())],
-        root_certificates=client_ca,
-        require_client_auth=client_ca is not None,
+        [(key, cert)], root_certificates=client_ca, require_client_auth=client_ca is not None
     )
 
 
