@@ -87,7 +87,9 @@ def test_batch_fits_one_bank_writes_everything_and_resumes(server, root, tmp_pat
 
     bank_mtime = (out / BANK).stat().st_mtime_ns
     assert segment(*args, progress="auto") == 0
-    assert "fitting" not in capsys.readouterr().err  # the bank is reused, not fitted again
+    err = capsys.readouterr().err
+    assert "fitting" not in err  # the bank is reused, not fitted again, and the user is told
+    assert f"using the concept bank an earlier run fitted, {out / BANK}" in err
     assert (out / BANK).stat().st_mtime_ns == bank_mtime
     assert [r["status"] for r in csv_rows(out)] == ["skipped"] * 4
     assert len(finished_jobs(server)) == jobs + 4  # nothing was sent again

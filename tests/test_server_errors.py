@@ -94,6 +94,11 @@ NOT_FOUND, INVALID, DENIED = (
 
 
 CMU = path("cmu.svs")
+# CMU-1-Small-Region is 2220 x 2967 px; this square lies beyond both edges.
+OFF_THE_SLIDE = {
+    "type": "Polygon",
+    "coordinates": [[[5000, 5000], [6000, 5000], [6000, 6000], [5000, 6000], [5000, 5000]]],
+}
 BOWTIE = {"type": "Polygon", "coordinates": [[[0, 0], [10, 10], [10, 0], [0, 10], [0, 0]]]}
 BAD_REQUESTS = [
     pytest.param(path("absent.svs"), NOT_FOUND, "does not exist", id="nonexistent"),
@@ -132,6 +137,13 @@ BAD_REQUESTS = [
         id="upsample-3",
     ),
     pytest.param({**CMU, "roi_geojson": "{no"}, INVALID, "not valid GeoJSON", id="roi-not-json"),
+    pytest.param(
+        {**CMU, "roi_geojson": json.dumps(OFF_THE_SLIDE)},
+        INVALID,
+        "the ROI lies outside cmu.svs: it spans x 5000 to 6000 and y 5000 to 6000, and the slide "
+        "x 0 to 2220 and y 0 to 2967",
+        id="roi-off-the-slide",
+    ),
     pytest.param(
         {**CMU, "roi_geojson": json.dumps(BOWTIE)}, INVALID, "Self-intersection", id="roi-bowtie"
     ),

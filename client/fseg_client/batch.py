@@ -153,6 +153,11 @@ def run_segment(args: argparse.Namespace) -> int:
     names = [n for s in slides for n in output_names(s.stem, every_output)]
     clean_stale_temp_files(out_dir, [*names, BANK_FILE_NAME, CSV_NAME])
     progress = Progress(len(slides), resolve_style(args.progress))
+    if bank is not None and not args.concepts:  # same classes as the earlier run: say why
+        progress.note(
+            f"fseg: using the concept bank an earlier run fitted, {out_dir / BANK_FILE_NAME} "
+            "(delete it to fit a new one on this batch)"
+        )
     board = Board(out_dir, slides, progress)
     batch = _Batch(args, slides, out_dir, creds, progress, board)
     try:

@@ -84,6 +84,7 @@ def plan_slide(
     offset = _frame_offset(slide, options.frame)
     if options.roi:
         shifted = [shapely.affinity.translate(p, offset[0], offset[1]) for p in options.roi]
+        _refuse_roi_off_the_slide(slide, shifted, offset, options.frame)
         tissue = restrict_to_polygons(tissue, shifted)
     return SlidePlan(
         grid=grid,
@@ -115,6 +116,27 @@ def _refuse_dark_field(slide: Slide, thumbnail: np.ndarray) -> None:
             f"{brightness:.2f}): it looks like a fluorescence or dark-field image, and fseg "
             "segments brightfield H&E"
         )
+
+
+def _refuse_roi_off_the_slide(
+    slide: Slide, roi: list, offset: tuple[float, float], frame: Frame
+) -> None:
+    """An ROI that misses the slide is a mistake (often the wrong frame), not an empty result.
+
+    ``roi`` is in level-0 pixels of the slide; messages give both extents in
+    the caller's frame, where the ROI was drawn.
+    """
+    width, height = slide.info.dimensions
+    union = shapely.union_all(roi)
+    if union.intersects(shapely.box(0, 0, width, height)):
+        return
+    x0, y0, x1, y1 = (round(v) for v in union.bounds)
+    ox, oy = round(offset[0]), round(offset[1])
+    raise InvalidInput(
+        f"the ROI lies outside {slide.info.path.name}: it spans x {x0 - ox} to {x1 - ox} and "
+        f"y {y0 - oy} to {y1 - oy}, and the slide x {-ox} to {width - ox} and y {-oy} to "
+        f"{height - oy} (level-0 px, {frame.value} frame)"
+    )
 
 
 def _frame_offset(slide: Slide, frame: Frame) -> tuple[float, float]:
