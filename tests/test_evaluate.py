@@ -19,6 +19,7 @@ from fseg_client.evaluate import (
     ari,
     contingency,
     evaluate_arrays,
+    format_report,
     linear_sum_assignment,
     merge_contingencies,
     nmi,
@@ -187,6 +188,7 @@ def test_ignored_values_and_unlabelled_pixels_do_not_count() -> None:
     assert report.pooled.pixel_accuracy == 1.0
     assert report.pooled.pixels == 5 * 5
     assert 9 not in report.pooled.per_class
+    assert "25 of 36 pixels scored (69.4%)" in format_report(report)
 
 
 # --- folders and the CLI ----------------------------------------------------------------

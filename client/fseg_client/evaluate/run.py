@@ -150,7 +150,15 @@ def format_report(report: EvaluationReport) -> str:
         f"{report.method} mapping: {len(report.mapping)} of {len(report.clusters)} clusters "
         f"mapped, {len(report.images)} images"
     )
-    return "\n".join([header, *report.pooled.table_lines()])
+    total = sum(image["pixels_total"] for image in report.images)
+    scored = report.pooled.pixels
+    coverage = (
+        f"all {total:,} pixels scored"
+        if scored == total
+        else f"{scored:,} of {total:,} pixels scored ({scored / total:.1%}); the rest hold an "
+        "ignored ground-truth value or no label"
+    )
+    return "\n".join([header, *report.pooled.table_lines(), coverage])
 
 
 def write_json_atomic(path: Path, data: dict) -> None:
