@@ -99,6 +99,11 @@ OFF_THE_SLIDE = {
     "type": "Polygon",
     "coordinates": [[[5000, 5000], [6000, 5000], [6000, 6000], [5000, 6000], [5000, 5000]]],
 }
+# A strip left of the slide that shares only its edge x = 0: no pixel inside.
+ON_THE_EDGE = {
+    "type": "Polygon",
+    "coordinates": [[[-100, 0], [0, 0], [0, 500], [-100, 500], [-100, 0]]],
+}
 BOWTIE = {"type": "Polygon", "coordinates": [[[0, 0], [10, 10], [10, 0], [0, 10], [0, 0]]]}
 BAD_REQUESTS = [
     pytest.param(path("absent.svs"), NOT_FOUND, "does not exist", id="nonexistent"),
@@ -143,6 +148,12 @@ BAD_REQUESTS = [
         "the ROI lies outside cmu.svs: it spans x 5000 to 6000 and y 5000 to 6000, and the slide "
         "x 0 to 2220 and y 0 to 2967",
         id="roi-off-the-slide",
+    ),
+    pytest.param(
+        {**CMU, "roi_geojson": json.dumps(ON_THE_EDGE)},
+        INVALID,
+        "it spans x -100 to 0 and y 0 to 500",
+        id="roi-touching-an-edge",
     ),
     pytest.param(
         {**CMU, "roi_geojson": json.dumps(BOWTIE)}, INVALID, "Self-intersection", id="roi-bowtie"
