@@ -18,6 +18,7 @@ import importlib.util
 import os
 import re
 import shutil
+import signal
 import socket
 import subprocess
 import sys
@@ -73,7 +74,13 @@ def client_env(tmp_dir: Path | None = None, **extra: str) -> dict[str, str]:
 
 
 def spawn_client(*args: str, env: dict[str, str] | None = None) -> subprocess.Popen:
-    """``fseg segment ARGS`` as a subprocess (stderr piped, as text)."""
+    """``fseg segment ARGS`` as a subprocess (stderr piped, as text).
+
+    Ctrl-C is given back its default action first. A suite started in the
+    background by a non-interactive shell inherits SIGINT ignored, and Python
+    then installs no KeyboardInterrupt handler, as a background job should;
+    the Ctrl-C tests need the client a user would run in a terminal.
+    """
     command = [sys.executable, "-m", "fseg_client.cli", "segment", *args]
     return subprocess.Popen(
         command,
@@ -81,7 +88,12 @@ def spawn_client(*args: str, env: dict[str, str] | None = None) -> subprocess.Po
         stderr=subprocess.PIPE,
         text=True,
         env=env or client_env(),
+        preexec_fn=_ctrl_c_by_default,
     )
+
+
+def _ctrl_c_by_default() -> None:
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
 
 
 def copy_images(folder: Path, names: tuple[str, ...] = SMALL_IMAGES[:4]) -> list[Path]:
