@@ -5,10 +5,14 @@ A real server process on loopback with one job slot and a long grace period.
 
 from __future__ import annotations
 
+import ctypes
+import os
+import platform
 import signal
 import threading
 
 import grpc
+import pytest
 from test_e2e_support import copy_cmu, real_server, wait_until
 
 from fseg_proto import fseg_pb2
@@ -52,3 +56,25 @@ def test_a_draining_server_finishes_the_running_job_and_sends_the_queued_one_awa
 def running_jobs(server) -> int:
     info = server.stub().GetServerInfo(fseg_pb2.ServerInfoRequest(), timeout=10)
     return info.running_jobs
+
+
+# tgkill(2), which sends a signal to one chosen thread, has no Python wrapper.
+TGKILL = {"x86_64": 234, "aarch64": 131}
+
+
+def test_sigterm_that_the_kernel_hands_to_another_thread_still_drains_the_server(tmp_path):
+    """The kernel may deliver a process's SIGTERM to any of its threads, and Python
+    runs handlers only in the main thread; the server must still notice."""
+    number = TGKILL.get(platform.machine())
+    if number is None or not os.path.isdir("/proc/self/task"):
+        pytest.skip(f"tgkill's syscall number is not known here ({platform.machine()})")
+    libc = ctypes.CDLL(None, use_errno=True)
+    with real_server(tmp_path) as server:
+        pid = server.process.pid
+        others = sorted(int(t) for t in os.listdir(f"/proc/{pid}/task") if int(t) != pid)
+        assert others, "a serving server runs gRPC threads beside its main thread"
+        assert libc.syscall(number, pid, others[-1], signal.SIGTERM) == 0
+        wait_until(
+            lambda: "draining" in server.log_text(), "the server to start draining", limit=60
+        )
+        assert server.process.wait(60) == 0

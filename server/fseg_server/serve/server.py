@@ -33,6 +33,7 @@ SERVICE_NAME = fseg_pb2.DESCRIPTOR.services_by_name["Segmentation"].full_name
 MAX_RECEIVE_BYTES = 32 << 20  # a request may carry a concept bank of up to 16 MiB
 #: RPC threads beyond queued jobs and uploads: health checks, server info, refusals.
 SPARE_RPC_THREADS = 8
+SIGNAL_CHECK_S = 0.5  # how often the main thread looks for a SIGTERM or SIGINT
 
 
 @dataclass
@@ -151,7 +152,12 @@ def serve_forever(config: ServeConfig) -> int:
 
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
-    stop.wait()
+    # Python runs handlers in the main thread only, and a signal the kernel hands
+    # to a gRPC or worker thread does not wake a wait without a timeout: SIGTERM
+    # would then be lost until the kill that follows it. Waking up now and then
+    # lets the handler run.
+    while not stop.wait(SIGNAL_CHECK_S):
+        pass
     running.drain(config.grace_seconds)
     return 0
 
