@@ -55,19 +55,13 @@ class Credentials:
         return (("authorization", f"Bearer {self.token}"),) if self.token else ()
 
 
-def _read(path: str | None, what: str) -> bytes | None:
-    if not path:
-        return None
-    try:
-        return Path(path).expanduser().read_bytes()
-    except OSError as exc:
-        raise ClientError(f"cannot read the {what} {path} ({exc.strerror})") from None
-
-
 def load_token(token_file: str | None) -> str | None:
     """The bearer token from ``--token-file``, else from $FSEG_TOKEN, else None."""
     if token_file:
-        raw = _read(token_file, "token file") or b""
+        try:
+            raw = Path(token_file).expanduser().read_bytes()
+        except OSError as exc:
+            raise ClientError(f"cannot read the token file {token_file} ({exc.strerror})") from None
         token = raw.decode("utf-8", errors="replace").strip()
         if not token:
             raise ClientError(f"the token file {token_file} is empty")
@@ -86,10 +80,11 @@ def credentials_from_args(args: argparse.Namespace) -> Credentials:
         raise ClientError("--tls-cert and --tls-key go together (mutual TLS needs both)")
     try:
         ca_pem = tls_files.read_certificates(ca, "the --tls-ca file") if ca else None
-        cert_pem = tls_files.read_certificates(cert, "the --tls-cert file") if cert else None
-        key_pem = tls_files.read_private_key(key, "the --tls-key file") if key else None
-        if cert and key:
-            tls_files.check_key_pair(cert, key, "--tls-cert and --tls-key")
+        cert_pem, key_pem = (
+            tls_files.read_key_pair(cert, key, "the --tls-cert file", "the --tls-key file")
+            if cert
+            else (None, None)
+        )
     except ValueError as exc:
         raise ClientError(str(exc)) from None
     return Credentials(

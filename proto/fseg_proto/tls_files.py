@@ -43,8 +43,18 @@ def read_private_key(path: str | Path, what: str) -> bytes:
     return data
 
 
-def check_key_pair(cert_path: str | Path, key_path: str | Path, flags: str) -> None:
-    """Refuse a key that is not the certificate's; ``flags`` names the two options."""
+def read_key_pair(
+    cert_path: str | Path, key_path: str | Path, cert_what: str, key_what: str
+) -> tuple[bytes, bytes]:
+    """A certificate chain and its own unencrypted key, both PEM, as (certificate, key)."""
+    cert = read_certificates(cert_path, cert_what)
+    key = read_private_key(key_path, key_what)
+    _check_key_pair(cert_path, key_path)
+    return cert, key
+
+
+def _check_key_pair(cert_path: str | Path, key_path: str | Path) -> None:
+    """Refuse a key that is not the certificate's."""
     context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     try:
         # An empty password: an encrypted key fails here instead of prompting.
@@ -52,7 +62,7 @@ def check_key_pair(cert_path: str | Path, key_path: str | Path, flags: str) -> N
     except ssl.SSLError as exc:
         reason = "the key is not the certificate's" if exc.reason == "KEY_VALUES_MISMATCH" else ""
         raise ValueError(
-            f"{flags} ({cert_path}, {key_path}) are not a usable pair: "
+            f"--tls-cert and --tls-key ({cert_path}, {key_path}) are not a usable pair: "
             f"{reason or 'OpenSSL cannot load them together'}"
         ) from None
 

@@ -14,7 +14,7 @@ from torch import nn
 
 from .base import Extractor, ExtractorSpec
 from .registry import register
-from .weights import load_from_hub, load_weights
+from .weights import apply_weights, load_from_hub
 
 RESNET50_SPEC = ExtractorSpec(
     name="resnet50",
@@ -48,9 +48,7 @@ def resnet50(weights: str | Path | None = None) -> ResNetLayer3:
         model = _through_layer3(load_from_hub("resnet50.tv_in1k", RESNET50_SPEC.weights))
         return ResNetLayer3(model, "hub timm/resnet50.tv_in1k")
     model = _through_layer3(timm.create_model("resnet50", pretrained=False))
-    if str(weights) == "random":
-        return ResNetLayer3(model, "random (benchmarks only)")
-    return ResNetLayer3(model, load_weights(model, weights, RESNET50_SPEC.weights))
+    return ResNetLayer3(model, apply_weights(model, weights, RESNET50_SPEC.weights))
 
 
 def _through_layer3(model: nn.Module) -> nn.Module:

@@ -17,7 +17,7 @@ from ..errors import InvalidInput, NotFound
 from .base import Extractor, ExtractorSpec
 from .registry import register_prefix
 from .vit import ViTExtractor
-from .weights import load_from_hub, load_weights
+from .weights import apply_weights, load_from_hub
 
 PREFERRED_STRIDE = 16
 GENERIC_MPP = 1.0  # ImageNet models have no native scale; 10x is the F-SEG recipe.
@@ -127,9 +127,7 @@ def _vit(architecture: str, probe: nn.Module, weights: str | Path | None) -> Ext
         vit = load_from_hub(architecture, spec.weights, **args)
         return ViTExtractor(spec, vit, f"hub timm/{architecture}")
     vit = timm.create_model(architecture, pretrained=False, **args)
-    if str(weights) == "random":
-        return ViTExtractor(spec, vit, "random (benchmarks only)")
-    return ViTExtractor(spec, vit, load_weights(vit, weights, spec.weights))
+    return ViTExtractor(spec, vit, apply_weights(vit, weights, spec.weights))
 
 
 def _cnn(architecture: str, probe: nn.Module, weights: str | Path | None) -> Extractor:
@@ -144,9 +142,7 @@ def _cnn(architecture: str, probe: nn.Module, weights: str | Path | None) -> Ext
         net = load_from_hub(architecture, expected, num_classes=0)
         state = f"hub timm/{architecture}"
     else:
-        net = probe
-        random = str(weights) == "random"
-        state = "random (benchmarks only)" if random else load_weights(net, weights, expected)
+        net, state = probe, apply_weights(probe, weights, expected)
     spec = _cnn_spec(architecture, net, reductions[stage], probe.feature_info[stage]["num_chs"])
     return TimmStage(spec, net, stage, state)
 
@@ -161,8 +157,7 @@ def _features_only(architecture: str, weights: str | Path | None) -> Extractor:
         net, state = load_from_hub(architecture, expected, **args), f"hub timm/{architecture}"
     else:
         net = timm.create_model(architecture, pretrained=False, **args)
-        random = str(weights) == "random"
-        state = "random (benchmarks only)" if random else load_weights(net, weights, expected)
+        state = apply_weights(net, weights, expected)
     spec = _cnn_spec(architecture, net, reductions[stage], info.channels()[stage])
     return TimmFeatures(spec, net, state)
 

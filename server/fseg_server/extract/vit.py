@@ -16,7 +16,7 @@ from torch import nn
 
 from .base import Extractor, ExtractorSpec
 from .registry import register
-from .weights import load_from_hub, load_weights
+from .weights import RANDOM_WEIGHTS, apply_weights, load_from_hub
 
 UNI_SPEC = ExtractorSpec(
     name="uni",
@@ -77,9 +77,9 @@ def build_vit(
     if weights is None and hub_id is not None:
         return ViTExtractor(spec, load_from_hub(hub_id, spec.weights, **args), f"hub {hub_id}")
     vit = timm.create_model(architecture, pretrained=False, **args)
-    if weights is None or str(weights) == "random":
-        return ViTExtractor(spec, vit, "random (benchmarks only)")
-    return ViTExtractor(spec, vit, load_weights(vit, weights, spec.weights))
+    if weights is None:  # no hub model to fall back on
+        return ViTExtractor(spec, vit, RANDOM_WEIGHTS)
+    return ViTExtractor(spec, vit, apply_weights(vit, weights, spec.weights))
 
 
 @register(UNI_SPEC)

@@ -49,6 +49,20 @@ def read_state_dict(path: str | Path, expected: str) -> dict[str, torch.Tensor]:
     return _strip_wrappers(_unwrap(state, path, expected))
 
 
+#: How GetServerInfo describes an extractor whose weights were never loaded.
+RANDOM_WEIGHTS = "random (benchmarks only)"
+
+
+def apply_weights(model: nn.Module, weights: str | Path, expected: str) -> str:
+    """``--weights`` into ``model``; ``random`` keeps the initialisation (benchmarks).
+
+    Returns the description for GetServerInfo, as :func:`load_weights` does.
+    """
+    if str(weights) == "random":
+        return RANDOM_WEIGHTS
+    return load_weights(model, weights, expected)
+
+
 def load_weights(model: nn.Module, path: str | Path, expected: str) -> str:
     """Load ``path`` into ``model`` and return a description for GetServerInfo.
 

@@ -113,15 +113,19 @@ _solvers_lock = threading.Lock()
 
 def _solver_for(H: torch.Tensor, device: torch.device, max_iter: int, tol: float) -> _Solver:
     """The solver for these concepts on ``device``, built once per concept tensor."""
-    if H.is_inference():  # no version counter to tell an in-place change: not kept
+
+    def build() -> _Solver:
         return _Solver(H.to(device).float().clamp_min(0.0), max_iter=max_iter, tol=tol)
+
+    if H.is_inference():  # no version counter to tell an in-place change: not kept
+        return build()
     key = (id(H), H._version, str(device), max_iter, tol)
     with _solvers_lock:
-        entry = _solvers.get(key)
-        if entry is not None and entry[0] is H:
+        entry = _solvers.get(key)  # the entry holds H, so its id names H alone
+        if entry is not None:
             _solvers.move_to_end(key)
             return entry[1]
-    solver = _Solver(H.to(device).float().clamp_min(0.0), max_iter=max_iter, tol=tol)
+    solver = build()
     with _solvers_lock:
         _solvers[key] = (H, solver)
         while len(_solvers) > SOLVERS_KEPT:

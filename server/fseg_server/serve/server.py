@@ -189,9 +189,9 @@ def _server_credentials(config: ServeConfig) -> object | None:
     if not (config.tls_cert and config.tls_key):
         raise InvalidInput("TLS needs both --tls-cert and --tls-key")
     try:
-        cert = tls_files.read_certificates(config.tls_cert, "--tls-cert")
-        key = tls_files.read_private_key(config.tls_key, "--tls-key")
-        tls_files.check_key_pair(config.tls_cert, config.tls_key, "--tls-cert and --tls-key")
+        cert, key = tls_files.read_key_pair(
+            config.tls_cert, config.tls_key, "--tls-cert", "--tls-key"
+        )
         client_ca = (
             tls_files.read_certificates(config.tls_client_ca, "--tls-client-ca")
             if config.tls_client_ca
