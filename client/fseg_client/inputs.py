@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .errors import ClientError
+from .options import OUTPUT_FILES
 
 SLIDE_SUFFIXES = frozenset(
     {
@@ -38,7 +39,7 @@ SLIDE_SUFFIXES = frozenset(
 # Names the client writes itself; never taken for slides when a folder is listed.
 _OUTPUT_ENDINGS = (".labels.png", ".overlay.png")
 # What fseg writes beside slides (results, summaries, the batch CSV, the bank).
-_WRITTEN_ENDINGS = (*_OUTPUT_ENDINGS, ".geojson", ".json", ".csv", ".safetensors")
+_WRITTEN_ENDINGS = (*(f".{s}" for s in OUTPUT_FILES.values()), ".json", ".csv", ".safetensors")
 _GLOB_CHARS = frozenset("*?[")
 
 

@@ -29,9 +29,14 @@ def client_section(summary: dict) -> dict:
     return section if isinstance(section, dict) else {}
 
 
+def result_names(stem: str, suffixes: list[str]) -> list[str]:
+    """File names of a slide's results: ``x.geojson``, ``x.labels.png``, ..."""
+    return [f"{stem}.{suffix}" for suffix in suffixes]
+
+
 def output_names(stem: str, suffixes: list[str]) -> list[str]:
     """File names of a slide's outputs, summary included: ``x.geojson``, ... ``x.json``."""
-    return [f"{stem}.{suffix}" for suffix in suffixes] + [f"{stem}.json"]
+    return [*result_names(stem, suffixes), f"{stem}.json"]
 
 
 def read_summary(path: Path) -> dict | None:
@@ -58,7 +63,7 @@ def completed_summary(
     written = client_section(summary).get("files")
     if not isinstance(written, list):
         return None
-    for name in output_names(stem, suffixes)[:-1]:  # the summary itself is not listed
+    for name in result_names(stem, suffixes):  # the summary itself is not listed
         if name not in written or not (out_dir / name).is_file():
             return None
     return summary

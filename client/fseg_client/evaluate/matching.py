@@ -150,6 +150,11 @@ class EvaluationReport:
     missing: list[str]
     notes: list[str]
 
+    @property
+    def pixels_total(self) -> int:
+        """Pixels of every ground-truth mask, scored or not."""
+        return sum(image["pixels_total"] for image in self.images)
+
     def to_dict(self) -> dict:
         """JSON-ready dictionary (class and cluster ids become string keys)."""
         return {
@@ -164,7 +169,7 @@ class EvaluationReport:
             "counts": {
                 "images": len(self.images),
                 "missing_predictions": len(self.missing),
-                "pixels_total": sum(i["pixels_total"] for i in self.images),
+                "pixels_total": self.pixels_total,
                 "pixels_evaluated": self.pooled.pixels,
                 "clusters": len(self.clusters),
                 "classes": len(self.pooled.per_class),

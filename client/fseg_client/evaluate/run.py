@@ -150,7 +150,7 @@ def format_report(report: EvaluationReport) -> str:
         f"{report.method} mapping: {len(report.mapping)} of {len(report.clusters)} clusters "
         f"mapped, {len(report.images)} images"
     )
-    total = sum(image["pixels_total"] for image in report.images)
+    total = report.pixels_total
     scored = report.pooled.pixels
     coverage = (
         f"all {total:,} pixels scored"
