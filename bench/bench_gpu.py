@@ -72,7 +72,7 @@ def python(module: str, *args: str) -> list[str]:
 def start_fseg_server(workdir: Path, args: argparse.Namespace, bank: Path) -> ServerProcess:
     return start_server(
         workdir,
-        "--host", "127.0.0.1", "--extractor", args.extractor,
+        "--extractor", args.extractor,
         "--weights", f"{args.extractor}=random", "--device", args.device,
         "--slide-root", str(workdir / "slides"), "--concepts", f"{BANK}={bank}",
         timeout_s=START_TIMEOUT_S,

@@ -68,7 +68,7 @@ def start_servers(
 ) -> list[ServerProcess]:
     """Start ``count`` servers at once and wait until every one says SERVING."""
     args = (
-        "--host", "127.0.0.1", "--slide-root", str(slide_root),
+        "--slide-root", str(slide_root),
         "--concepts", f"{BANK_NAME}={bank}", "--device", "cpu",
         "--max-running-jobs", "1", "--grace-seconds", "5",
     )  # fmt: skip

@@ -21,6 +21,13 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from fseg_proto import fseg_pb2, fseg_pb2_grpc
 
 START_TIMEOUT_S = 180
+CLI_TIMEOUT_S = 300  # a hang guard for one-shot commands, not a speed limit
+
+
+def run_server_cli(*args: str) -> subprocess.CompletedProcess:
+    """``fseg-server ARGS`` run to its end, as a user would type it; output as text."""
+    command = [sys.executable, "-m", "fseg_server", *args]
+    return subprocess.run(command, capture_output=True, text=True, timeout=CLI_TIMEOUT_S)
 
 
 @dataclass

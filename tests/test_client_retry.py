@@ -1,12 +1,15 @@
-"""Retry decisions and back-off, without threads or clocks."""
+"""Retry decisions, back-off and outages, without threads or waiting."""
 
 from __future__ import annotations
+
+import time
 
 import grpc
 import pytest
 
 from fseg_client.errors import ClientError, ProtocolError
 from fseg_client.retry import Action, RetryPolicy, classify
+from fseg_client.servers import ServerState
 
 
 class FakeRpcError(grpc.RpcError):
@@ -89,10 +92,6 @@ def test_retry_budget() -> None:
 def test_an_outage_is_counted_from_the_first_failure_not_from_the_last_answer() -> None:
     """A server busy for minutes with one long upload has not answered for minutes,
     but it is down only from its first failure; any answer ends the outage."""
-    import time
-
-    from fseg_client.servers import ServerState
-
     server = ServerState(conn=None)  # type: ignore[arg-type]  # no call is made here
     policy = RetryPolicy(retries=2)
     assert server.down_since is None

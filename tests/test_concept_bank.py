@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 
 import numpy as np
 import pytest
@@ -12,6 +10,7 @@ import pytest
 from conftest import shared
 from fseg_server.concepts import ConceptBank, ConceptClass, import_joblib, load_bank
 from fseg_server.errors import InvalidInput, NotFound
+from servers import run_server_cli as run_cli
 
 RNG = np.random.default_rng(0)
 
@@ -132,12 +131,6 @@ def test_import_refuses_malformed_published_banks_in_one_sentence(tmp_path, cont
     joblib.dump(content, tmp_path / "bank.joblib")
     with pytest.raises(InvalidInput, match=message):
         import_joblib(tmp_path / "bank.joblib", "stain", 4)
-
-
-def run_cli(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [sys.executable, "-m", "fseg_server", *args], capture_output=True, text=True, timeout=300
-    )
 
 
 def test_import_and_name_concepts_from_the_command_line(tmp_path):

@@ -23,6 +23,7 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import grpc
@@ -45,10 +46,17 @@ def need_server_package() -> None:
         pytest.skip("the server package (fseg[server]) is not installed here")
 
 
-def real_server(workdir: Path, *args: str, token: str | None = None) -> ServerProcess:
+def real_server(
+    workdir: Path,
+    *args: str,
+    token: str | None = None,
+    ready: Callable[[ServerProcess], bool] = ServerProcess.serving,
+) -> ServerProcess:
     """A real server (see the module docstring) that logs each finished job."""
     need_server_package()
-    return start_server(workdir, *args, "--log-level", "INFO", token=token, env=SERVER_ENV)
+    return start_server(
+        workdir, *args, "--log-level", "INFO", token=token, env=SERVER_ENV, ready=ready
+    )
 
 
 def dead_address() -> str:
@@ -183,7 +191,6 @@ def start_tls_server(
 
     Started like every test server, but checked for SERVING over TLS.
     """
-    need_server_package()
     tls = ["--tls-cert", str(certs["server_pem"]), "--tls-key", str(certs["server_key"])]
     if mutual:
         tls += ["--tls-client-ca", str(certs["ca_pem"])]
@@ -193,10 +200,9 @@ def start_tls_server(
         cert=certs["client_pem"].read_bytes() if mutual else None,
         key=certs["client_key"].read_bytes() if mutual else None,
     )
-    return start_server(
-        workdir, *tls, "--log-level", "INFO", *args,
-        token=token, env=SERVER_ENV, ready=lambda server: _tls_serving(server, creds),
-    )  # fmt: skip
+    return real_server(
+        workdir, *tls, *args, token=token, ready=lambda server: _tls_serving(server, creds)
+    )
 
 
 def _tls_serving(server: ServerProcess, creds: Credentials) -> bool:

@@ -21,7 +21,7 @@ import pytest
 import shapely
 from jts_check import JAVA_TIMEOUT_S, classpath, java
 from shapely.geometry import shape
-from test_e2e_support import make_certificates, start_tls_server
+from test_e2e_support import dead_address, make_certificates, start_tls_server
 
 from conftest import ROOT
 from fseg_client.inputs import stem_of
@@ -171,7 +171,7 @@ def test_the_health_check_speaks_tls_and_needs_one_answering_server(harness, tmp
     servers with one down still passes (the client fails over)."""
     certs = make_certificates(tmp_path / "certs")
     with start_tls_server(tmp_path / "server", certs, token="t") as server:  # health: no token
-        servers = f"127.0.0.1:1,{server.address}"
+        servers = f"{dead_address()},{server.address}"
         extra = ["--split-regions", "--tls-ca", str(certs["ca_pem"])]
         lines = run(harness, CLIENT, servers, "health-with", *extra)
         assert not errors(lines) and "RETURNED" in lines

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import hashlib
 import subprocess
-import sys
 import threading
 
 import pytest
@@ -18,11 +17,7 @@ from conftest import shared
 from fseg_server.errors import PermissionDenied, ResourceExhausted
 from fseg_server.serve.slide_access import SlideAccess
 from fseg_server.serve.uploads import UploadStore
-
-
-def fseg_server(*args: str) -> subprocess.CompletedProcess:
-    command = [sys.executable, "-m", "fseg_server", *args]
-    return subprocess.run(command, capture_output=True, text=True, timeout=120)
+from servers import run_server_cli as fseg_server
 
 
 def assert_one_sentence(result: subprocess.CompletedProcess, code: int, fragment: str) -> None:

@@ -242,7 +242,7 @@ def test_calls_without_the_right_token_are_unauthenticated(env, token, fragment)
 def warm(env):
     """One whole job first: the extractor is loaded on the first call, and a
     0.8 s deadline must fall inside the job, not inside that loading."""
-    segment(env, metadata=env["server"].metadata(), **path("cmu.svs"))
+    segment(env, **path("cmu.svs"))
     return env
 
 
