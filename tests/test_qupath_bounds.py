@@ -30,6 +30,7 @@ from shapely.affinity import translate
 from shapely.geometry import box, shape
 from test_e2e_support import real_server
 
+from fseg_server.slide.reader import open_slide
 from servers import ServerProcess
 
 pytestmark = pytest.mark.slow
@@ -147,6 +148,16 @@ def test_openslide_reports_the_tiles_present_as_the_bounds(slide):
         assert bounds_of(opened) == BOUNDS
     # QuPath crops when both sides differ from level 0 (OpenslideImageServer):
     assert BOUNDS[2] != WIDTH and BOUNDS[3] != HEIGHT
+
+
+def test_missing_tiles_read_as_white_glass_and_tissue_keeps_its_colours(slide):
+    # OpenSlide paints an absent tile transparent black; fseg must see glass there,
+    # or tissue detection and the extractor would take it for dark tissue.
+    truth = write_sparse_slide(slide.parent / "truth.tif")
+    with open_slide(slide) as fseg_slide:
+        pixels = fseg_slide.read(0, 0, 0, WIDTH, HEIGHT)
+    assert (level0_view(slide)[..., 3] == 0).any(), "the slide should have missing tiles"
+    assert np.array_equal(pixels, truth)
 
 
 def test_the_result_says_which_frame_it_is_in(results):

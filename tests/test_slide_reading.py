@@ -51,6 +51,23 @@ def test_plain_images_are_single_level_slides(he_like_image):
         assert slide.read(0, 290, 250, 20, 20).shape == (20, 20, 3)
 
 
+@pytest.mark.parametrize("mode", ["RGBA", "LA"])  # LA: grey plus alpha
+def test_transparent_pixels_of_plain_images_read_as_white_glass(tmp_path, mode):
+    rgba = np.zeros((20, 30, 4), np.uint8)
+    rgba[..., :3] = (120, 60, 150)
+    rgba[:, :10, 3] = 255  # opaque tissue
+    rgba[:, 10:20, 3] = 128  # half covered: halfway to white
+    path = tmp_path / f"{mode}.png"  # columns 20+ stay fully transparent
+    Image.fromarray(rgba, "RGBA").convert(mode).save(path)
+    with open_slide(path) as slide:
+        pixels = slide.read(0, 0, 0, 30, 20).astype(int)
+    colour_mode = mode.removesuffix("A")  # RGB or L (grey)
+    opaque = np.asarray(Image.fromarray(rgba[:, :10, :3]).convert(colour_mode).convert("RGB"))
+    assert np.array_equal(pixels[:, :10], opaque)
+    assert np.all(np.abs(pixels[:, 10:20] - (opaque[0, 0].astype(int) + 255) / 2) <= 1)
+    assert (pixels[:, 20:] == 255).all()
+
+
 def test_the_read_level_is_the_finest_not_finer_than_needed():
     info = open_slide(shared("slides/tcga-cr-7395-01a-01-ts1.svs")).info
     half = choose_resolution(info, 1.0, 0.5)  # needs downsample 2: level 1 (2.0005) serves

@@ -190,7 +190,7 @@ class _OpenSlideBackend(_Backend):
             region = self._handle.read_region(location, level, (width, height))
         except self._openslide.OpenSlideError as exc:
             raise InvalidInput(f"{self.info.path} cannot be read ({exc})") from exc
-        return _rgba_on_white(np.asarray(region))
+        return _to_rgb(region)
 
     def thumbnail(self, size: tuple[int, int]) -> np.ndarray:
         # The coarsest level at least as large as the thumbnail (never level 0
@@ -265,19 +265,20 @@ class _ImageBackend(_Backend):
 
 
 def _to_rgb(image: Image.Image) -> np.ndarray:
-    if image.mode in ("RGBA", "LA", "P"):
+    if image.mode in ("LA", "P"):
         image = image.convert("RGBA")
-        return _rgba_on_white(np.asarray(image))
-    return np.asarray(image.convert("RGB"))
+    if image.mode != "RGBA":
+        return np.asarray(image.convert("RGB"))
+    if image.getchannel("A").getextrema()[0] == 255:
+        # Fully opaque, as tissue tiles nearly always are: Pillow drops the
+        # alpha band in C, three times faster than slicing it off in NumPy.
+        return np.asarray(image.convert("RGB"))
+    return _rgba_on_white(np.asarray(image))
 
 
 def _rgba_on_white(rgba: np.ndarray) -> np.ndarray:
     """Composite straight-alpha RGBA on white: unscanned areas read as glass."""
-    if rgba.shape[-1] == 3:
-        return rgba
     alpha = rgba[..., 3:4].astype(np.uint16)
-    if alpha.min() == 255:
-        return np.ascontiguousarray(rgba[..., :3])
     rgb = (rgba[..., :3] * alpha + 255 * (255 - alpha) + 127) // 255
     return rgb.astype(np.uint8)
 
