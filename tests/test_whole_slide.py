@@ -100,7 +100,8 @@ def test_summary_reports_areas_tiles_resolution_and_timings(cmu):
     assert sum(fractions) == pytest.approx(1.0)
     assert summary["mpp"] == 0.499 and summary["working_mpp"] == pytest.approx(1.0)
     assert summary["tiles"]["processed"] == len(plan.tiles) <= summary["tiles"]["grid"]
-    for stage in ("plan", "stream", "vectorize", "render", "extract", "factorize", "total"):
+    stages = ("plan", "stream", "thumbnail", "vectorize", "render", "extract", "factorize")
+    for stage in (*stages, "total"):
         assert summary["timings_s"][stage] >= 0
     tissue_um2 = summary["tissue"]["area_um2"]
     assert sum(c["label_grid_area_um2"] for c in summary["classes"]) == pytest.approx(tissue_um2)

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -111,19 +111,24 @@ def segment_slide(
         with timings.time("plan"):
             plan = plan_slide(slide, spec, bank.mpp, options)
     progress("plan", 1, 1)
-    with timings.time("stream"):
-        canvas, clocks = label_tiles(
-            slide, extractor, bank, options, plan, worker,
-            cache=cache, progress=progress, should_stop=should_stop,
-        )  # fmt: skip
-    trim()  # the streaming stage's freed buffers, before vectorizing needs its own
-    classes = bank.classes[options.k]
-    level0_mpp = plan.level0_mpp
-    metadata = _metadata(name, extractor, bank, bank_name, options, plan)
-    # The pictures need only the label grid, so they are drawn in a thread
-    # while the polygons are traced (PNG encoding and GEOS release the GIL).
+    # One helper thread draws the pictures. The overlay's thumbnail does not
+    # depend on the labels, so it is read while the tiles stream; the pictures
+    # are then drawn while the polygons are traced (PNG encoding and GEOS
+    # release the GIL).
     with ThreadPoolExecutor(1, thread_name_prefix="fseg-render") as pool:
-        pictures = pool.submit(_pictures, slide, canvas.labels, canvas.downsample, classes, timings)
+        thumbnail = pool.submit(_thumbnail, slide, timings)
+        with timings.time("stream"):
+            canvas, clocks = label_tiles(
+                slide, extractor, bank, options, plan, worker,
+                cache=cache, progress=progress, should_stop=should_stop,
+            )  # fmt: skip
+        trim()  # the streaming stage's freed buffers, before vectorizing needs its own
+        classes = bank.classes[options.k]
+        level0_mpp = plan.level0_mpp
+        metadata = _metadata(name, extractor, bank, bank_name, options, plan)
+        pictures = pool.submit(
+            _pictures, thumbnail, canvas.labels, canvas.downsample, classes, timings
+        )
         with timings.time("vectorize"):
             progress("vectorize", 0, 1)
             pixel_um2 = (canvas.downsample * (level0_mpp or 1.0)) ** 2
@@ -153,8 +158,14 @@ def segment_slide(
     return SegmentResult(name.rsplit(".", 1)[0], files, summary, canvas.labels)
 
 
+def _thumbnail(slide: Slide, timings: Timings) -> tuple[np.ndarray, float]:
+    """The overlay's thumbnail and its downsample (level-0 px per thumbnail px), timed."""
+    with timings.time("thumbnail"):
+        return slide.thumbnail(OVERLAY_MAX)
+
+
 def _pictures(
-    slide: Slide,
+    thumbnail: Future[tuple[np.ndarray, float]],
     labels: np.ndarray,
     downsample: float,
     classes: list[ConceptClass],
@@ -162,8 +173,7 @@ def _pictures(
 ) -> dict[str, bytes]:
     """The label PNG and the overlay (``downsample``: level-0 px per label px), timed."""
     with timings.time("render"):
-        thumbnail, thumbnail_downsample = slide.thumbnail(OVERLAY_MAX)
-        overlay = overlay_png(thumbnail, thumbnail_downsample, labels, downsample, classes)
+        overlay = overlay_png(*thumbnail.result(), labels, downsample, classes)
         return {"labels.png": label_png(labels, classes), "overlay.png": overlay}
 
 
