@@ -11,7 +11,8 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 # batch, and glibc hands each one back to the kernel: every batch then faults
 # its memory in again, 4 KiB at a time. With this, torch asks for transparent
 # huge pages on buffers of 2 MiB and more: 20x fewer page faults and about
-# 20% more timm:resnet18 tiles per second on a 2-core CPU (bench/bench_slide.py).
+# 20% more timm:resnet18 tiles per second on a 2-core CPU (bench/bench_slide.py);
+# the cheap stain extractor loses about 10% (README, Serving).
 # torch reads it when it loads, so fseg_server must be imported first; set
 # THP_MEM_ALLOC_ENABLE=0 to opt out. Some torch builds read the C10_ spelling.
 os.environ.setdefault("THP_MEM_ALLOC_ENABLE", "1")
