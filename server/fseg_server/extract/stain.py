@@ -39,11 +39,14 @@ NUCLEAR_OD = 0.35
 NUCLEAR_SOFTNESS = 0.08
 GLASS_BRIGHTNESS, GLASS_SATURATION = 0.8, 0.15  # a glass pixel is brighter and greyer
 CONTEXT_RADII = (2, 5, 12)  # in cells, a factor of about 2.5 apart
+# Per cell: 6 pixel-map means, 3 texture spreads, edges and glass fraction; then,
+# per context radius, 6 neighbourhood means (see StainExtractor.features).
+CELL_CHANNELS, CONTEXT_CHANNELS = 11, 6
 TEXTURE_GAIN = 3.0  # standard deviations and gradients are ~3x smaller than means
 
 STAIN_SPEC = ExtractorSpec(
     name="stain",
-    feature_dim=29,
+    feature_dim=CELL_CHANNELS + CONTEXT_CHANNELS * len(CONTEXT_RADII),
     stride=4,
     mpp=1.0,
     mean=(0.0, 0.0, 0.0),
@@ -77,9 +80,11 @@ class StainExtractor(Extractor):
         edges = F.avg_pool2d(_gradient_magnitude(pixels[:, 3:4]), s) * TEXTURE_GAIN
         glass = (pixels[:, 3:4] > GLASS_BRIGHTNESS) & (pixels[:, 4:5] < GLASS_SATURATION)
         glass_fraction = F.avg_pool2d(glass.float(), s)
-        cells = torch.cat([means, spread, edges, glass_fraction], dim=1)  # 11 channels
+        cells = torch.cat([means, spread, edges, glass_fraction], dim=1)  # CELL_CHANNELS
         # Context: H, E, brightness, nuclear fraction, brightness texture and glass around it.
-        context_source = torch.cat([means[:, [0, 1, 3, 5]], spread[:, 2:3], glass_fraction], dim=1)
+        context_source = torch.cat(
+            [means[:, [0, 1, 3, 5]], spread[:, 2:3], glass_fraction], dim=1
+        )  # CONTEXT_CHANNELS
         context = [_box_mean(context_source, r) for r in CONTEXT_RADII]
         return torch.cat([cells, *context], dim=1).clamp_min_(0.0)
 

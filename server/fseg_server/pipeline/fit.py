@@ -16,7 +16,7 @@ import torch
 
 from ..concepts.bank import ConceptBank
 from ..concepts.kmeans import Reservoir, kmeans
-from ..errors import FsegError, InvalidInput
+from ..errors import FailedPrecondition, FsegError, InvalidInput, NotFound, PermissionDenied
 from ..extract import Extractor
 from ..slide.reader import Slide
 from ..slide.tiles import Tile
@@ -81,10 +81,8 @@ def sample_slide(
     return added
 
 
-#: Statuses of errors that belong to one input (unreadable, no µm/px, outside the root).
-_INPUT_FAULTS = frozenset(
-    {"INVALID_ARGUMENT", "FAILED_PRECONDITION", "NOT_FOUND", "PERMISSION_DENIED"}
-)
+#: Errors that belong to one input (unreadable, no µm/px, missing, outside the root).
+_INPUT_FAULTS = (InvalidInput, FailedPrecondition, NotFound, PermissionDenied)
 
 
 def sample_slides(
@@ -111,7 +109,8 @@ def sample_slides(
     Raises:
         the first input's error, when none could be read.
     """
-    refused: list[FsegError] = []
+    first_refusal: FsegError | None = None
+    left_out = 0
     for index in range(count):
         try:
             with open_input(index) as slide:
@@ -119,15 +118,14 @@ def sample_slides(
                     slide, extractor, worker, reservoir, options,
                     max_tiles=max_tiles, should_stop=should_stop,
                 )  # fmt: skip
-        except FsegError as exc:
-            if exc.status not in _INPUT_FAULTS:
-                raise
-            refused.append(exc)
+        except _INPUT_FAULTS as exc:
+            first_refusal = first_refusal or exc
+            left_out += 1
             outcome = exc
         report(index, outcome)
-    if len(refused) == count:
-        raise refused[0]
-    return count - len(refused)
+    if first_refusal is not None and left_out == count:
+        raise first_refusal
+    return count - left_out
 
 
 def fit_bank(

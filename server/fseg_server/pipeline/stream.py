@@ -106,10 +106,11 @@ def stream_tiles(
                     pending.append((tile, pool.submit(read_and_submit, tile)))
                 if not pending:
                     return
+                where = f"after {done} of {len(tiles)} tiles"
                 if should_stop():
-                    raise Cancelled(f"the job was cancelled after {done} of {len(tiles)} tiles")
+                    raise Cancelled(f"the job was cancelled {where}")
                 tile, submitted = pending.popleft()
-                yield tile, _wait(submitted, should_stop, f"after {done} of {len(tiles)} tiles")
+                yield tile, _wait(submitted, should_stop, where)
                 done += 1
         finally:
             stopped.set()

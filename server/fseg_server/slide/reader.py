@@ -267,11 +267,9 @@ class _ImageBackend(_Backend):
 def _to_rgb(image: Image.Image) -> np.ndarray:
     if image.mode in ("LA", "P"):
         image = image.convert("RGBA")
-    if image.mode != "RGBA":
-        return np.asarray(image.convert("RGB"))
-    if image.getchannel("A").getextrema()[0] == 255:
-        # Fully opaque, as tissue tiles nearly always are: Pillow drops the
-        # alpha band in C, three times faster than slicing it off in NumPy.
+    # Fully opaque, as tissue tiles nearly always are: Pillow drops the alpha
+    # band in C, three times faster than slicing it off in NumPy.
+    if image.mode != "RGBA" or image.getchannel("A").getextrema()[0] == 255:
         return np.asarray(image.convert("RGB"))
     return _rgba_on_white(np.asarray(image))
 
