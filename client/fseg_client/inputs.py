@@ -37,9 +37,9 @@ SLIDE_SUFFIXES = frozenset(
     }
 )
 # Names the client writes itself; never taken for slides when a folder is listed.
-_OUTPUT_ENDINGS = (".labels.png", ".overlay.png")
+_OUTPUT_ENDINGS = tuple(f".{suffix}" for suffix in OUTPUT_FILES.values())
 # What fseg writes beside slides (results, summaries, the batch CSV, the bank).
-_WRITTEN_ENDINGS = (*(f".{s}" for s in OUTPUT_FILES.values()), ".json", ".csv", ".safetensors")
+_WRITTEN_ENDINGS = (*_OUTPUT_ENDINGS, ".json", ".csv", ".safetensors")
 _GLOB_CHARS = frozenset("*?[")
 
 

@@ -145,14 +145,15 @@ class RequestOptions:
         )
 
 
-def _check_finite(value: float | None, flag: str, what: str, positive: bool) -> None:
-    """``what`` names the accepted values in the sentence; NaN is refused too.
-    µm per pixel must be positive: 0 would silently mean "not given" on the wire."""
+def _check_finite(value: float | None, flag: str, positive: bool) -> None:
+    """Refuse a value out of range, NaN included. µm per pixel must be positive:
+    0 would silently mean "not given" on the wire."""
     if value is None:
         return
-    in_range = 0 < value < math.inf if positive else 0 <= value < math.inf  # NaN: neither
-    if not in_range:
-        raise ClientError(f"{flag} must be {what}, not {value}")
+    if positive and not 0 < value < math.inf:  # NaN fails every comparison
+        raise ClientError(f"{flag} must be a positive, finite number of µm per pixel, not {value}")
+    if not positive and not 0 <= value < math.inf:
+        raise ClientError(f"{flag} must be a finite number of at least 0, not {value}")
 
 
 def options_from_args(args: argparse.Namespace) -> RequestOptions:
@@ -164,9 +165,9 @@ def options_from_args(args: argparse.Namespace) -> RequestOptions:
     if args.label_upsample < 0:
         raise ClientError(f"--label-upsample must be at least 0, not {args.label_upsample}")
     for value, flag in ((args.mpp, "--mpp"), (args.target_mpp, "--target-mpp")):
-        _check_finite(value, flag, "a positive, finite number of µm per pixel", positive=True)
+        _check_finite(value, flag, positive=True)
     for value, flag in ((args.simplify, "--simplify"), (args.min_area, "--min-area")):
-        _check_finite(value, flag, "a finite number of at least 0", positive=False)
+        _check_finite(value, flag, positive=False)
     return RequestOptions(
         extractor=args.extractor or "",
         k=args.k,

@@ -76,7 +76,7 @@ class Scheduler:
             with self._cond:
                 self._cond.notify_all()
             _join(workers, timeout_s=10.0)
-            self._fail_pending(INTERRUPTED, announce=False)
+            self._fail_pending(INTERRUPTED)
             raise
         _join(workers, timeout_s=10.0)
         return [self._outcomes[t.slide.stem] for t in tasks if t.slide.stem in self._outcomes]
@@ -104,11 +104,11 @@ class Scheduler:
         if reason is not None:
             self._fail_pending(reason)
 
-    def _fail_pending(self, reason: str, announce: bool = True) -> None:
+    def _fail_pending(self, reason: str) -> None:
         with self._cond:
             waiting, self._pending = self._pending, []
         for task in waiting:
-            self._finish(task, FAILED, error=reason, announce=announce)
+            self._finish(task, FAILED, error=reason)
 
     # -- worker threads ---------------------------------------------------------------
 
@@ -201,7 +201,7 @@ class Scheduler:
             cancelled_by_us=stopping,
         )
         if verdict.action is Action.STOP:
-            self._finish(task, FAILED, server.address, error=INTERRUPTED, announce=False)
+            self._finish(task, FAILED, server.address, error=INTERRUPTED)
             return
         message = server.conn.explain(exc)
         task.last_error = message
@@ -243,10 +243,9 @@ class Scheduler:
         server: str = "",
         error: str = "",
         summary: dict | None = None,
-        announce: bool = True,
     ) -> None:
-        """Record the task's outcome; ``announce``: also say so on the console
-        (not for each slide a Ctrl-C leaves: one closing line says that)."""
+        """Record the task's outcome and say so on the console (not for each
+        slide a Ctrl-C leaves: one closing line says that)."""
         started = task.first_started
         outcome = SlideOutcome(
             slide=task.slide,
@@ -263,7 +262,7 @@ class Scheduler:
             self._outcomes[task.slide.stem] = outcome
             self._unfinished -= 1
             self._cond.notify_all()
-        self.on_outcome(outcome, announce)
+        self.on_outcome(outcome, error != INTERRUPTED)
 
 
 def _join(threads: Sequence[threading.Thread], timeout_s: float) -> None:
