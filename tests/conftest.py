@@ -27,6 +27,14 @@ def shared(relative: str) -> Path:
     return path
 
 
+@pytest.fixture(scope="session")
+def certs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """A CA, a server certificate for localhost and a client certificate, made with openssl."""
+    from test_e2e_support import make_certificates  # it imports this module
+
+    return make_certificates(tmp_path_factory.mktemp("certs"))
+
+
 @pytest.fixture
 def cmu_slide() -> Path:
     """Real H&E (skin), Aperio SVS, 2220 x 2967 px, 0.499 µm/px, one level."""

@@ -64,12 +64,16 @@ class ServerProcess:
                 return False
         return reply.status == health_pb2.HealthCheckResponse.SERVING
 
-    def idle(self) -> bool:
-        """Whether no job is running or waiting on the server (GetServerInfo)."""
+    def info(self) -> fseg_pb2.ServerInfo:
+        """The server's GetServerInfo answer (its jobs, extractors and banks)."""
         with self.channel() as channel:
-            info = fseg_pb2_grpc.SegmentationStub(channel).GetServerInfo(
+            return fseg_pb2_grpc.SegmentationStub(channel).GetServerInfo(
                 fseg_pb2.ServerInfoRequest(), timeout=10, metadata=self.metadata()
             )
+
+    def idle(self) -> bool:
+        """Whether no job is running or waiting on the server."""
+        info = self.info()
         return info.running_jobs == 0 and info.queued_jobs == 0
 
     def stop(self, sig: int = signal.SIGTERM, timeout: float = 60) -> int:

@@ -9,7 +9,6 @@ import pytest
 from test_e2e_support import dead_address, real_server
 
 from fseg_client.cli import main
-from fseg_server.extract.stain import STAIN_SPEC
 
 
 @pytest.fixture(scope="module")
@@ -19,6 +18,9 @@ def address(tmp_path_factory: pytest.TempPathFactory):
 
 
 def test_info_is_readable_and_json_on_request(address: str, capsys) -> None:
+    # Here, not at the top: the other tests of this file run with the client alone.
+    from fseg_server.extract.stain import STAIN_SPEC
+
     assert main(["info", "--server", address]) == 0
     text = capsys.readouterr().out
     assert (

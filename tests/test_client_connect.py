@@ -8,7 +8,6 @@ import types
 from pathlib import Path
 
 import pytest
-from test_e2e_support import make_certificates
 
 from fseg_client.connect import (
     MAX_MESSAGE_BYTES,
@@ -71,16 +70,12 @@ def tls_args(**files: Path) -> types.SimpleNamespace:
     return types.SimpleNamespace(token_file=None, tls_server_name=None, **names)
 
 
-@pytest.fixture(scope="module")
-def certs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
-    return make_certificates(tmp_path_factory.mktemp("certs"))
-
-
 def test_tls_files_are_read(certs: dict[str, Path]) -> None:
     args = tls_args(ca=certs["ca_pem"], cert=certs["client_pem"], key=certs["client_key"])
     creds = credentials_from_args(args)
     assert creds.tls
     assert creds.ca == certs["ca_pem"].read_bytes()
+    assert creds.cert == certs["client_pem"].read_bytes()
     assert creds.key == certs["client_key"].read_bytes()
 
 

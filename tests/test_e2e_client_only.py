@@ -16,7 +16,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from test_e2e_support import client_env, make_certificates, start_tls_server
+from test_e2e_support import client_env, start_tls_server
 
 from conftest import ROOT, shared
 
@@ -42,11 +42,6 @@ def client_venv(tmp_path_factory: pytest.TempPathFactory) -> Path:
     result = subprocess.run(pip, capture_output=True, text=True, timeout=900)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     return venv / "bin"
-
-
-@pytest.fixture(scope="module")
-def certs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
-    return make_certificates(tmp_path_factory.mktemp("certs"))
 
 
 @pytest.fixture(scope="module")

@@ -90,10 +90,15 @@ def level0_view(path: Path) -> np.ndarray:
 
 
 @pytest.fixture(scope="module")
-def slide(tmp_path_factory) -> Path:
+def written(tmp_path_factory) -> tuple[Path, np.ndarray]:
+    """The sparse slide and the level-0 pixels it was written from."""
     path = tmp_path_factory.mktemp("slides") / "sparse.tif"
-    write_sparse_slide(path)
-    return path
+    return path, write_sparse_slide(path)
+
+
+@pytest.fixture(scope="module")
+def slide(written) -> Path:
+    return written[0]
 
 
 @pytest.fixture(scope="module")
@@ -150,10 +155,10 @@ def test_openslide_reports_the_tiles_present_as_the_bounds(slide):
     assert BOUNDS[2] != WIDTH and BOUNDS[3] != HEIGHT
 
 
-def test_missing_tiles_read_as_white_glass_and_tissue_keeps_its_colours(slide):
+def test_missing_tiles_read_as_white_glass_and_tissue_keeps_its_colours(written):
     # OpenSlide paints an absent tile transparent black; fseg must see glass there,
     # or tissue detection and the extractor would take it for dark tissue.
-    truth = write_sparse_slide(slide.parent / "truth.tif")
+    slide, truth = written
     with open_slide(slide) as fseg_slide:
         pixels = fseg_slide.read(0, 0, 0, WIDTH, HEIGHT)
     assert (level0_view(slide)[..., 3] == 0).any(), "the slide should have missing tiles"

@@ -21,7 +21,7 @@ import pytest
 import shapely
 from jts_check import JAVA_TIMEOUT_S, classpath, java
 from shapely.geometry import shape
-from test_e2e_support import dead_address, make_certificates, start_tls_server
+from test_e2e_support import dead_address, start_tls_server
 
 from conftest import ROOT
 from fseg_client.inputs import stem_of
@@ -166,10 +166,9 @@ def test_an_unreachable_server_is_one_clear_error_before_any_work(harness):
     assert "UNREACHABLE" in message and "Check FSEG_SERVER" in message
 
 
-def test_the_health_check_speaks_tls_and_needs_one_answering_server(harness, tmp_path):
+def test_the_health_check_speaks_tls_and_needs_one_answering_server(harness, tmp_path, certs):
     """TLS options reach the health check from FSEG_EXTRA_ARGS, and a list of
     servers with one down still passes (the client fails over)."""
-    certs = make_certificates(tmp_path / "certs")
     with start_tls_server(tmp_path / "server", certs, token="t") as server:  # health: no token
         servers = f"{dead_address()},{server.address}"
         extra = ["--split-regions", "--tls-ca", str(certs["ca_pem"])]

@@ -11,7 +11,7 @@ import subprocess
 import threading
 
 import pytest
-from test_e2e_support import make_certificates, real_server
+from test_e2e_support import real_server
 
 from conftest import shared
 from fseg_server.errors import PermissionDenied, ResourceExhausted
@@ -75,9 +75,8 @@ def test_bad_command_lines_get_one_sentence(args, code, fragment):
     assert_one_sentence(fseg_server(*args), code, fragment)
 
 
-def test_a_key_of_another_certificate_is_refused_before_listening(tmp_path):
+def test_a_key_of_another_certificate_is_refused_before_listening(certs):
     """gRPC itself only logs C-level lines and fails the bind, which read as a busy port."""
-    certs = make_certificates(tmp_path / "certs")
     pair = ["--tls-cert", str(certs["server_pem"]), "--tls-key", str(certs["client_key"])]
     result = fseg_server("serve", "--port", "0", *pair)
     assert_one_sentence(result, 2, "are not a usable pair: the key is not the certificate's")
