@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import stat
 import subprocess
 import sys
 import textwrap
@@ -145,3 +146,56 @@ def test_a_file_from_an_earlier_run_does_not_complete_a_later_one(tmp_path: Path
     finish_slide(assembler, tmp_path, "s", {"classes": []}, "fp", {"server": "h:1"})
     assert completed_summary(tmp_path, "s", "fp", ["geojson"]) is not None
     assert completed_summary(tmp_path, "s", "fp", ["geojson", "overlay.png"]) is None
+
+
+def test_a_truncated_or_replaced_output_is_not_complete(tmp_path: Path) -> None:
+    # A re-run must redo a slide whose GeoJSON was cut short (a copy that died, a full
+    # disk on a share): the summary records each file's size and the check compares it.
+    geojson_bytes = b'{"type": "FeatureCollection", "features": []}'
+    assembler = ResultAssembler(tmp_path, "s")
+    feed(assembler, "geojson", geojson_bytes)
+    summary = finish_slide(assembler, tmp_path, "s", {"classes": []}, "fp", {"server": "h:1"})
+    assert summary["client"]["file_bytes"] == {"s.geojson": len(geojson_bytes)}
+    assert completed_summary(tmp_path, "s", "fp", ["geojson"]) is not None
+    geojson = tmp_path / "s.geojson"
+    geojson.write_bytes(geojson.read_bytes()[:20])
+    assert completed_summary(tmp_path, "s", "fp", ["geojson"]) is None
+
+
+def test_a_summary_without_sizes_is_trusted_on_names(tmp_path: Path) -> None:
+    # Output folders written before sizes were recorded are not redone wholesale.
+    (tmp_path / "s.geojson").write_bytes(b"{}")
+    summary = {"request_fingerprint": "fp", "client": {"files": ["s.geojson"]}}
+    write_json_atomic(tmp_path / "s.json", summary)
+    assert completed_summary(tmp_path, "s", "fp", ["geojson"]) == summary
+
+
+def test_the_folder_is_synced_after_the_renames_and_before_the_summary(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # fsync on the folder itself is what makes a rename survive a power cut; a real
+    # power cut cannot be staged here, so the order of the calls is what is checked.
+    events: list[str] = []
+    real_fsync, real_replace = os.fsync, os.replace
+
+    def fsync(fd: int) -> None:
+        events.append("sync folder" if stat.S_ISDIR(os.fstat(fd).st_mode) else "sync file")
+        real_fsync(fd)
+
+    def replace(src, dst) -> None:
+        events.append(f"rename {Path(dst).name}")
+        real_replace(src, dst)
+
+    monkeypatch.setattr(os, "fsync", fsync)
+    monkeypatch.setattr(os, "replace", replace)
+    assembler = ResultAssembler(tmp_path, "s")
+    feed(assembler, "geojson", b"{}")
+    events.clear()  # the chunks' own file sync is covered above
+    finish_slide(assembler, tmp_path, "s", {"classes": []}, "fp", {"server": "h:1"})
+    assert events == [
+        "rename s.geojson",
+        "sync folder",
+        "sync file",
+        "rename s.json",
+        "sync folder",
+    ]

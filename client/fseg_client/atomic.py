@@ -30,6 +30,25 @@ def discard(tmp: Path) -> None:
         tmp.unlink()
 
 
+def sync_folder(folder: Path) -> None:
+    """Flush a folder's entries (the renames into it) to disk.
+
+    A file's own fsync does not make its rename durable: after a power cut the
+    folder could still show the old file under the new summary. Where folders
+    cannot be opened (Windows), this does nothing.
+    """
+    try:
+        handle = os.open(folder, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(handle)
+    except OSError:
+        pass
+    finally:
+        os.close(handle)
+
+
 def commit(tmp: Path, path: Path) -> None:
     """Make the finished temporary file ``tmp`` visible as ``path``."""
     os.chmod(tmp, 0o644)  # results are meant to be shared, whatever the umask of mkstemp

@@ -11,7 +11,7 @@ import contextlib
 import json
 from pathlib import Path
 
-from .atomic import write_json_atomic
+from .atomic import sync_folder, write_json_atomic
 from .errors import ProtocolError
 from .results import ResultAssembler
 
@@ -55,18 +55,30 @@ def completed_summary(
 
     Complete means: the summary exists, carries this fingerprint, and every
     requested output file exists beside it and was written by the run the
-    summary describes (a file left by a run with other outputs does not count).
+    summary describes (a file left by a run with other outputs does not count)
+    with the size that run wrote (a truncated or replaced file does not count;
+    summaries written before sizes were recorded are trusted on names alone).
     """
     summary = read_summary(summary_path(out_dir, stem))
     if summary is None or summary.get(FINGERPRINT_KEY) != fingerprint:
         return None
-    written = client_section(summary).get("files")
-    if not isinstance(written, list):
+    section = client_section(summary)
+    written, sizes = section.get("files"), section.get("file_bytes", {})
+    if not isinstance(written, list) or not isinstance(sizes, dict):
         return None
     for name in result_names(stem, suffixes):  # the summary itself is not listed
-        if name not in written or not (out_dir / name).is_file():
+        if name not in written or not _has_size(out_dir / name, sizes.get(name)):
             return None
     return summary
+
+
+def _has_size(path: Path, size: object) -> bool:
+    """Whether ``path`` is a file of ``size`` bytes (any size when None)."""
+    try:
+        actual = path.stat().st_size if path.is_file() else None
+    except OSError:
+        return False
+    return actual is not None and (size is None or actual == size)
 
 
 def parse_server_summary(text: str) -> dict:
@@ -91,7 +103,9 @@ def finish_slide(
     """Put a slide's verified files in place; the summary goes last.
 
     The old summary is removed first, so that between the renames no summary
-    vouches for a mix of old and new files.
+    vouches for a mix of old and new files; the folder is synced before the new
+    summary is written, so that after a power cut the summary never vouches
+    for renames the disk did not keep. It records each file's size in bytes.
 
     Returns:
         The summary as written.
@@ -99,9 +113,15 @@ def finish_slide(
     path = summary_path(out_dir, stem)
     with contextlib.suppress(FileNotFoundError):
         path.unlink()
-    written = assembler.commit_all()
+    written = sorted(assembler.commit_all())
+    sync_folder(out_dir)
     summary = dict(server_summary)
     summary[FINGERPRINT_KEY] = fingerprint
-    summary["client"] = {**client_info, "files": sorted(p.name for p in written)}
+    summary["client"] = {
+        **client_info,
+        "files": [p.name for p in written],
+        "file_bytes": {p.name: p.stat().st_size for p in written},
+    }
     write_json_atomic(path, summary)
+    sync_folder(out_dir)
     return summary
