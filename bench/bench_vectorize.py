@@ -31,6 +31,7 @@ from scipy import ndimage
 from common import print_table, write_json
 from fseg_server.vectorize import (
     DEFAULT_SIMPLIFY,
+    clip_polygons,
     count_boundary_edges,
     label_polygons,
     sieve,
@@ -105,10 +106,15 @@ def run(size: int, classes: int, noise: float, seed: int, min_cells: int) -> dic
         grid, sieve_s = timed(lambda: sieve(grid, min_cells))
     exact, trace_s = timed(lambda: label_polygons(grid))
     simple, simplify_s = timed(lambda: simplify_coverage(exact, DEFAULT_SIMPLIFY))
-    _, transform_s = timed(lambda: to_output_frame(simple, cell_size=16.0, origin=(-64.0, 32.0)))
+    moved, transform_s = timed(
+        lambda: to_output_frame(simple, cell_size=16.0, origin=(-64.0, 32.0))
+    )
+    # As the pipeline does: cut at the image's edge (no ROI), here the grid's own.
+    image = shapely.box(-64.0, 32.0, -64.0 + 16.0 * grid.shape[1], 32.0 + 16.0 * grid.shape[0])
+    _, clip_s = timed(lambda: clip_polygons(moved, image))
     flat = [p for v in simple.values() for p in v]
     valid, valid_s = timed(lambda: bool(shapely.is_valid(np.array(flat, dtype=object)).all()))
-    total = sieve_s + trace_s + simplify_s + transform_s
+    total = sieve_s + trace_s + simplify_s + transform_s + clip_s
     return {
         "size": size,
         "classes": classes,
@@ -125,6 +131,7 @@ def run(size: int, classes: int, noise: float, seed: int, min_cells: int) -> dic
         "trace_s": trace_s,
         "simplify_s": simplify_s,
         "transform_s": transform_s,
+        "clip_s": clip_s,
         "total_s": total,
         "valid": valid,
         "valid_check_s": valid_s,
@@ -144,7 +151,7 @@ def main() -> None:
     rows = [run(s, args.classes, args.noise, args.seed, args.min_cells) for s in sizes]
     shown = ["size", "edges", "polygons", "vertices", "vertices_simpl", "edges_s", "sieve_s"]
     shown += ["trace_s"]
-    shown += ["simplify_s", "transform_s", "total_s", "valid"]
+    shown += ["simplify_s", "transform_s", "clip_s", "total_s", "valid"]
     print_table([{k: r[k] for k in shown} for r in rows], "vectorize (seconds)")
     write_json(
         "vectorize", {"target_s": TARGET_S, "default_simplify": DEFAULT_SIMPLIFY, "rows": rows}

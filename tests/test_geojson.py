@@ -147,6 +147,15 @@ def test_rounding_that_would_break_validity_keeps_full_precision():
     assert all(shape(f["geometry"]).is_valid for f in fc["features"])
 
 
+def test_areas_use_both_pixel_sides_as_qupath_does():
+    # A scanner may record mpp-x 0.25 and mpp-y 0.3: a 10 x 10 px square is 7.5 µm².
+    square = {0: [box(0, 0, 10, 10)]}
+    fc = feature_collection(square, CLASSES, mpp=(0.25, 0.3), metadata={})
+    assert fc["features"][0]["properties"]["measurements"]["Area µm^2"] == pytest.approx(7.5)
+    with pytest.raises(ValueError, match="positive"):
+        feature_collection(square, CLASSES, mpp=(0.25, 0.0), metadata={})
+
+
 def test_bad_inputs_are_rejected(polygons):
     with pytest.raises(ValueError):
         feature_collection(polygons, CLASSES[:1], mpp=0.25, metadata={})

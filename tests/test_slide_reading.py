@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 import numpy as np
@@ -76,6 +77,15 @@ def test_the_read_level_is_the_finest_not_finer_than_needed():
     assert quarter.level == 1 and 1.99 < quarter.scale < 2.0
     full = choose_resolution(info, 0.6, 0.5)
     assert full.level == 0 and full.scale == pytest.approx(1.2)
+
+
+def test_pixel_sides_come_from_mpp_x_and_mpp_y_unless_mpp_is_given():
+    # Areas are px² times mpp-x times mpp-y, as QuPath measures them; --mpp is square.
+    info = dataclasses.replace(
+        open_slide(shared("slides/CMU-1-Small-Region.svs")).info, mpp=(0.25, 0.3)
+    )
+    assert choose_resolution(info, 1.0, None).level0_mpp_xy == (0.25, 0.3)
+    assert choose_resolution(info, 1.0, 0.5).level0_mpp_xy == (0.5, 0.5)
 
 
 def test_a_working_resolution_finer_than_level_0_enlarges_level_0(tmp_path):
@@ -225,5 +235,20 @@ def test_a_roi_island_inside_a_rings_hole_is_kept_whatever_the_order():
     assert (ring_first == island_first).all()
     assert ring_first[5, 5] and ring_first[50, 50]  # the ring and the island
     assert not ring_first[30, 30]  # the hole around the island
-    expected = 100 * 100 - 50 * 50 + 25 * 25  # mask pixels; outlines may move it by a row
+    # Pixels an edge passes through are kept: the hole loses a row on each side
+    # (50 -> 48 pixels across), the island gains one (25 -> 27).
+    expected = 100 * 100 - 48 * 48 + 27 * 27
     assert abs(int(ring_first.sum()) - expected) < 0.02 * expected
+
+
+def test_every_mask_pixel_an_roi_touches_is_kept():
+    # The ROI's edge is applied to the polygons exactly; the coarse mask must not
+    # lose tissue the ROI covers a little of. Box 0-5 px at 4 px per mask pixel
+    # covers pixel (0, 0) and slivers of three more.
+    from shapely.geometry import box
+
+    tissue = full_mask((40, 40), 4.0)
+    kept = restrict_to_polygons(tissue, [box(0, 0, 5, 5)]).mask
+    assert kept[:2, :2].all() and int(kept.sum()) == 4
+    # Grown by a reach of 4 px (a label cell), the ROI reaches one pixel further.
+    assert int(restrict_to_polygons(tissue, [box(0, 0, 5, 5)], reach=4.0).mask.sum()) == 9

@@ -9,6 +9,7 @@ from scipy import ndimage
 from shapely.geometry import Polygon, box
 
 from fseg_server.vectorize import (
+    clip_polygons,
     label_polygons,
     sieve,
     simplify_coverage,
@@ -407,3 +408,16 @@ def test_large_grids_vectorize_in_bands_like_small_ones():
     for cls, polygons in whole.items():
         area = sum(p.area for p in polygons)
         assert sum(p.area for p in banded[cls]) == pytest.approx(area, rel=0.02)
+
+
+def test_clipping_cuts_every_class_at_the_same_edge():
+    # Two classes side by side, cut by a slanted ROI edge: nothing outside it,
+    # no overlap between the classes, and together they fill what the ROI covers.
+    left, right = shapely.box(0, 0, 10, 10), shapely.box(10, 0, 20, 10)
+    roi = shapely.Polygon([(2, -1), (21, -1), (21, 11), (5, 11)])
+    clipped = clip_polygons({0: [left], 1: [right], 2: []}, roi)
+    a, b = shapely.union_all(clipped[0]), shapely.union_all(clipped[1])
+    assert clipped[2] == [] and clipped[1] == [right]  # wholly inside: kept as it is
+    assert a.difference(roi).area < 1e-9 and a.intersection(b).area < 1e-9
+    assert (a.area + b.area) == pytest.approx(roi.intersection(left.union(right)).area)
+    assert all(shapely.is_valid(clipped[0]))

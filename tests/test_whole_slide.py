@@ -21,7 +21,7 @@ from shapely.geometry import shape
 from conftest import shared
 from fseg_server.extract import create_extractor
 from fseg_server.pipeline.device_worker import DeviceWorker
-from fseg_server.pipeline.options import SegmentOptions
+from fseg_server.pipeline.options import SegmentOptions, TissueDetection
 from fseg_server.pipeline.plan import plan_slide
 from fseg_server.pipeline.seams import measure_seams
 from fseg_server.pipeline.segment import fit_on_slide, segment_slide
@@ -128,9 +128,45 @@ def test_an_roi_restricts_the_work_to_its_polygon(engine, cmu):
     with open_slide(shared("slides/CMU-1-Small-Region.svs")) as slide:
         result = segment_slide(slide, extractor, bank, SegmentOptions(roi=(roi,)), worker)
     union = shapely.union_all(list(geometries(result).values()))
-    assert union.difference(roi.buffer(20)).area == 0
+    # Cut at the ROI's edge exactly (up to the 1/1000 px rounding of the GeoJSON),
+    # so that QuPath's region import adds nothing outside the region ...
+    assert union.difference(roi).area < 1e-6 * roi.area
+    # ... and covering what the whole-slide run found inside it, edge cells included.
+    inside_whole = shapely.union_all(list(geometries(whole).values())).intersection(roi)
+    assert union.area == pytest.approx(inside_whole.area, rel=0.02)
     assert union.area > 0.2 * roi.area
     assert result.summary["tissue"]["area_um2"] < 0.5 * whole.summary["tissue"]["area_um2"]
+
+
+def test_polygons_stop_at_the_edge_of_the_image(engine, cmu):
+    # At 1 µm/px a 4-px stain cell is 8.016 level-0 px of this 0.499 µm/px scan, which
+    # does not divide its 2220 x 2967 px: the last cells reach past the image.
+    extractor, worker = engine
+    _, _, bank = cmu
+    options = SegmentOptions(tissue=TissueDetection.OFF)
+    with open_slide(shared("slides/CMU-1-Small-Region.svs")) as slide:
+        result = segment_slide(slide, extractor, bank, options, worker)
+    image = shapely.box(0, 0, 2220, 2967)
+    union = shapely.union_all(list(geometries(result).values()))
+    assert union.difference(image).area < 1e-6 * image.area
+    assert union.area > 0.99 * image.area
+
+
+def test_no_region_under_min_area_survives(engine, cmu):
+    # 200 µm² is 12.4 cells of 4.016 x 4.016 µm: a 12-cell region is under it and goes.
+    extractor, worker = engine
+    _, _, bank = cmu
+    options = SegmentOptions(split_regions=True, simplify=0.0, min_area_um2=200.0)
+    with open_slide(shared("slides/CMU-1-Small-Region.svs")) as slide:
+        result = segment_slide(slide, extractor, bank, options, worker)
+    features = json.loads(result.files["geojson"])["features"]
+    inner = shapely.box(1, 1, 2219, 2966)  # regions cut by the image's edge may be smaller
+    areas = [
+        f["properties"]["measurements"]["Area µm^2"]
+        for f in features
+        if inner.contains(shape(f["geometry"]))
+    ]
+    assert len(areas) > 10 and min(areas) >= 200.0
 
 
 def test_split_regions_gives_one_valid_feature_per_region(engine, cmu):

@@ -32,6 +32,10 @@ class SlidePlan:
         frame_offset: level-0 pixels subtracted from coordinates for the output frame.
         upsample: label pixels per feature cell.
         tissue_detected: whether tissue detection ran.
+        extent: where output polygons may lie, in the output frame (level-0
+            pixels): the image as QuPath shows it (the scanned bounds in the
+            bounds frame), cut to the ROI when there is one. Label cells
+            straddle its edge; the polygons are cut at it exactly.
     """
 
     grid: TileGrid
@@ -40,6 +44,7 @@ class SlidePlan:
     frame_offset: tuple[float, float]
     upsample: int
     tissue_detected: bool
+    extent: shapely.Geometry
 
     @property
     def resolution(self) -> Resolution:
@@ -48,8 +53,19 @@ class SlidePlan:
 
     @property
     def level0_mpp(self) -> float | None:
-        """µm per level-0 pixel (``--mpp`` or the slide's), None if unknown."""
+        """µm per level-0 pixel along x (``--mpp`` or the slide's), None if unknown."""
         return self.grid.resolution.level0_mpp
+
+    @property
+    def level0_mpp_xy(self) -> tuple[float, float] | None:
+        """(x, y) µm per level-0 pixel, None if unknown."""
+        return self.grid.resolution.level0_mpp_xy
+
+    @property
+    def level0_pixel_um2(self) -> float | None:
+        """µm² per level-0 pixel (mpp-x times mpp-y, as QuPath measures), None if unknown."""
+        xy = self.level0_mpp_xy
+        return None if xy is None else xy[0] * xy[1]
 
 
 def plan_slide(
@@ -82,10 +98,13 @@ def plan_slide(
     )
     tissue = _tissue(slide, resolution.level0_mpp, detect)
     offset = _frame_offset(slide, options.frame)
+    extent = _image_extent(slide, options.frame)
     if options.roi:
         shifted = [shapely.affinity.translate(p, offset[0], offset[1]) for p in options.roi]
         _refuse_roi_off_the_slide(slide, shifted, offset, options.frame)
-        tissue = restrict_to_polygons(tissue, shifted)
+        cell = resolution.target_downsample * spec.stride / upsample  # level-0 px
+        tissue = restrict_to_polygons(tissue, shifted, reach=cell)
+        extent = shapely.intersection(extent, shapely.union_all(options.roi))
     return SlidePlan(
         grid=grid,
         tissue=tissue,
@@ -93,6 +112,7 @@ def plan_slide(
         frame_offset=offset,
         upsample=upsample,
         tissue_detected=detect,
+        extent=extent,
     )
 
 
@@ -139,6 +159,14 @@ def _refuse_roi_off_the_slide(
         f"y {y0 - oy} to {y1 - oy}, and the slide x {-ox} to {width - ox} and y {-oy} to "
         f"{height - oy} (level-0 px, {frame.value} frame)"
     )
+
+
+def _image_extent(slide: Slide, frame: Frame) -> shapely.Polygon:
+    """The image in the output frame (level-0 pixels), as QuPath shows it."""
+    bounds = slide.info.bounds
+    if frame is Frame.BOUNDS and bounds is not None:
+        return shapely.box(0, 0, bounds[2], bounds[3])
+    return shapely.box(0, 0, *slide.info.dimensions)
 
 
 def _frame_offset(slide: Slide, frame: Frame) -> tuple[float, float]:

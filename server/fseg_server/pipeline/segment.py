@@ -7,6 +7,7 @@ polygons -> GeoJSON, label PNG, overlay and summary. Nothing flows back.
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -124,26 +125,28 @@ def segment_slide(
             )  # fmt: skip
         trim()  # the streaming stage's freed buffers, before vectorizing needs its own
         classes = bank.classes[options.k]
-        level0_mpp = plan.level0_mpp
         metadata = _metadata(name, extractor, bank, bank_name, options, plan)
         pictures = pool.submit(
             _pictures, thumbnail, canvas.labels, canvas.downsample, classes, timings
         )
         with timings.time("vectorize"):
             progress("vectorize", 0, 1)
-            pixel_um2 = (canvas.downsample * (level0_mpp or 1.0)) ** 2
+            cell_um2 = canvas.downsample**2 * (plan.level0_pixel_um2 or 1.0)
             polygons = vectorize_labels(
                 canvas.labels,
                 cell_size=canvas.downsample,
                 origin=(-plan.frame_offset[0], -plan.frame_offset[1]),
                 simplify=options.simplify,
-                min_cells=int(options.min_area_um2 / pixel_um2),
+                # Regions under --min-area go (12 cells of 16 µm² are under 200 µm²);
+                # the factor keeps a region of exactly that area from float noise.
+                min_cells=math.ceil(options.min_area_um2 / cell_um2 * (1 - 1e-9)),
                 nodata=NODATA,
+                extent=plan.extent,
             )
             geojson = feature_collection_json(
                 polygons,
                 [(c.name, c.color) for c in classes],
-                mpp=level0_mpp,
+                mpp=plan.level0_mpp_xy,
                 split_regions=options.split_regions,
                 metadata=metadata,
             )
@@ -217,6 +220,7 @@ def _metadata(
         "k": options.k,
         "mode": options.mode.value,
         "mpp": plan.level0_mpp,
+        "mpp_y": plan.resolution.level0_mpp_y,
         "working_mpp": plan.resolution.mpp,
         "frame": options.frame.value,
         "frame_offset": list(plan.frame_offset),

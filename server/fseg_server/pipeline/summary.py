@@ -29,11 +29,11 @@ def build_summary(
     label grid (``labels.png``) before that merge. Without a calibration
     areas are given in level-0 px² instead.
     """
-    level0_mpp = plan.level0_mpp
+    level0_pixel_um2 = plan.level0_pixel_um2
     counts = canvas.class_counts(len(classes))
     tissue_pixels = int(counts.sum())
-    area_unit = "um2" if level0_mpp else "px2"
-    scale = (level0_mpp**2) if level0_mpp else 1.0  # µm² per level-0 px²
+    area_unit = "um2" if level0_pixel_um2 else "px2"
+    scale = level0_pixel_um2 or 1.0  # µm² per level-0 px²
     pixel_area = canvas.downsample**2 * scale
     polygon_areas = [
         float(shapely.area(polygons[i]).sum()) * scale if polygons.get(i) else 0.0

@@ -48,7 +48,9 @@ class Resolution:
         level: pyramid level that is read.
         scale: level pixels per target pixel (1 means no resizing; below 1
             only when the working resolution is finer than level 0).
-        level0_mpp: µm per level-0 pixel (``--mpp`` or the slide's), None if unknown.
+        level0_mpp: µm per level-0 pixel along x (``--mpp`` or the slide's
+            mpp-x), None if unknown. Tiles are resampled by it along both axes.
+        level0_mpp_y: µm per level-0 pixel along y (``--mpp`` or the slide's mpp-y).
     """
 
     mpp: float | None
@@ -56,6 +58,14 @@ class Resolution:
     level: int
     scale: float
     level0_mpp: float | None = None
+    level0_mpp_y: float | None = None
+
+    @property
+    def level0_mpp_xy(self) -> tuple[float, float] | None:
+        """(x, y) µm per level-0 pixel, None if unknown."""
+        if self.level0_mpp is None:
+            return None
+        return (self.level0_mpp, self.level0_mpp_y or self.level0_mpp)
 
 
 @dataclass(frozen=True)
@@ -129,7 +139,8 @@ def choose_resolution(info: SlideInfo, mpp: float | None, user_mpp: float | None
             f"{base * info.level_downsamples[level]:g} µm/px, {scale:.0f} times finer); "
             f"fseg shrinks a level at most {MAX_SHRINKING:g} times: choose a finer --target-mpp"
         )
-    return Resolution(base * target_downsample, target_downsample, level, scale, base)
+    base_y = user_mpp if user_mpp is not None else info.mpp[1]
+    return Resolution(base * target_downsample, target_downsample, level, scale, base, base_y)
 
 
 def _check_enlargement(info: SlideInfo, base: float, mpp: float, from_user: bool) -> None:

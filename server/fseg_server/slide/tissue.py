@@ -14,6 +14,7 @@ import math
 from dataclasses import dataclass
 
 import numpy as np
+import shapely
 from PIL import Image, ImageDraw
 from scipy import ndimage
 
@@ -78,11 +79,22 @@ def full_mask(dimensions: tuple[int, int], downsample: float) -> TissueMask:
     return TissueMask(np.ones((rows, cols), bool), downsample)
 
 
-def restrict_to_polygons(tissue: TissueMask, polygons: list) -> TissueMask:
-    """Keep only the tissue inside ``polygons`` (shapely, level-0 pixels)."""
+def restrict_to_polygons(tissue: TissueMask, polygons: list, reach: float = 0.0) -> TissueMask:
+    """Keep only the tissue within ``reach`` of ``polygons`` (shapely, level-0 pixels).
+
+    Every mask pixel the polygons, grown by ``reach`` (level-0 pixels), touch
+    is kept, however little of it they cover: the mask is coarse (8 µm per
+    pixel on large slides), so a centre rule would drop tissue near the ROI's
+    edge. The output polygons are cut at the ROI's exact edge instead
+    (``SlidePlan.extent``); ``reach`` lets label cells that straddle that edge
+    keep their centres on the mask.
+    """
     rows, cols = tissue.mask.shape
     inside = np.zeros((rows, cols), bool)
     scale = 1.0 / tissue.downsample
+    if reach > 0:
+        grown = shapely.buffer(np.asarray(polygons, dtype=object), reach, join_style="mitre")
+        polygons = [part for geom in grown for part in shapely.get_parts(geom)]
     for polygon in polygons:
         # Each polygon is drawn on its own patch so that its holes cannot
         # erase another polygon (an island annotated inside a ring's hole).
@@ -97,7 +109,10 @@ def restrict_to_polygons(tissue: TissueMask, polygons: list) -> TissueMask:
         for hole in polygon.interiors:
             draw.polygon(_ring_xy(hole, scale, left, top), fill=0)
         inside[top:bottom, left:right] |= np.asarray(patch, dtype=bool)
-    return TissueMask(tissue.mask & inside, tissue.downsample)
+    # Filling takes pixels whose centres are inside; one pixel more on every
+    # side takes each pixel an edge passes through.
+    touched = ndimage.binary_dilation(inside, np.ones((3, 3), bool))
+    return TissueMask(tissue.mask & touched, tissue.downsample)
 
 
 def _ring_xy(ring: object, scale: float, left: int, top: int) -> list[tuple[float, float]]:

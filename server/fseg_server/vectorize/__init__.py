@@ -14,12 +14,14 @@ import numpy as np
 import shapely
 
 from fseg_server.vectorize.bands import BAND_ROWS, polygons_in_bands, sieve_in_bands
+from fseg_server.vectorize.clip import clip_polygons
 from fseg_server.vectorize.geojson import dumps, feature_collection, feature_collection_json
 from fseg_server.vectorize.sieve import sieve
 from fseg_server.vectorize.trace import count_boundary_edges, label_polygons
 
 __all__ = [
     "DEFAULT_SIMPLIFY",
+    "clip_polygons",
     "count_boundary_edges",
     "dumps",
     "feature_collection",
@@ -59,6 +61,7 @@ def vectorize_labels(
     nodata: int = 255,
     simplify_outline: bool = False,
     band_rows: int = BAND_ROWS,
+    extent: shapely.Geometry | None = None,
 ) -> dict[int, list[shapely.Polygon]]:
     """Polygons of every class of a label grid, in level-0 pixel coordinates.
 
@@ -75,6 +78,8 @@ def vectorize_labels(
             (taken over by their neighbours; see ``sieve`` for tissue islands).
         nodata: label of cells that produce no polygon.
         simplify_outline: also simplify the tissue outline (see ``DEFAULT_SIMPLIFY``).
+        extent: where polygons may lie, in level-0 pixels (the image, or an
+            ROI): polygons are cut at its edge (``clip_polygons``).
 
     Returns:
         Polygons keyed by class index, one per 4-connected component (or more
@@ -94,7 +99,8 @@ def vectorize_labels(
         band_simplify = (lambda p: simplify_coverage(p, simplify)) if simplify > 0 else None
         polygons = polygons_in_bands(grid, nodata, band_rows=band_rows, simplify=band_simplify)
     del grid  # a sieved copy of a whole slide's grid
-    return to_output_frame(polygons, cell_size=cell_size, origin=origin)
+    polygons = to_output_frame(polygons, cell_size=cell_size, origin=origin)
+    return polygons if extent is None else clip_polygons(polygons, extent)
 
 
 def simplify_coverage(

@@ -30,7 +30,7 @@ def feature_collection(
     polygons: Mapping[int, Sequence[shapely.Polygon]],
     classes: Sequence[tuple[str, tuple[int, int, int]]],
     *,
-    mpp: float | None,
+    mpp: float | tuple[float, float] | None,
     split_regions: bool = False,
     metadata: Mapping[str, Any],
 ) -> dict[str, Any]:
@@ -46,7 +46,7 @@ def feature_collection_json(
     polygons: Mapping[int, Sequence[shapely.Polygon]],
     classes: Sequence[tuple[str, tuple[int, int, int]]],
     *,
-    mpp: float | None,
+    mpp: float | tuple[float, float] | None,
     split_regions: bool = False,
     metadata: Mapping[str, Any],
 ) -> bytes:
@@ -58,15 +58,15 @@ def feature_collection_json(
     Args:
         polygons: class index -> polygons in level-0 pixels; empty classes are omitted.
         classes: ``(name, (r, g, b))`` per class index; colours are 0-255 ints.
-        mpp: level-0 µm per pixel; areas are reported in µm² (``Area µm^2``), or in
-            px² (``Area px^2``) when it is None.
+        mpp: level-0 µm per pixel, one value or ``(x, y)``; areas are reported in
+            µm² (``Area µm^2``, px² times mpp-x times mpp-y, as QuPath measures), or
+            in px² (``Area px^2``) when it is None.
         split_regions: one Feature per polygon instead of one MultiPolygon Feature per class.
         metadata: run description (extractor, bank, k, mode, mpp, frame, ...), copied to
             the top-level ``fseg`` member and into every Feature's ``fseg`` property.
             Feature ids are derived from it, so the same job gives the same file.
     """
-    if mpp is not None and not (math.isfinite(mpp) and mpp > 0):
-        raise ValueError(f"mpp must be a positive number or None, got {mpp}")
+    um2_per_px2 = _pixel_area(mpp)
     parts = {int(i): _polygon_parts(polygons[i]) for i in sorted(polygons)}
     indices = [i for i in parts if parts[i].size > 0]
     flat = np.concatenate([parts[i] for i in indices]) if indices else np.empty(0, dtype=object)
@@ -84,7 +84,11 @@ def feature_collection_json(
         for lo, hi in spans:
             geometry = shapes[lo] if hi - lo == 1 else shapely.multipolygons(shapes[lo:hi])
             properties = _properties(
-                name, color, float(areas[lo:hi].sum()), mpp, {**metadata, "class_index": index}
+                name,
+                color,
+                float(areas[lo:hi].sum()),
+                um2_per_px2,
+                {**metadata, "class_index": index},
             )
             feature_id = uuid.uuid5(_ID_NAMESPACE, f"{id_seed}|{index}|{lo}")
             features.append(
@@ -125,11 +129,24 @@ def _class_entry(
     return str(name), rgb
 
 
+def _pixel_area(mpp: float | tuple[float, float] | None) -> float | None:
+    """µm² per level-0 px² from µm per pixel (one value or (x, y)); None stays None."""
+    if mpp is None:
+        return None
+    try:
+        x, y = np.broadcast_to(np.asarray(mpp, dtype=float), 2)
+    except ValueError:
+        x = y = math.nan
+    if not (math.isfinite(x) and math.isfinite(y) and x > 0 and y > 0):
+        raise ValueError(f"mpp must be a positive number, a positive (x, y) or None, got {mpp}")
+    return float(x * y)
+
+
 def _properties(
-    name: str, color: list[int], area_px2: float, mpp: float | None, fseg: dict[str, Any]
+    name: str, color: list[int], area_px2: float, um2_per_px2: float | None, fseg: dict[str, Any]
 ) -> dict[str, Any]:
     # QuPath 0.4+ reads measurements as a name -> value map.
-    key, scale = ("Area px^2", 1.0) if mpp is None else ("Area µm^2", mpp * mpp)
+    key, scale = ("Area px^2", 1.0) if um2_per_px2 is None else ("Area µm^2", um2_per_px2)
     return {
         "objectType": "annotation",
         "classification": {"name": name, "color": color},
