@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 from test_e2e_support import SERVER_ENV, copy_images, need_server_package
 
+from conftest import shared
 from fseg_client import local_server
 from fseg_client.batch import local_server_args
 from fseg_client.cli import build_parser, main
@@ -121,3 +122,21 @@ def test_the_embedded_server_may_read_a_slide_through_its_symlink(tmp_path: Path
     slide = SlideInput(tmp_path / "links" / "a.svs", "a")
     roots = local_server_args(args, [slide], options_from_args(args))["slide_roots"]
     assert set(roots) == {tmp_path / "links", tmp_path / "slides"}
+
+
+@pytest.mark.slow
+def test_an_mpp_that_overrides_the_slides_own_is_said_aloud(
+    real_local_server: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # A cohort given --mpp for its one uncalibrated slide must not silently rescale the
+    # others: CMU-1-Small-Region records 0.499 µm/px, so --mpp 0.25 halves its pixels.
+    slide = tmp_path / "CMU-1-Small-Region.svs"
+    slide.symlink_to(shared("slides/CMU-1-Small-Region.svs"))
+    out = tmp_path / "out"
+    assert main(["segment", str(slide), "--out", str(out), "--quiet", "--mpp", "0.25"]) == 0
+    said = capsys.readouterr()
+    warning = "--mpp 0.25 overrides the 0.499 µm/px the slide records"
+    assert f"fseg: warning: CMU-1-Small-Region: {warning}" in said.out + said.err
+    summary = json.loads((out / "CMU-1-Small-Region.json").read_text())
+    assert summary["warnings"] == [f"{warning}; areas and the working resolution follow --mpp"]
+    assert summary["mpp"] == 0.25 and summary["mpp_y"] == 0.25

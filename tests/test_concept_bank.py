@@ -140,6 +140,8 @@ def test_import_and_name_concepts_from_the_command_line(tmp_path):
         "--out", str(out),
     )  # fmt: skip
     assert done.returncode == 0, done.stderr
+    # The published banks go up to k = 256; labels are one byte, so that one is unusable.
+    assert "k = 256 is kept in the bank but cannot be used" in done.stderr
     names = tmp_path / "names.json"
     names.write_text(json.dumps({"3": "Stroma", "5": {"name": "Tumour", "color": "#ff0000"}}))
     done = run_cli("name-concepts", str(out), "--k", "8", "--names", str(names))
@@ -156,6 +158,7 @@ def test_import_and_name_concepts_from_the_command_line(tmp_path):
         ('["a", "b"]', "has 2 entries"),
         ('{"1": {"name": "x", "color": "red"}}', "neither"),
         ('{"1": "x", "2": "x"}', "unique"),
+        ('{"1": " "}', "class 1 of the bank for k=8 needs a name that is not blank"),
         ("not json", "not readable JSON"),
     ],
 )

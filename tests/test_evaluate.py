@@ -279,6 +279,36 @@ def test_predictions_at_an_integer_multiple_of_the_size_are_downsampled(tmp_path
     assert report["pooled"]["pixel_accuracy"] == 1.0
 
 
+def test_a_label_grid_coarser_than_the_image_is_enlarged_by_its_summarys_cell(
+    tmp_path: Path,
+) -> None:
+    # A 10 x 7 px image segmented at 4 px per label: fseg writes ceil(7/4) x ceil(10/4) labels
+    # and says so in the summary; each label covers 4 x 4 px from the top-left corner.
+    gt_dir, pred_dir = folder_pair(tmp_path)
+    labels = np.array([[0, 1, 1], [2, 2, 3]])
+    gt = np.kron(labels, np.ones((4, 4), int))[:7, :10]
+    save_png(gt_dir / "a.png", gt)
+    save_png(pred_dir / "a.labels.png", labels)
+    summary = {"labels": {"downsample": 4.0}, "client": {"files": ["a.labels.png"]}}
+    (pred_dir / "a.json").write_text(json.dumps(summary))
+    assert run(parse("--pred", str(pred_dir), "--gt", str(gt_dir))) == 0
+    report = json.loads((pred_dir / "evaluation.json").read_text())
+    assert report["images"][0]["resized_from"] == [3, 2]
+    assert report["pooled"]["pixel_accuracy"] == 1.0
+
+
+def test_a_label_png_the_summary_does_not_list_is_refused_as_stale(tmp_path: Path, capsys) -> None:
+    # A later run with --outputs geojson,overlay left the earlier run's labels in place.
+    gt_dir, pred_dir = folder_pair(tmp_path)
+    save_png(gt_dir / "a.png", two_class_gt())
+    save_png(pred_dir / "a.labels.png", two_class_gt())
+    summary = {"client": {"files": ["a.geojson", "a.overlay.png"]}}
+    (pred_dir / "a.json").write_text(json.dumps(summary))
+    assert run(parse("--pred", str(pred_dir), "--gt", str(gt_dir))) == 2
+    err = one_line_error(capsys)
+    assert "is left from an earlier run" in err and "a.geojson, a.overlay.png" in err
+
+
 def one_line_error(capsys) -> str:
     err = capsys.readouterr().err.strip()
     assert "\n" not in err and "Traceback" not in err

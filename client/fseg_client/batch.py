@@ -32,7 +32,7 @@ from .outputs import output_names
 from .plan import choose_bank, plan_tasks, with_bank_extractor
 from .progress import Progress, resolve_style
 from .remote_slides import SlideResolver
-from .report import CSV_NAME, FAILED, PENDING, SlideOutcome, counts, write_batch_csv
+from .report import CSV_NAME, FAILED, PENDING, STOPPED, SlideOutcome, counts, write_batch_csv
 from .retry import RetryPolicy
 from .scheduler import INTERRUPTED, Scheduler
 
@@ -63,12 +63,12 @@ class Board:
         if announce:
             self.progress.finished(outcome)
 
-    def close(self, reason: str) -> list[SlideOutcome]:
-        """Mark slides still pending as failed with ``reason``; write the final CSV."""
+    def close(self, reason: str, status: str = FAILED) -> list[SlideOutcome]:
+        """Give slides still pending ``status`` and ``reason``; write the final CSV."""
         with self._lock:
             for outcome in self._outcomes.values():
                 if outcome.status == PENDING:
-                    outcome.status, outcome.error = FAILED, reason
+                    outcome.status, outcome.error = status, reason
             self._write()
             return list(self._outcomes.values())
 
@@ -163,7 +163,7 @@ def run_segment(args: argparse.Namespace) -> int:
     try:
         outcomes = _run(batch, options, bank, addresses)
     except KeyboardInterrupt:
-        board.close(INTERRUPTED)
+        board.close(INTERRUPTED, STOPPED)
         board.warn_if_unwritten()
         raise
     except ClientError as exc:  # the batch stopped (no server, no bank): say so per slide too

@@ -100,6 +100,12 @@ def _consume(
     return summary, job_id
 
 
+def _warnings(summary: dict) -> list[str]:
+    """The server's warnings about a result (a list of sentences), if it sent any."""
+    said = summary.get("warnings")
+    return [str(w) for w in said] if isinstance(said, list) else []
+
+
 def _file_info(slide: SlideInput) -> dict:
     """Size and mtime of a local slide, so a later run can reuse a digest."""
     if not slide.local:
@@ -151,9 +157,12 @@ def segment_slide(
             "finished_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
             "client_version": __version__,
         }
-        return finish_slide(
+        summary = finish_slide(
             assembler, ctx.out_dir, slide.stem, server_summary, task.fingerprint, client_info
         )
+        for warning in _warnings(summary):
+            ctx.progress.warn(f"fseg: warning: {slide.stem}: {warning}")
+        return summary
     finally:
         assembler.discard_all()
         bar.close()

@@ -16,6 +16,7 @@ from pathlib import Path
 from fseg_proto import fseg_pb2
 
 from .errors import ClientError
+from .roi_rings import ring_problem
 
 # --outputs word -> ResultChunk.file suffix (also the output file's suffix).
 OUTPUT_FILES = {"geojson": "geojson", "labels": "labels.png", "overlay": "overlay.png"}
@@ -49,7 +50,8 @@ def parse_outputs(text: str) -> tuple[str, ...]:
 
 
 def read_roi(path: Path) -> str:
-    """The text of a GeoJSON ROI file, checked to be JSON (the server checks the geometry)."""
+    """The text of a GeoJSON ROI file, checked to be JSON with well-formed polygon rings
+    (the server checks the rest of the geometry)."""
     try:
         raw = path.read_bytes()
     except OSError as exc:
@@ -58,9 +60,13 @@ def read_roi(path: Path) -> str:
         raise ClientError(f"the ROI file {path} is over {ROI_MAX_BYTES // 2**20} MiB")
     try:
         text = raw.decode("utf-8-sig")
-        json.loads(text)
+        problem = ring_problem(json.loads(text))
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise ClientError(f"the ROI file {path} is not valid GeoJSON ({exc})") from None
+    except RecursionError:
+        raise ClientError(f"the ROI file {path} is nested too deeply to read") from None
+    if problem:
+        raise ClientError(f"the ROI file {path} is not valid GeoJSON: in {problem}")
     return text
 
 
@@ -159,7 +165,10 @@ def _check_finite(value: float | None, flag: str, positive: bool) -> None:
 def options_from_args(args: argparse.Namespace) -> RequestOptions:
     """Build and check the batch's options from ``fseg segment`` arguments."""
     if not 1 <= args.k <= MAX_K:
-        raise ClientError(f"--k must be between 1 and {MAX_K}, not {args.k}")
+        raise ClientError(
+            f"--k must be between 1 and {MAX_K}, not {args.k}: labels take one byte per cell "
+            f"and {MAX_K} marks no tissue, so a bank's k = 256 cannot be used (128 can)"
+        )
     if args.components < 0:
         raise ClientError(f"--components must be at least 0, not {args.components}")
     if args.label_upsample < 0:

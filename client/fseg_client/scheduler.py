@@ -20,7 +20,7 @@ from .calls import Cancelled
 from .connect import Connection
 from .errors import rpc_error_code
 from .job import AttemptState, BatchContext, SlideTask, segment_slide
-from .report import DONE, FAILED, SlideOutcome
+from .report import DONE, FAILED, STOPPED, SlideOutcome
 from .retry import Action, RetryPolicy, classify
 from .servers import ServerState
 
@@ -76,7 +76,7 @@ class Scheduler:
             with self._cond:
                 self._cond.notify_all()
             _join(workers, timeout_s=10.0)
-            self._fail_pending(INTERRUPTED)
+            self._fail_pending(INTERRUPTED, STOPPED)
             raise
         _join(workers, timeout_s=10.0)
         return [self._outcomes[t.slide.stem] for t in tasks if t.slide.stem in self._outcomes]
@@ -104,11 +104,11 @@ class Scheduler:
         if reason is not None:
             self._fail_pending(reason)
 
-    def _fail_pending(self, reason: str) -> None:
+    def _fail_pending(self, reason: str, status: str = FAILED) -> None:
         with self._cond:
             waiting, self._pending = self._pending, []
         for task in waiting:
-            self._finish(task, FAILED, error=reason)
+            self._finish(task, status, error=reason)
 
     # -- worker threads ---------------------------------------------------------------
 
@@ -201,7 +201,7 @@ class Scheduler:
             cancelled_by_us=stopping,
         )
         if verdict.action is Action.STOP:
-            self._finish(task, FAILED, server.address, error=INTERRUPTED)
+            self._finish(task, STOPPED, server.address, error=INTERRUPTED)
             return
         message = server.conn.explain(exc)
         task.last_error = message
@@ -262,7 +262,7 @@ class Scheduler:
             self._outcomes[task.slide.stem] = outcome
             self._unfinished -= 1
             self._cond.notify_all()
-        self.on_outcome(outcome, error != INTERRUPTED)
+        self.on_outcome(outcome, status != STOPPED)
 
 
 def _join(threads: Sequence[threading.Thread], timeout_s: float) -> None:

@@ -10,6 +10,7 @@ from pathlib import Path
 
 from .cli import existing_path, output_file, parse_ks, print_json
 from .errors import FsegError, InvalidInput, NotFound
+from .pipeline.options import MAX_K
 
 SLIDE_SUFFIXES = {
     ".svs", ".tif", ".tiff", ".ndpi", ".vms", ".vmu", ".scn", ".mrxs", ".svslide",
@@ -84,6 +85,13 @@ def import_concepts(args: argparse.Namespace) -> int:
     bank = import_joblib(args.joblib, spec.name, spec.feature_dim, mpp=args.fitted_mpp)
     bank.save(args.out)
     print(f"wrote {args.out}: {spec.name}, {spec.feature_dim} channels, k = {bank.ks}")
+    too_many = [k for k in bank.ks if k > MAX_K]
+    if too_many:
+        print(
+            f"note: k = {', '.join(map(str, too_many))} is kept in the bank but cannot be used "
+            f"to segment: labels take one byte per cell, so k is at most {MAX_K}",
+            file=sys.stderr,
+        )
     return 0
 
 

@@ -33,11 +33,16 @@ class EvaluationError(Exception):
 
 @dataclass(frozen=True)
 class Pair:
-    """A ground-truth mask and the prediction found for it."""
+    """A ground-truth mask and the prediction found for it.
+
+    ``cell``: image pixels per prediction pixel, when the prediction's fseg
+    summary gives a whole number (a label grid coarser than the image).
+    """
 
     name: str
     gt: Path
     pred: Path
+    cell: int | None = None
 
 
 def read_label_png(path: Path, role: str = "label map") -> np.ndarray:
@@ -74,13 +79,41 @@ def find_pairs(pred_dir: Path, gt_dir: Path) -> tuple[list[Pair], list[str]]:
         if found is None:
             missing.append(name)
         else:
-            pairs.append(Pair(name, mask, found))
+            pairs.append(Pair(name, mask, found, _label_cell(found, pred_dir / f"{name}.json")))
     if not pairs:
         raise EvaluationError(
             f"No prediction in {pred_dir} matches a mask in {gt_dir} "
             "(for GT NN.png the prediction must be NN.labels.png or NN.png)."
         )
     return pairs, missing
+
+
+def _label_cell(pred: Path, summary_path: Path) -> int | None:
+    """Pixels per label pixel from the fseg summary beside ``pred``; refuses a stale ``pred``.
+
+    A run with other ``--outputs`` leaves an earlier run's label PNG in place;
+    its summary then does not list it, and scoring it would score another
+    request's labels.
+    """
+    try:
+        summary = json.loads(summary_path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+        return None  # not an fseg folder, or no summary: nothing to check against
+    if not isinstance(summary, dict):
+        return None
+    client = summary.get("client")
+    written = client.get("files") if isinstance(client, dict) else None
+    if isinstance(written, list) and pred.name not in written:
+        raise EvaluationError(
+            f"The prediction {pred} is left from an earlier run: {summary_path.name} describes "
+            f"a run that wrote {', '.join(map(str, written)) or 'no file'}. Segment again "
+            "with labels among --outputs, or remove it."
+        )
+    labels = summary.get("labels")
+    cell = labels.get("downsample") if isinstance(labels, dict) else None
+    if isinstance(cell, int | float) and cell >= 1 and float(cell).is_integer():
+        return int(cell)
+    return None
 
 
 def align_prediction(
@@ -94,6 +127,15 @@ def align_prediction(
     (gh, gw), (ph, pw) = gt_shape, pred.shape
     if (gh, gw) == (ph, pw):
         return pred, None
+    cell = pair.cell
+    if cell and cell > 1 and (ph, pw) == (-(-gh // cell), -(-gw // cell)):
+        # An fseg label grid of cell x cell px squares from the top-left corner; the last
+        # row and column reach past the image's edge and are cut there.
+        note = (
+            f"Enlarged prediction {pair.pred} from {pw}x{ph} to {gw}x{gh} px "
+            f"({cell} x {cell} px per label, as its summary says)."
+        )
+        return np.repeat(np.repeat(pred, cell, axis=0), cell, axis=1)[:gh, :gw], note
     upscale = gh % ph == 0 and gw % pw == 0 and gh // ph == gw // pw
     downscale = ph % gh == 0 and pw % gw == 0 and ph // gh == pw // gw
     if not (upscale or downscale):

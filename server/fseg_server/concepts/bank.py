@@ -208,12 +208,16 @@ def _check_classes(k: int, classes: Sequence[ConceptClass]) -> None:
     """One named class per concept, each with an RGB colour QuPath can show."""
     if len(classes) != k:
         raise InvalidInput(f"the bank names {len(classes)} classes for k={k}; it needs {k}")
-    for concept in classes:
-        color = concept.color
-        if not isinstance(concept.name, str) or not concept.name.strip() or not is_rgb(color):
+    for index, concept in enumerate(classes):
+        if not isinstance(concept.name, str) or not concept.name.strip():
             raise InvalidInput(
-                f"the bank's class {concept.name!r} for k={k} needs a name and an RGB colour "
-                f"of three integers 0-255, not {color!r}"
+                f"class {index} of the bank for k={k} needs a name that is not blank, "
+                f"not {concept.name!r}"
+            )
+        if not is_rgb(concept.color):
+            raise InvalidInput(
+                f"the bank's class {concept.name!r} for k={k} needs an RGB colour "
+                f"of three integers 0-255, not {concept.color!r}"
             )
 
 

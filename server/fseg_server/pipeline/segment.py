@@ -34,6 +34,7 @@ from .summary import build_summary
 
 Progress = Callable[[str, int, int], None]
 RESERVOIR_SIZE = 50_000
+MPP_AGREEMENT = 0.01  # --mpp within 1% of the slide's own µm/px is no override
 
 
 @dataclass
@@ -158,6 +159,7 @@ def segment_slide(
     timings.stages["total"] = time.perf_counter() - started
     summary = build_summary(slide, canvas, plan, classes, polygons, metadata, timings.stages)
     summary["tiles"]["from_feature_cache"] = clocks.cached_tiles
+    summary["warnings"] = _warnings(slide, options)
     return SegmentResult(name.rsplit(".", 1)[0], files, summary, canvas.labels)
 
 
@@ -201,6 +203,18 @@ def fit_on_slide(
     )  # fmt: skip
     mpp = options.target_mpp or extractor.spec.mpp
     return fit_bank(reservoir, [options.k], extractor, mpp, f"fitted on {slide.info.path.name}")
+
+
+def _warnings(slide: Slide, options: SegmentOptions) -> list[str]:
+    """What a user should know about this result: one sentence each."""
+    said = []
+    given, recorded = options.slide_mpp, slide.info.mpp
+    if given is not None and recorded is not None and abs(given / recorded[0] - 1) > MPP_AGREEMENT:
+        said.append(
+            f"--mpp {given:g} overrides the {recorded[0]:g} µm/px the slide records; "
+            "areas and the working resolution follow --mpp"
+        )
+    return said
 
 
 def _metadata(
