@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 from test_e2e_support import dead_address, real_server
 
+import fseg_client.batch
 from fseg_client.cli import main
 
 
@@ -127,3 +128,16 @@ def test_malformed_roi_rings_are_refused_before_any_work(
     assert main(["segment", str(slide), "--out", str(out), "--roi", str(roi)]) == 2
     assert f"is not valid GeoJSON: in feature 2, {said}" in capsys.readouterr().err
     assert not out.exists()
+
+
+def test_an_output_folder_without_write_permission_says_why(
+    slide: Path, tmp_path: Path, capsys, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # CI runs as root, for whom a chmod binds nothing, so the permission answer is
+    # played by a stand-in for os.access; the folder itself is real.
+    monkeypatch.setattr(fseg_client.batch.os, "access", lambda path, mode: False)
+    out = tmp_path / "locked"
+    out.mkdir()
+    assert main(["segment", str(slide), "--out", str(out)]) == 2
+    said = capsys.readouterr().err
+    assert f"cannot write in the output folder {out} (no permission to write there)" in said

@@ -46,7 +46,10 @@ def bank_metadata(data: bytes, source: str) -> dict:
     Raises:
         ClientError: when ``data`` is not an fseg concept bank in safetensors format.
     """
-    problem = f"{source} is not an fseg concept bank in safetensors format"
+    problem = (
+        f"{source} is not an fseg concept bank in safetensors format (convert published "
+        ".joblib banks with `fseg-server import-concepts`)"
+    )
     if len(data) < 8:
         raise ClientError(problem)
     (length,) = struct.unpack("<Q", data[:8])
@@ -56,9 +59,7 @@ def bank_metadata(data: bytes, source: str) -> dict:
         header = json.loads(data[8 : 8 + length].decode("utf-8"))
         meta = json.loads(header["__metadata__"]["fseg"])
     except (UnicodeDecodeError, json.JSONDecodeError, KeyError, TypeError):
-        raise ClientError(
-            f"{problem} (convert published .joblib banks with `fseg-server import-concepts`)"
-        ) from None
+        raise ClientError(problem) from None
     if not isinstance(meta, dict):
         raise ClientError(problem)
     return meta

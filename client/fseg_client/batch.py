@@ -89,6 +89,16 @@ class Board:
                 self.progress.warn(f"fseg: cannot write {CSV_NAME} ({self.csv_error})")
 
 
+def _why_unwritable(folder: Path) -> str:
+    """Why ``folder`` takes no files, in a few words."""
+    try:
+        if os.statvfs(folder).f_flag & os.ST_RDONLY:
+            return "its file system is mounted read-only"
+    except (OSError, AttributeError):  # no statvfs on Windows
+        pass
+    return "no permission to write there"
+
+
 def local_server_args(
     args: argparse.Namespace, slides: Sequence[SlideInput], options: RequestOptions
 ) -> dict:
@@ -147,7 +157,9 @@ def run_segment(args: argparse.Namespace) -> int:
     except OSError as exc:
         raise ClientError(f"cannot create the output folder {out_dir} ({exc.strerror})") from None
     if not os.access(out_dir, os.W_OK | os.X_OK):  # also false on a read-only file system
-        raise ClientError(f"cannot write in the output folder {out_dir}")
+        raise ClientError(
+            f"cannot write in the output folder {out_dir} ({_why_unwritable(out_dir)})"
+        )
     bank, options = choose_bank(args.concepts, out_dir, options)
     every_output = list(OUTPUT_FILES.values())  # also leftovers of runs with other --outputs
     names = [n for s in slides for n in output_names(s.stem, every_output)]

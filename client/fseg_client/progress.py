@@ -183,7 +183,8 @@ class Progress:
             self.finished_count += count
         if self._batch is not None:
             self._batch.update(count)
-        self.note(f"fseg: {count} of {self.total} slides are already done; skipping them")
+        were = "slide is" if self.total == 1 else "slides are"
+        self.note(f"fseg: {count} of {self.total} {were} already done; skipping them")
 
     def finished(self, outcome: SlideOutcome) -> None:
         """Count a finished slide and say so in one line (failures in every style).

@@ -145,7 +145,7 @@ def _add_batch_arguments(parser: argparse.ArgumentParser) -> None:
         default="auto",
         help="auto: bars on a terminal, else a line per finished slide; bars; lines: plain "
         "lines per slide stage as well ('fseg: S segment 12/40 tiles'), for programs reading "
-        "stderr; none: failures only",
+        "stderr; none: only failures, warnings and the closing line",
     )
     group.add_argument(
         "--quiet",

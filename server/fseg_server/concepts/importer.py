@@ -13,8 +13,8 @@ from .bank import ConceptBank
 # The authors fitted their banks on 256-px tiles at 10x (about 1 µm/px).
 PUBLISHED_BANK_MPP = 1.0
 PICKLE_WARNING = (
-    "warning: {path} is a joblib file, which is a Python pickle and can run code when "
-    "loaded; import only files from a source you trust. The converted bank is a "
+    "warning: {path} is read with joblib, which unpickles it, and a pickle can run code "
+    "when loaded; import only files from a source you trust. The converted bank is a "
     "safetensors file that loads without running anything."
 )
 

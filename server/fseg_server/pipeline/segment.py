@@ -225,6 +225,9 @@ def _metadata(
     options: SegmentOptions,
     plan: SlidePlan,
 ) -> dict:
+    working_mpp = plan.resolution.mpp
+    if working_mpp is not None:  # 0.499 µm/px at downsample 2.004 reads 1.0, not 0.99...99
+        working_mpp = float(f"{working_mpp:.12g}")
     return {
         "software": f"fseg {__version__}",
         "slide": name,
@@ -235,7 +238,10 @@ def _metadata(
         "mode": options.mode.value,
         "mpp": plan.level0_mpp,
         "mpp_y": plan.resolution.level0_mpp_y,
-        "working_mpp": plan.resolution.mpp,
+        # 0.499 µm/px read at level-0 downsample 2.004 is 1.0, not 0.9999999999999999.
+        "working_mpp": None
+        if plan.resolution.mpp is None
+        else float(f"{plan.resolution.mpp:.12g}"),
         "frame": options.frame.value,
         "frame_offset": list(plan.frame_offset),
         "units": "level-0 pixels",

@@ -63,7 +63,7 @@ def build_summary(
             "downsample": canvas.downsample,
             "per_cell": plan.upsample,
             "nodata": NODATA,
-            "origin": [-plan.frame_offset[0], -plan.frame_offset[1]],
+            "origin": [0.0 - plan.frame_offset[0], 0.0 - plan.frame_offset[1]],  # no -0.0
         },
         "tiles": {
             "grid": plan.grid.rows * plan.grid.cols,

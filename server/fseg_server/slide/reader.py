@@ -20,6 +20,15 @@ from ..errors import FailedPrecondition, InvalidInput, NotFound
 # legitimate scans, so allow up to 2 gigapixels.
 Image.MAX_IMAGE_PIXELS = 2_000_000_000
 _PLAIN_MODES = {"RGB", "RGBA", "L", "LA", "P"}
+# Pillow's names for the image kinds fseg refuses, as a person would say them.
+_MODE_WORDS = {
+    "I;16": "16-bit greyscale",
+    "I;16B": "16-bit greyscale",
+    "I": "32-bit integer greyscale",
+    "F": "32-bit float greyscale",
+    "CMYK": "CMYK",
+    "1": "black-and-white (1-bit)",
+}
 # Whole-slide formats: when OpenSlide refuses one of these, the file is damaged,
 # and Pillow must not be asked, since it would read a truncated TIFF silently.
 _SLIDE_ONLY_SUFFIXES = {
@@ -240,8 +249,10 @@ class _ImageBackend(_Backend):
                 image.load()
                 mode = image.mode
                 if mode not in _PLAIN_MODES:
+                    bands = len(image.getbands())
+                    kind = _MODE_WORDS.get(mode, f"{mode} ({bands} channel{'s' * (bands > 1)})")
                     raise FailedPrecondition(
-                        f"{path} is a {mode} image ({len(image.getbands())} channels); fseg "
+                        f"{path} is a {kind} image; fseg "
                         "segments brightfield RGB (H&E) images, not fluorescence or "
                         "multichannel data"
                     )
