@@ -76,9 +76,24 @@ def test_missing_file_is_refused_unless_it_may_live_on_the_server(tmp_path: Path
     assert not slide.local and slide.stem == "gone"
 
 
-def test_nothing_to_do_is_an_error(tmp_path: Path) -> None:
-    with pytest.raises(ClientError, match="no slides"):
+def test_nothing_to_do_is_an_error_naming_the_empty_folder(tmp_path: Path) -> None:
+    touch(tmp_path / "sub" / "deeper.svs")  # folders are not searched recursively
+    with pytest.raises(ClientError, match=f"no slides to segment: {tmp_path} holds no slide"):
         collect_inputs([str(tmp_path)], None, allow_remote=False)
+
+
+def test_every_bad_manifest_row_is_named_at_once(tmp_path: Path) -> None:
+    # A cohort of a thousand rows is fixed in one pass, not one missing file per run.
+    touch(tmp_path / "one.svs")
+    manifest = tmp_path / "m.csv"
+    rows = ["one.svs", *(f"gone{i}.svs" for i in range(7))]
+    manifest.write_text("path\n" + "\n".join(rows) + "\n")
+    with pytest.raises(ClientError) as info:
+        collect_inputs([], manifest, allow_remote=False)
+    said = str(info.value)
+    assert said.startswith(f"7 rows of {manifest} cannot be used: line 3 of")
+    assert "gone4.svs does not exist" in said and "gone5.svs" not in said
+    assert said.endswith("; and 2 more")
 
 
 def test_manifest_paths_are_relative_to_it_and_names_rename(tmp_path: Path) -> None:

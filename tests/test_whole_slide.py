@@ -215,3 +215,19 @@ def test_the_summarys_class_areas_are_those_of_the_geojson(cmu):
         geojson_area = feature["properties"]["measurements"]["Area µm^2"] if feature else 0.0
         assert entry["area_um2"] == pytest.approx(geojson_area, rel=1e-6, abs=1e-6)
     assert sum(c["fraction_of_tissue"] for c in result.summary["classes"]) == pytest.approx(1.0)
+
+
+def test_a_slide_without_tissue_says_so(engine, cmu, tmp_path):
+    # Empty outputs are a correct answer for glass, but never a silent one.
+    extractor, worker = engine
+    _, _, bank = cmu
+    glass = tmp_path / "glass.png"
+    Image.fromarray(np.full((600, 600, 3), 245, np.uint8)).save(glass)
+    options = SegmentOptions(tissue=TissueDetection.ON)
+    with open_slide(glass) as slide:
+        result = segment_slide(slide, extractor, bank, options, worker)
+    assert json.loads(result.files["geojson"])["features"] == []
+    assert result.summary["warnings"] == [
+        "no tissue was found, so the outputs hold no class; for an image that is all tissue, "
+        "pass --tissue off"
+    ]

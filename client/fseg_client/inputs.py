@@ -127,6 +127,9 @@ def expand_argument(text: str, allow_remote: bool) -> list[SlideInput]:
     )
 
 
+MANIFEST_PROBLEMS_SHOWN = 5
+
+
 def read_manifest(manifest: Path, allow_remote: bool) -> list[SlideInput]:
     """Slides listed in a CSV file with a ``path`` column and an optional ``name`` column.
 
@@ -147,11 +150,23 @@ def read_manifest(manifest: Path, allow_remote: bool) -> list[SlideInput]:
         raise ClientError(f"the manifest {manifest} is not a readable CSV file ({exc})") from None
     if "path" not in columns:
         raise ClientError(f"the manifest {manifest} needs a 'path' column")
-    slides = []
+    slides, problems = [], []
     for line, row in enumerate(rows, start=2):
         if not row.get("path"):
             continue
-        slides.append(_manifest_slide(manifest, line, row, allow_remote))
+        try:
+            slides.append(_manifest_slide(manifest, line, row, allow_remote))
+        except ClientError as exc:  # every bad row at once: a cohort is fixed in one pass
+            problems.append(str(exc))
+    if len(problems) == 1:
+        raise ClientError(problems[0])
+    if problems:
+        shown = "; ".join(p.removesuffix(".") for p in problems[:MANIFEST_PROBLEMS_SHOWN])
+        more = len(problems) - MANIFEST_PROBLEMS_SHOWN
+        raise ClientError(
+            f"{len(problems)} rows of {manifest} cannot be used: {shown}"
+            + (f"; and {more} more" if more > 0 else "")
+        )
     return slides
 
 
@@ -186,7 +201,14 @@ def collect_inputs(
         slides.extend(expand_argument(text, allow_remote))
     slides = _unique_paths(slides)
     if not slides:
-        raise ClientError("no slides to segment: give files, folders, patterns or --manifest")
+        folders = [text for text in arguments if Path(text).expanduser().is_dir()]
+        where = (
+            f": {', '.join(folders)} holds no slide or image files (folders are not searched "
+            "recursively; a pattern such as 'dir/**/*.svs' is)"
+            if folders
+            else ": give files, folders, patterns or --manifest"
+        )
+        raise ClientError(f"no slides to segment{where}")
     check_unique_stems(slides)
     return slides
 

@@ -159,7 +159,8 @@ def segment_slide(
     timings.stages["total"] = time.perf_counter() - started
     summary = build_summary(slide, canvas, plan, classes, polygons, metadata, timings.stages)
     summary["tiles"]["from_feature_cache"] = clocks.cached_tiles
-    summary["warnings"] = _warnings(slide, options)
+    tissue_found = summary["tissue"]["fraction_of_slide"] > 0
+    summary["warnings"] = _warnings(slide, options, tissue_found)
     return SegmentResult(name.rsplit(".", 1)[0], files, summary, canvas.labels)
 
 
@@ -205,9 +206,15 @@ def fit_on_slide(
     return fit_bank(reservoir, [options.k], extractor, mpp, f"fitted on {slide.info.path.name}")
 
 
-def _warnings(slide: Slide, options: SegmentOptions) -> list[str]:
+def _warnings(slide: Slide, options: SegmentOptions, tissue_found: bool) -> list[str]:
     """What a user should know about this result: one sentence each."""
     said = []
+    if not tissue_found:
+        said.append(
+            "no tissue was found, so the outputs hold no class; for an image that is all "
+            "tissue, pass --tissue off"
+            + (", and check that the ROI covers tissue" if options.roi else "")
+        )
     given, recorded = options.slide_mpp, slide.info.mpp
     if given is not None and recorded is not None and abs(given / recorded[0] - 1) > MPP_AGREEMENT:
         said.append(
