@@ -96,6 +96,15 @@ def test_every_bad_manifest_row_is_named_at_once(tmp_path: Path) -> None:
     assert said.endswith("; and 2 more")
 
 
+def test_a_manifest_mpp_belongs_to_its_row_alone(tmp_path: Path) -> None:
+    touch(tmp_path / "one.svs")
+    touch(tmp_path / "two.svs")
+    manifest = tmp_path / "m.csv"
+    manifest.write_text("path,mpp\none.svs, 0.25 \ntwo.svs,\n")
+    slides = collect_inputs([], manifest, allow_remote=False)
+    assert [s.mpp for s in slides] == [0.25, None]
+
+
 def test_manifest_paths_are_relative_to_it_and_names_rename(tmp_path: Path) -> None:
     touch(tmp_path / "data" / "one.svs")
     touch(tmp_path / "data" / "two.svs")
@@ -111,6 +120,8 @@ def test_manifest_paths_are_relative_to_it_and_names_rename(tmp_path: Path) -> N
         ("name\nx\n", "needs a 'path' column"),
         ("path\nmissing.svs\n", "line 2 .* does not exist"),
         ("path,name\none.svs,../escape\n", "cannot name output files"),
+        ("path,mpp\none.svs,0.25um\n", "line 2 .* mpp must be a positive number .*'0.25um'"),
+        ("path,mpp\none.svs,-1\n", "mpp must be a positive number"),
     ],
 )
 def test_bad_manifests(tmp_path: Path, text: str, message: str) -> None:

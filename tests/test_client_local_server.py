@@ -135,8 +135,38 @@ def test_an_mpp_that_overrides_the_slides_own_is_said_aloud(
     out = tmp_path / "out"
     assert main(["segment", str(slide), "--out", str(out), "--quiet", "--mpp", "0.25"]) == 0
     said = capsys.readouterr()
-    warning = "--mpp 0.25 overrides the 0.499 µm/px the slide records"
+    warning = (
+        "the 0.25 µm/px given (--mpp or the manifest's mpp) overrides the 0.499 µm/px the "
+        "slide records; areas and the working resolution follow the value given"
+    )
     assert f"fseg: warning: CMU-1-Small-Region: {warning}" in said.out + said.err
     summary = json.loads((out / "CMU-1-Small-Region.json").read_text())
-    assert summary["warnings"] == [f"{warning}; areas and the working resolution follow --mpp"]
+    assert summary["warnings"] == [warning]
     assert summary["mpp"] == 0.25 and summary["mpp_y"] == 0.25
+
+
+@pytest.mark.slow
+def test_a_manifests_mpp_column_calibrates_one_slide_and_leaves_the_others(
+    real_local_server: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # The TCGA slide records no µm/px; the manifest gives it 0.25 while CMU keeps the
+    # 0.499 its file records. The bank is fitted on both, each at its own resolution.
+    manifest = tmp_path / "cohort.csv"
+    manifest.write_text(
+        "path,mpp\n"
+        f"{shared('slides/CMU-1-Small-Region.svs')},\n"
+        f"{shared('slides/tcga-cr-7395-01a-01-ts1.svs')},0.25\n"
+    )
+    out = tmp_path / "out"
+    assert main(["segment", "--manifest", str(manifest), "--out", str(out), "--quiet"]) == 0
+    said = capsys.readouterr()
+    assert "warning" not in said.out + said.err
+    cmu = json.loads((out / "CMU-1-Small-Region.json").read_text())
+    tcga = json.loads((out / "tcga-cr-7395-01a-01-ts1.json").read_text())
+    assert (cmu["mpp"], tcga["mpp"]) == (0.499, 0.25)
+    assert cmu["warnings"] == [] and tcga["warnings"] == []
+    # Asked again with another mpp for the TCGA slide, only that slide is redone.
+    manifest.write_text(manifest.read_text().replace(",0.25", ",0.3"))
+    assert main(["segment", "--manifest", str(manifest), "--out", str(out)]) == 0
+    assert "1 done, 1 skipped" in capsys.readouterr().out
+    assert json.loads((out / "tcga-cr-7395-01a-01-ts1.json").read_text())["mpp"] == 0.3

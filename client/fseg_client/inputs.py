@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import csv
 import glob
+import math
 import os
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -53,11 +54,14 @@ class SlideInput:
         stem: names the outputs: ``<stem>.geojson``, ``<stem>.json`` ...
         local: whether the file exists on this machine; a path that exists only
             on the server is allowed with ``--upload never``.
+        mpp: µm per level-0 pixel from a manifest's ``mpp`` column, which wins
+            over ``--mpp`` and the slide's metadata; None when not given.
     """
 
     path: Path
     stem: str
     local: bool = True
+    mpp: float | None = None
 
     @property
     def name(self) -> str:
@@ -131,7 +135,8 @@ MANIFEST_PROBLEMS_SHOWN = 5
 
 
 def read_manifest(manifest: Path, allow_remote: bool) -> list[SlideInput]:
-    """Slides listed in a CSV file with a ``path`` column and an optional ``name`` column.
+    """Slides listed in a CSV file with a ``path`` column and optional ``name`` and
+    ``mpp`` (µm per level-0 pixel) columns.
 
     Relative paths are taken relative to the manifest's folder, so a manifest
     travels with its slides.
@@ -180,10 +185,24 @@ def _manifest_slide(manifest: Path, line: int, row: dict, allow_remote: bool) ->
             f"line {line} of {manifest}: the name {name!r} cannot name output files "
             "(no slashes, no leading dot)"
         )
+    mpp = _manifest_mpp(row.get("mpp", ""), f"line {line} of {manifest}")
     exists = path.is_file()
     if not exists and not allow_remote:
         raise ClientError(f"line {line} of {manifest}: {path} does not exist")
-    return SlideInput(_absolute(path), name or stem_of(path), local=exists)
+    return SlideInput(_absolute(path), name or stem_of(path), local=exists, mpp=mpp)
+
+
+def _manifest_mpp(text: str, where: str) -> float | None:
+    """A manifest's mpp cell: µm per level-0 pixel, or None when empty."""
+    if not text:
+        return None
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
+    if not (math.isfinite(value) and value > 0):
+        raise ClientError(f"{where}: mpp must be a positive number of µm per pixel, not {text!r}")
+    return value
 
 
 def collect_inputs(

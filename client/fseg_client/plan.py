@@ -102,7 +102,10 @@ def plan_tasks(
             identity = slide_identity(slide, by_content, hashes)
         except OSError as exc:
             raise ClientError(f"cannot read {slide.path} ({exc.strerror})") from None
-        fingerprint = request_fingerprint(options, bank.digest, identity)
+        asked = options  # a manifest's mpp is part of what the slide was asked for
+        if slide.mpp is not None:
+            asked = dataclasses.replace(options, slide_mpp=slide.mpp)
+        fingerprint = request_fingerprint(asked, bank.digest, identity)
         done = completed_summary(out_dir, slide.stem, fingerprint, options.output_files)
         if done is not None:
             server = str(client_section(done).get("server", ""))

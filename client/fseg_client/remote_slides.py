@@ -90,6 +90,8 @@ class SlideResolver:
             if key in self._refs:
                 return self._refs[key]
         ref = self._resolve(conn, slide, progress)
+        if slide.mpp is not None:
+            ref.mpp = slide.mpp
         with self._lock:
             self._refs[key] = ref
         return ref

@@ -118,7 +118,8 @@ def fit_concepts(args: argparse.Namespace) -> int:
 
     try:
         sampled = sample_slides(
-            len(paths), lambda i: open_slide(paths[i]), extractor, worker, reservoir, options,
+            len(paths), lambda i: open_slide(paths[i]), extractor, worker, reservoir,
+            lambda i: options,
             max_tiles=args.tiles_per_slide, report=report,
         )  # fmt: skip
     finally:

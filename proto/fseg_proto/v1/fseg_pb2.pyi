@@ -37,14 +37,16 @@ TISSUE_ON: TissueDetection
 TISSUE_OFF: TissueDetection
 
 class SlideRef(_message.Message):
-    __slots__ = ("path", "sha256", "name")
+    __slots__ = ("path", "sha256", "name", "mpp")
     PATH_FIELD_NUMBER: _ClassVar[int]
     SHA256_FIELD_NUMBER: _ClassVar[int]
     NAME_FIELD_NUMBER: _ClassVar[int]
+    MPP_FIELD_NUMBER: _ClassVar[int]
     path: str
     sha256: str
     name: str
-    def __init__(self, path: _Optional[str] = ..., sha256: _Optional[str] = ..., name: _Optional[str] = ...) -> None: ...
+    mpp: float
+    def __init__(self, path: _Optional[str] = ..., sha256: _Optional[str] = ..., name: _Optional[str] = ..., mpp: _Optional[float] = ...) -> None: ...
 
 class VectorizeOptions(_message.Message):
     __slots__ = ("simplify", "min_area_um2", "split_regions", "label_upsample")

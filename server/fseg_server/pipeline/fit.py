@@ -91,13 +91,14 @@ def sample_slides(
     extractor: Extractor,
     worker: DeviceWorker,
     reservoir: Reservoir,
-    options: SegmentOptions,
+    options_for: Callable[[int], SegmentOptions],
     *,
     max_tiles: int,
     report: Callable[[int, int | FsegError], None],
     should_stop: Callable[[], bool] = lambda: False,
 ) -> int:
-    """:func:`sample_slide` for each of ``count`` inputs, opened by ``open_input(i)``.
+    """:func:`sample_slide` for each of ``count`` inputs, opened by ``open_input(i)``
+    and read with ``options_for(i)`` (a cohort's slides may each have their own µm/px).
 
     One bad input of a cohort must not cost the others their bank: an input
     that cannot be read is left out. After each input, ``report(i, outcome)``
@@ -115,7 +116,7 @@ def sample_slides(
         try:
             with open_input(index) as slide:
                 outcome: int | FsegError = sample_slide(
-                    slide, extractor, worker, reservoir, options,
+                    slide, extractor, worker, reservoir, options_for(index),
                     max_tiles=max_tiles, should_stop=should_stop,
                 )  # fmt: skip
         except _INPUT_FAULTS as exc:

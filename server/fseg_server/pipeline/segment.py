@@ -218,8 +218,9 @@ def _warnings(slide: Slide, options: SegmentOptions, tissue_found: bool) -> list
     given, recorded = options.slide_mpp, slide.info.mpp
     if given is not None and recorded is not None and abs(given / recorded[0] - 1) > MPP_AGREEMENT:
         said.append(
-            f"--mpp {given:g} overrides the {recorded[0]:g} µm/px the slide records; "
-            "areas and the working resolution follow --mpp"
+            f"the {given:g} µm/px given (--mpp or the manifest's mpp) overrides the "
+            f"{recorded[0]:g} µm/px the slide records; areas and the working resolution "
+            "follow the value given"
         )
     return said
 

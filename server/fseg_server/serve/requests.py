@@ -44,7 +44,7 @@ def segment_options(request: fseg_pb2.SegmentRequest) -> SegmentOptions:
         k=request.k or DEFAULT_K,
         mode=_lookup(MODES, request.mode, "mode"),
         components=request.components or DEFAULT_COMPONENTS,
-        slide_mpp=_mpp(request.slide_mpp, "slide_mpp (--mpp)"),
+        slide_mpp=slide_mpp(request.slide, request.slide_mpp),
         target_mpp=_mpp(request.target_mpp, "target_mpp (--target-mpp)"),
         frame=_lookup(FRAMES, request.frame, "frame"),
         roi=parse_roi(request.roi_geojson) if request.roi_geojson else None,
@@ -117,6 +117,13 @@ def _geometries(document: object) -> list[dict]:
     if kind in ("Polygon", "MultiPolygon", "GeometryCollection", "Point", "LineString"):
         return [document]
     raise ValueError(f"unknown GeoJSON type {kind!r}")
+
+
+def slide_mpp(slide: fseg_pb2.SlideRef, request_mpp: float) -> float | None:
+    """µm per level-0 pixel given for one slide: its own (a manifest's column) or the
+    request's (--mpp); None leaves the slide's metadata in charge."""
+    own = _mpp(slide.mpp, "the slide's mpp (manifest)")
+    return own if own is not None else _mpp(request_mpp, "slide_mpp (--mpp)")
 
 
 def _mpp(value: float, name: str) -> float | None:

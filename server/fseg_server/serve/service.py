@@ -27,7 +27,7 @@ from ..pipeline.segment import segment_slide
 from ..slide.reader import open_slide
 from .admission import Admission, Ticket
 from .info import Limits, server_info
-from .requests import requested_outputs, segment_options
+from .requests import requested_outputs, segment_options, slide_mpp
 from .resources import Resources
 from .slide_access import SlideAccess
 from .streaming import CallStopper, ProgressEvents, file_chunks, run_job
@@ -130,11 +130,14 @@ class SegmentationService(fseg_pb2_grpc.SegmentationServicer):
                 raise InvalidInput("every k must be at least 1")
             if not request.slides or len(request.slides) > MAX_FIT_SLIDES:
                 raise InvalidInput(f"give between 1 and {MAX_FIT_SLIDES} slides to fit on")
-            options = SegmentOptions(
-                k=max(ks),
-                slide_mpp=request.slide_mpp or None,
-                target_mpp=request.target_mpp or None,
-            )
+            per_slide = [
+                SegmentOptions(
+                    k=max(ks),
+                    slide_mpp=slide_mpp(slide, request.slide_mpp),
+                    target_mpp=request.target_mpp or None,
+                )
+                for slide in request.slides
+            ]
             ticket = self.admission.admit("fit")
             try:
                 stop = CallStopper(context)
@@ -153,11 +156,11 @@ class SegmentationService(fseg_pb2_grpc.SegmentationServicer):
 
                     sampled = sample_slides(
                         total, lambda i: open_slide(self._slide_path(request.slides[i])),
-                        extractor, self.worker, reservoir, options,
+                        extractor, self.worker, reservoir, per_slide.__getitem__,
                         max_tiles=request.tiles_per_slide or 64, report=report, should_stop=stop,
                     )  # fmt: skip
                     source = f"fitted on {sampled} slides by fseg {__version__}"
-                    mpp = options.target_mpp or extractor.spec.mpp
+                    mpp = request.target_mpp or extractor.spec.mpp
                     return fit_bank(reservoir, ks, extractor, mpp, source)
 
                 bank = yield from run_job(work, ticket.job_id)
