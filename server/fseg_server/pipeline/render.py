@@ -6,7 +6,7 @@ import io
 from collections.abc import Sequence
 
 import numpy as np
-from PIL import Image
+from PIL import Image, ImageDraw, ImageFont
 
 from ..concepts.bank import ConceptClass
 from .canvas import NODATA
@@ -14,6 +14,7 @@ from .canvas import NODATA
 OVERLAY_MAX = 1536  # px, long side of the overlay thumbnail
 OVERLAY_ALPHA = 0.45  # share of the class colour in tissue pixels
 GLASS_COLOR = (255, 255, 255)
+LEGEND_FONT_PX = 14  # at least; a large overlay gets a font 1/64 of its height
 
 
 def label_png(labels: np.ndarray, classes: Sequence[ConceptClass]) -> bytes:
@@ -37,12 +38,16 @@ def overlay_png(
     labels: np.ndarray,
     labels_downsample: float,
     classes: Sequence[ConceptClass],
+    *,
+    legend: bool = True,
 ) -> bytes:
     """The thumbnail with every labelled pixel tinted by its class colour.
 
     Both grids start at level-0 (0, 0); the downsamples (level-0 pixels per
     thumbnail pixel, per label pixel) place each label on the thumbnail. The
-    label grid may overhang the slide (its edge tiles are whole cells).
+    label grid may overhang the slide (its edge tiles are whole cells). With
+    ``legend``, a panel to the right names each class present, with its
+    colour and its approximate share of the tissue.
     """
     image = Image.fromarray(thumbnail)
     if max(image.size) > OVERLAY_MAX:
@@ -61,8 +66,48 @@ def overlay_png(
     alpha = round(OVERLAY_ALPHA * 256)
     weight = np.where(resampled != NODATA, alpha, 0).astype(np.uint16)[..., None]
     blended = (base * (256 - weight) + colors[resampled] * weight + 128) >> 8
+    picture = Image.fromarray(blended.astype(np.uint8))
+    if legend:
+        picture = _with_legend(picture, resampled, classes)
     # A photograph-like picture barely compresses: the fastest level is as small.
-    return _png(Image.fromarray(blended.astype(np.uint8)), compress_level=1)
+    return _png(picture, compress_level=1)
+
+
+def _with_legend(
+    picture: Image.Image, labels: np.ndarray, classes: Sequence[ConceptClass]
+) -> Image.Image:
+    """``picture`` with a legend panel on its right; shares come from the thumbnail's labels."""
+    counts = np.bincount(labels.ravel(), minlength=256)[: len(classes)]
+    total = int(counts.sum())
+    present = [i for i in range(len(classes)) if counts[i]]
+    lines = [f"{classes[i].name}  {100 * counts[i] / total:.0f}%" for i in present]
+    title = "classes (share of tissue)" if present else "no tissue found"
+    font_px = max(LEGEND_FONT_PX, picture.height // 64)
+    font = _legend_font(font_px)
+    measure = ImageDraw.Draw(picture)
+    text_px = max(measure.textlength(t, font=font) for t in [title, *lines])
+    row, pad, swatch = round(font_px * 1.6), round(font_px * 0.7), font_px
+    width = int(pad + swatch + pad + text_px + pad)
+    height = max(picture.height, 2 * pad + row * (len(lines) + 1))
+    panel = Image.new("RGB", (picture.width + width, height), GLASS_COLOR)
+    panel.paste(picture, (0, 0))
+    draw = ImageDraw.Draw(panel)
+    left = picture.width + pad
+    draw.text((left, pad), title, fill=(0, 0, 0), font=font)
+    for j, (index, line) in enumerate(zip(present, lines, strict=True), start=1):
+        top = pad + j * row
+        box = (left, top, left + swatch, top + swatch)
+        draw.rectangle(box, fill=tuple(classes[index].color), outline=(0, 0, 0))
+        draw.text((left + swatch + pad, top), line, fill=(0, 0, 0), font=font)
+    return panel
+
+
+def _legend_font(size_px: int) -> ImageFont.ImageFont | ImageFont.FreeTypeFont:
+    """Pillow's built-in font at ``size_px`` (a fixed bitmap font without FreeType)."""
+    try:
+        return ImageFont.load_default(size=size_px)
+    except (TypeError, OSError, ImportError):
+        return ImageFont.load_default()
 
 
 def _png(image: Image.Image, **options: object) -> bytes:
