@@ -77,7 +77,11 @@ def test_upload_when_the_server_cannot_read_the_path(upload_server, images, toke
     stored = upload_server.log.parent / "uploads" / "objects"
     assert {p.name.split(".")[0] for p in stored.rglob("*.png")} == digests  # each sent once
     assert [r["status"] for r in csv_rows(out)] == ["done"] * 4
-    assert json.loads((out / "00.json").read_text())["client"]["reference"] == "sha256"
+    client = json.loads((out / "00.json").read_text())["client"]
+    assert client["reference"] == "sha256" and client["bank"] == str(out / BANK)
+    # Stored under their hashes, the uploads are still logged by the names users know.
+    names = {p.name for p in images.glob("*.png")}
+    assert names <= set(finished_jobs(upload_server))
 
     never = tmp_path / "never"
     assert segment(str(images), *args[2:], "--out", str(never), "--upload", "never") == 1

@@ -151,6 +151,7 @@ def segment_slide(
             "slide": task.identity,
             "file": _file_info(slide),
             "reference": "sha256" if ref.HasField("sha256") else "path",
+            "bank": ctx.bank.source,  # the server knows a bank sent inline by its digest only
             "transfer_seconds": round(upload_s, 3),
             "segment_seconds": round(ended - began - upload_s, 3),
             "seconds": round(ended - (task.first_started or began), 3),

@@ -71,6 +71,8 @@ class SegmentationService(fseg_pb2_grpc.SegmentationServicer):
                 bank.check_extractor(extractor.spec.name, extractor.spec.feature_dim)
                 bank.concepts(options.k)
             path = self._slide_path(request.slide)
+            # Uploads are stored under their hash: the log names them as the user does.
+            slide_name = _display_name(request.slide) or path.name
             outputs = requested_outputs(request)
             ticket = self.admission.admit("segment")
             try:
@@ -95,7 +97,7 @@ class SegmentationService(fseg_pb2_grpc.SegmentationServicer):
                                 should_stop=stop,
                             )  # fmt: skip
                     except Cancelled as exc:  # the caller has gone: the log is the record
-                        log.info("%s stopped: %s: %s", ticket.job_id, path.name, exc)
+                        log.info("%s stopped: %s: %s", ticket.job_id, slide_name, exc)
                         raise
 
                 result = yield from run_job(work, ticket.job_id)
@@ -114,7 +116,7 @@ class SegmentationService(fseg_pb2_grpc.SegmentationServicer):
                 }
                 yield fseg_pb2.SegmentEvent(summary=fseg_pb2.Summary(json=json.dumps(summary)))
                 log.info(
-                    "%s done: %s (%.1f s)", ticket.job_id, path.name, summary["timings_s"]["total"]
+                    "%s done: %s (%.1f s)", ticket.job_id, slide_name, summary["timings_s"]["total"]
                 )
             finally:
                 self.admission.release(ticket)
