@@ -141,6 +141,12 @@ BAD_REQUESTS = [
         "divide stain's stride of 4 px",
         id="upsample-3",
     ),
+    pytest.param(
+        {**CMU, "vectorize": fseg_pb2.VectorizeOptions(label_upsample=1000)},
+        INVALID,
+        "divide stain's stride of 4 px (one of 1, 2, 4), not 1000",
+        id="upsample-over-the-stride",
+    ),
     pytest.param({**CMU, "roi_geojson": "{no"}, INVALID, "not valid GeoJSON", id="roi-not-json"),
     pytest.param(
         {**CMU, "roi_geojson": json.dumps(OFF_THE_SLIDE)},

@@ -76,8 +76,7 @@ def plan_slide(
     # Plain images get a label per pixel; slides one byte per feature cell,
     # so that memory stays bounded for 150,000-pixel scans.
     upsample = options.label_upsample or (spec.stride if info.is_plain_image else 1)
-    upsample = min(upsample, spec.stride)
-    if spec.stride % upsample:
+    if spec.stride % upsample:  # also refuses more labels per cell than pixels
         divisors = ", ".join(str(d) for d in range(1, spec.stride + 1) if spec.stride % d == 0)
         raise InvalidInput(
             f"label upsample must divide {spec.name}'s stride of {spec.stride} px "
