@@ -149,6 +149,12 @@ def test_import_and_name_concepts_from_the_command_line(tmp_path):
     classes = load_bank(out).classes[8]
     assert classes[3].name == "Stroma" and classes[5] == ConceptClass("Tumour", (255, 0, 0))
     assert classes[0].name == "F-SEG k8 #0"  # untouched entries keep their names
+    shown = run_cli("show-concepts", str(out))
+    assert "extractor uni, 1024 channels, fitted at 1 µm/px" in shown.stdout
+    assert "k = 8: 2 named: Stroma, Tumour" in shown.stdout
+    assert "k = 256: default names; cannot segment" in shown.stdout
+    assert "   5  #ff0000  Tumour" in run_cli("show-concepts", str(out), "--k", "8").stdout
+    assert json.loads(run_cli("show-concepts", str(out), "--json").stdout)["k"][0] == 8
 
 
 @pytest.mark.parametrize(

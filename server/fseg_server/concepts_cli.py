@@ -7,10 +7,14 @@ import glob
 import json
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from .cli import existing_path, output_file, parse_ks, print_json
 from .errors import FsegError, InvalidInput, NotFound
 from .pipeline.options import MAX_K
+
+if TYPE_CHECKING:
+    from .concepts.bank import ConceptBank
 
 SLIDE_SUFFIXES = {
     ".svs", ".tif", ".tiff", ".ndpi", ".vms", ".vmu", ".scn", ".mrxs", ".svslide",
@@ -72,8 +76,10 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
     p.add_argument("--out", type=output_file, help="write here instead of rewriting the bank")
     p.set_defaults(handler=name_concepts)
 
-    p = commands.add_parser("show-concepts", help="print a bank's metadata")
+    p = commands.add_parser("show-concepts", help="describe a bank: extractor, k values, classes")
     p.add_argument("bank", type=existing_path)
+    p.add_argument("--k", type=int, help="list every class of this k (index, colour, name)")
+    p.add_argument("--json", action="store_true", help="print the bank's metadata as JSON")
     p.set_defaults(handler=show_concepts)
 
 
@@ -191,8 +197,37 @@ def show_concepts(args: argparse.Namespace) -> int:
     from .concepts import load_bank
 
     bank = load_bank(args.bank)
-    print_json({**bank.metadata(), "sha256": bank.digest})
+    if args.json:
+        print_json({**bank.metadata(), "sha256": bank.digest})
+        return 0
+    if args.k is not None:
+        bank.concepts(args.k)  # refuses a k the bank lacks, naming the ones it has
+        for index, concept in enumerate(bank.classes[args.k]):
+            print(f"{index:4d}  #{bytes(concept.color).hex()}  {concept.name}")
+        return 0
+    for line in describe_bank(bank, args.bank):
+        print(line)
     return 0
+
+
+def describe_bank(bank: ConceptBank, path: Path) -> list[str]:
+    """A few lines a person reads: what the bank is for, its k values, which are named."""
+    from .concepts.palette import default_names
+
+    at = f", fitted at {bank.mpp:g} µm/px" if bank.mpp else ""
+    lines = [
+        f"{path}: sha256 {bank.digest[:16]}",
+        f"  extractor {bank.extractor}, {bank.feature_dim} channels{at}",
+        f"  source: {bank.source or 'not recorded'}",
+    ]
+    for k in bank.ks:
+        named = [c.name for c in bank.classes[k] if c.name not in default_names(k)]
+        said = f"{len(named)} named: {', '.join(named[:6])}" if named else "default names"
+        said += ", ..." if len(named) > 6 else ""
+        unusable = f"; cannot segment (k is at most {MAX_K})" if k > MAX_K else ""
+        lines.append(f"  k = {k}: {said}{unusable}")
+    lines.append("  (--k K lists one k's classes; --json prints everything)")
+    return lines
 
 
 def expand_inputs(patterns: list[str]) -> list[Path]:
