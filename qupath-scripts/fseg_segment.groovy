@@ -316,7 +316,12 @@ void fsegRunClient(List<String> command) {
         String line
         while ((line = reader.readLine()) != null) {
             if (line.trim()) {
-                fsegLog().info(line)
+                // A warning (no tissue found, an mpp overriding the image's own) must stand out.
+                if (line.startsWith('fseg: warning:')) {
+                    fsegLog().warn(line)
+                } else {
+                    fsegLog().info(line)
+                }
                 said << line
             }
             if (Thread.currentThread().isInterrupted()) {

@@ -293,3 +293,16 @@ def test_an_image_fseg_cannot_read_is_one_clear_error(
     [message] = errors(lines)
     assert message.startswith(complaint) or complaint in message
     assert printed(lines, "FILE ") == []
+
+
+def test_the_clients_warnings_reach_qupaths_log_as_warnings(harness, tmp_path):
+    # A stand-in client (a shell script) prints what the real one prints on a warning.
+    client = tmp_path / "fseg"
+    client.write_text(
+        "#!/bin/sh\necho 'fseg: [1/1] done a (127.0.0.1:1, 2.0 s)' >&2\n"
+        "echo 'fseg: warning: a: no tissue was found, so the outputs hold no class' >&2\n"
+    )
+    client.chmod(0o755)
+    lines = run(harness, str(client), "", "run", str(client), "segment", "a.svs")
+    assert "WARN fseg: warning: a: no tissue was found, so the outputs hold no class" in lines
+    assert "INFO fseg: [1/1] done a (127.0.0.1:1, 2.0 s)" in lines and "RETURNED" in lines
