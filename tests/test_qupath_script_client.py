@@ -146,6 +146,14 @@ def run(harness: Path, client: str, server: str, *args: str, locale: str = "en")
     return result.stdout.splitlines()
 
 
+def stand_in_client(path: Path, *said: str, status: int = 0) -> Path:
+    """A shell script playing the fseg client: prints ``said`` on stderr, exits ``status``."""
+    echoes = "".join(f"echo '{line}' >&2\n" for line in said)
+    path.write_text(f"#!/bin/sh\n{echoes}exit {status}\n")
+    path.chmod(0o755)
+    return path
+
+
 def errors(lines: list[str]) -> list[str]:
     return [line.removeprefix("ERROR ") for line in lines if line.startswith("ERROR ")]
 
@@ -187,12 +195,12 @@ def test_a_refused_request_names_the_clients_reason(harness, tmp_path):
 
 
 def test_a_client_without_progress_lines_gets_advice(harness, tmp_path):
-    old = tmp_path / "old-fseg"
-    old.write_text(
-        "#!/bin/sh\necho 'usage: fseg [-h] COMMAND ...' >&2\n"
-        "echo 'fseg: error: unrecognized arguments: --progress lines' >&2\nexit 2\n"
+    old = stand_in_client(
+        tmp_path / "old-fseg",
+        "usage: fseg [-h] COMMAND ...",
+        "fseg: error: unrecognized arguments: --progress lines",
+        status=2,
     )
-    old.chmod(0o755)
     lines = run(harness, str(old), "", "run", str(old), "segment", "x.svs", "--progress", "lines")
     assert errors(lines) == [
         "this fseg client has no --progress option: upgrade it, or set FSEG_PROGRESS = ''"
@@ -297,12 +305,11 @@ def test_an_image_fseg_cannot_read_is_one_clear_error(
 
 def test_the_clients_warnings_reach_qupaths_log_as_warnings(harness, tmp_path):
     # A stand-in client (a shell script) prints what the real one prints on a warning.
-    client = tmp_path / "fseg"
-    client.write_text(
-        "#!/bin/sh\necho 'fseg: [1/1] done a (127.0.0.1:1, 2.0 s)' >&2\n"
-        "echo 'fseg: warning: a: no tissue was found, so the outputs hold no class' >&2\n"
+    client = stand_in_client(
+        tmp_path / "fseg",
+        "fseg: [1/1] done a (127.0.0.1:1, 2.0 s)",
+        "fseg: warning: a: no tissue was found, so the outputs hold no class",
     )
-    client.chmod(0o755)
     lines = run(harness, str(client), "", "run", str(client), "segment", "a.svs")
     assert "WARN fseg: warning: a: no tissue was found, so the outputs hold no class" in lines
     assert "INFO fseg: [1/1] done a (127.0.0.1:1, 2.0 s)" in lines and "RETURNED" in lines
