@@ -9,6 +9,7 @@ from scipy import ndimage
 from shapely.geometry import Polygon, box
 
 from fseg_server.vectorize import (
+    area_within,
     clip_polygons,
     label_polygons,
     sieve,
@@ -421,3 +422,15 @@ def test_clipping_cuts_every_class_at_the_same_edge():
     assert a.difference(roi).area < 1e-9 and a.intersection(b).area < 1e-9
     assert (a.area + b.area) == pytest.approx(roi.intersection(left.union(right)).area)
     assert all(shapely.is_valid(clipped[0]))
+
+
+def test_area_within_counts_only_what_lies_inside_the_extent():
+    # A 10 x 10 grid of 4-px cells from level-0 (-8, -8), every cell labelled but
+    # one: a triangle over part of it gets the triangle's area minus that cell's share.
+    labels = np.zeros((10, 10), np.uint8)
+    labels[2, 2] = 255  # level-0 x 0..4, y 0..4: wholly inside the triangle
+    triangle = shapely.Polygon([(0, 0), (20, 0), (0, 20)])
+    area = area_within(labels, nodata=255, cell_size=4.0, origin=(-8.0, -8.0), extent=triangle)
+    assert area == pytest.approx(triangle.area - 16.0)
+    far = shapely.box(100, 100, 120, 120)
+    assert area_within(labels, nodata=255, cell_size=4.0, origin=(-8.0, -8.0), extent=far) == 0

@@ -21,7 +21,7 @@ from ..concepts.kmeans import Reservoir
 from ..extract import Extractor
 from ..memory import trim
 from ..slide.reader import Slide
-from ..vectorize import feature_collection_json, vectorize_labels
+from ..vectorize import area_within, feature_collection_json, vectorize_labels
 from .canvas import NODATA
 from .device_worker import DeviceWorker
 from .feature_cache import FeatureCache
@@ -133,10 +133,11 @@ def segment_slide(
         with timings.time("vectorize"):
             progress("vectorize", 0, 1)
             cell_um2 = canvas.downsample**2 * (plan.level0_pixel_um2 or 1.0)
+            origin = (-plan.frame_offset[0], -plan.frame_offset[1])  # of the label grid
             polygons = vectorize_labels(
                 canvas.labels,
                 cell_size=canvas.downsample,
-                origin=(-plan.frame_offset[0], -plan.frame_offset[1]),
+                origin=origin,
                 simplify=options.simplify,
                 # Regions under --min-area go (12 cells of 16 µm² are under 200 µm²);
                 # the factor keeps a region of exactly that area from float noise.
@@ -144,6 +145,13 @@ def segment_slide(
                 nodata=NODATA,
                 extent=plan.extent,
             )
+            # An ROI's edge cells reach past it; its tissue is measured inside it.
+            tissue_px2 = None
+            if options.roi:
+                tissue_px2 = area_within(
+                    canvas.labels, nodata=NODATA, cell_size=canvas.downsample,
+                    origin=origin, extent=plan.extent,
+                )  # fmt: skip
             geojson = feature_collection_json(
                 polygons,
                 [(c.name, c.color) for c in classes],
@@ -157,7 +165,9 @@ def segment_slide(
     timings.stages["extract"] = clocks.extract
     timings.stages["factorize"] = clocks.factorize
     timings.stages["total"] = time.perf_counter() - started
-    summary = build_summary(slide, canvas, plan, classes, polygons, metadata, timings.stages)
+    summary = build_summary(
+        slide, canvas, plan, classes, polygons, metadata, timings.stages, tissue_px2
+    )
     summary["tiles"]["from_feature_cache"] = clocks.cached_tiles
     tissue_found = summary["tissue"]["fraction_of_slide"] > 0
     summary["warnings"] = _warnings(slide, options, tissue_found)

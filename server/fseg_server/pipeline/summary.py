@@ -20,14 +20,17 @@ def build_summary(
     polygons: dict[int, list],
     metadata: dict,
     timings: dict[str, float],
+    tissue_px2: float | None = None,
 ) -> dict:
     """Per-class areas (µm²) and the job's figures.
 
     ``area_um2`` and ``fraction_of_tissue`` are those of the polygons, which
     are what QuPath imports (regions under ``--min-area`` merged into their
     surroundings, outlines simplified). ``label_grid_area_um2`` counts the
-    label grid (``labels.png``) before that merge. Without a calibration
-    areas are given in level-0 px² instead.
+    label grid (``labels.png``) before that merge. The tissue's area is the
+    label grid's too, unless ``tissue_px2`` (level-0 px²) gives it: with an
+    ROI, whose edge cells reach past it, the tissue inside the ROI. Without a
+    calibration areas are given in level-0 px² instead.
     """
     level0_pixel_um2 = plan.level0_pixel_um2
     counts = canvas.class_counts(len(classes))
@@ -53,6 +56,7 @@ def build_summary(
         for index, concept in enumerate(classes)
     ]
     width, height = slide.info.dimensions
+    tissue_area = tissue_pixels * pixel_area if tissue_px2 is None else tissue_px2 * scale
     return {
         **metadata,
         "dimensions": [width, height],
@@ -72,10 +76,9 @@ def build_summary(
             "margin": plan.grid.margin,
         },
         "tissue": {
-            f"area_{area_unit}": float(tissue_pixels * pixel_area),
+            f"area_{area_unit}": float(tissue_area),
             "detected": plan.tissue_detected,
-            # Every label is a class below k or NODATA: the class counts are the tissue.
-            "fraction_of_slide": tissue_pixels / canvas.labels.size if canvas.labels.size else 0.0,
+            "fraction_of_slide": tissue_area / (width * height * scale) if width * height else 0.0,
         },
         "classes": per_class,
         "timings_s": {name: round(value, 4) for name, value in timings.items()},

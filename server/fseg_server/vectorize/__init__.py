@@ -14,13 +14,15 @@ import numpy as np
 import shapely
 
 from fseg_server.vectorize.bands import BAND_ROWS, polygons_in_bands, sieve_in_bands
-from fseg_server.vectorize.clip import clip_polygons
+from fseg_server.vectorize.clip import area_within, clip_polygons
+from fseg_server.vectorize.frame import affine, flatten, to_output_frame
 from fseg_server.vectorize.geojson import dumps, feature_collection, feature_collection_json
 from fseg_server.vectorize.sieve import sieve
 from fseg_server.vectorize.trace import count_boundary_edges, label_polygons
 
 __all__ = [
     "DEFAULT_SIMPLIFY",
+    "area_within",
     "clip_polygons",
     "count_boundary_edges",
     "dumps",
@@ -87,7 +89,7 @@ def vectorize_labels(
         ``x = origin_x + col * cell_size_x``, ``y = origin_y + row * cell_size_y``
         for the cell corner at (row, col), x right and y down.
     """
-    _affine(cell_size, origin)  # fail before the work, not after it
+    affine(cell_size, origin)  # fail before the work, not after it
     grid = np.asarray(labels)
     if min_cells > 1:
         grid = sieve_in_bands(grid, min_cells, nodata, band_rows=band_rows)
@@ -124,7 +126,7 @@ def simplify_coverage(
     out invalid, it is repaired with ``make_valid`` (its polygonal parts are kept)
     or, failing that, replaced by its unsimplified self, and a warning is logged.
     """
-    keys, flat = _flatten(polygons)
+    keys, flat = flatten(polygons)
     # GEOS simplifies a ring without junctions from its first vertex on; a
     # canonical start makes the result independent of how the ring was traced.
     # (The normalized copies replace the originals: one copy in memory, not two.)
@@ -145,42 +147,6 @@ def simplify_coverage(
     for i, (key, geom) in enumerate(zip(keys, out.tolist(), strict=True)):
         result[key].extend(parts.get(i, [geom]))
     return result
-
-
-def to_output_frame(
-    polygons: dict[int, list[shapely.Polygon]],
-    *,
-    cell_size: tuple[float, float] | float,
-    origin: tuple[float, float] = (0.0, 0.0),
-) -> dict[int, list[shapely.Polygon]]:
-    """Map polygons from grid cells to level-0 pixels: ``origin + grid * cell_size``."""
-    scale, shift = _affine(cell_size, origin)
-    keys, flat = _flatten(polygons)
-    moved = shapely.transform(flat, lambda xy: xy * scale + shift)
-    result: dict[int, list[shapely.Polygon]] = {k: [] for k in polygons}
-    for key, geom in zip(keys, moved.tolist(), strict=True):
-        result[key].append(geom)
-    return result
-
-
-def _affine(
-    cell_size: tuple[float, float] | float, origin: tuple[float, float]
-) -> tuple[np.ndarray, np.ndarray]:
-    """Checked ``(scale, shift)`` arrays, both ``(x, y)``."""
-    sx, sy = (cell_size, cell_size) if np.isscalar(cell_size) else cell_size
-    scale = np.array([float(sx), float(sy)])
-    shift = np.array([float(origin[0]), float(origin[1])])
-    if not (np.all(np.isfinite(scale)) and np.all(scale > 0) and np.all(np.isfinite(shift))):
-        raise ValueError(f"cell_size must be positive and origin finite: {cell_size}, {origin}")
-    return scale, shift
-
-
-def _flatten(polygons: dict[int, list[shapely.Polygon]]) -> tuple[list[int], np.ndarray]:
-    """All polygons in one array, with the class key of each."""
-    keys = [k for k, polys in polygons.items() for _ in polys]
-    flat = np.empty(len(keys), dtype=object)
-    flat[:] = [p for polys in polygons.values() for p in polys]
-    return keys, flat
 
 
 def _repair(simplified: shapely.Geometry, original: shapely.Polygon) -> list[shapely.Polygon]:
