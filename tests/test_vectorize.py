@@ -434,3 +434,15 @@ def test_area_within_counts_only_what_lies_inside_the_extent():
     assert area == pytest.approx(triangle.area - 16.0)
     far = shapely.box(100, 100, 120, 120)
     assert area_within(labels, nodata=255, cell_size=4.0, origin=(-8.0, -8.0), extent=far) == 0
+
+
+def test_a_region_the_cut_leaves_under_min_cells_joins_its_neighbour():
+    # Class 1 (4 x 4 cells of 10 px) keeps a 1-px-wide strip inside the extent: 40 px²,
+    # under min_cells = 4 (400 px²). It joins class 0, which borders it; no gap is left.
+    grid = np.zeros((8, 8), np.uint8)
+    grid[0:4, 4:8] = 1
+    extent = shapely.box(0, 0, 41, 80)
+    out = vectorize_labels(grid, cell_size=10.0, min_cells=4, simplify=0, extent=extent)
+    assert out[1] == []
+    assert shapely.union_all(out[0]).area == pytest.approx(extent.area)
+    assert all(shapely.is_valid(out[0]))

@@ -163,12 +163,8 @@ def test_no_region_under_min_area_survives(engine, cmu):
     with open_slide(shared("slides/CMU-1-Small-Region.svs")) as slide:
         result = segment_slide(slide, extractor, bank, options, worker)
     features = json.loads(result.files["geojson"])["features"]
-    inner = shapely.box(1, 1, 2219, 2966)  # regions cut by the image's edge may be smaller
-    areas = [
-        f["properties"]["measurements"]["Area µm^2"]
-        for f in features
-        if inner.contains(shape(f["geometry"]))
-    ]
+    # Also none that the image's edge cut down: a cut sliver joins its neighbour.
+    areas = [f["properties"]["measurements"]["Area µm^2"] for f in features]
     assert len(areas) > 10 and min(areas) >= 200.0
 
 

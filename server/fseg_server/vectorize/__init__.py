@@ -81,7 +81,8 @@ def vectorize_labels(
         nodata: label of cells that produce no polygon.
         simplify_outline: also simplify the tissue outline (see ``DEFAULT_SIMPLIFY``).
         extent: where polygons may lie, in level-0 pixels (the image, or an
-            ROI): polygons are cut at its edge (``clip_polygons``).
+            ROI): polygons are cut at its edge (``clip_polygons``), and pieces
+            the cut leaves under ``min_cells`` cells join a neighbour.
 
     Returns:
         Polygons keyed by class index, one per 4-connected component (or more
@@ -102,7 +103,10 @@ def vectorize_labels(
         polygons = polygons_in_bands(grid, nodata, band_rows=band_rows, simplify=band_simplify)
     del grid  # a sieved copy of a whole slide's grid
     polygons = to_output_frame(polygons, cell_size=cell_size, origin=origin)
-    return polygons if extent is None else clip_polygons(polygons, extent)
+    if extent is None:
+        return polygons
+    scale, _ = affine(cell_size, origin)
+    return clip_polygons(polygons, extent, min_area=min_cells * float(scale[0] * scale[1]))
 
 
 def simplify_coverage(

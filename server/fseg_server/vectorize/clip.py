@@ -17,29 +17,73 @@ from .trace import label_polygons
 
 
 def clip_polygons(
-    polygons: dict[int, list[shapely.Polygon]], extent: shapely.Geometry
+    polygons: dict[int, list[shapely.Polygon]],
+    extent: shapely.Geometry,
+    min_area: float = 0.0,
 ) -> dict[int, list[shapely.Polygon]]:
-    """Each class's polygons intersected with ``extent`` (same units), slivers dropped.
+    """Each class's polygons intersected with ``extent`` (same units).
 
     Polygons wholly inside ``extent`` are kept as they are (the common case,
-    and the cheap one); the others are cut, and only the polygonal parts of
-    the cut with a positive area are kept. Every class is cut by the same
-    edge, so neighbouring classes still share their edges.
+    and the cheap one); the others are cut, and the polygonal parts of the cut
+    with a positive area are kept. Every class is cut by the same edge, so
+    neighbouring classes still share their edges. A cut piece smaller than
+    ``min_area`` (units²) joins the neighbour it shares the longest edge with,
+    as the sieve does before tracing, or goes when it touches no other class.
     """
     shapely.prepare(extent)
-    result: dict[int, list[shapely.Polygon]] = {}
+    keys: list[int] = []
+    pieces: list[shapely.Polygon] = []
+    was_cut: list[bool] = []
     for index, polys in polygons.items():
         flat = np.empty(len(polys), dtype=object)
         flat[:] = polys
         inside = shapely.contains(extent, flat) if flat.size else np.zeros(0, bool)
-        kept = list(flat[inside])
-        cut = shapely.intersection(flat[~inside], extent)
-        parts = shapely.get_parts(shapely.get_parts(cut))  # collections, then multipolygons
-        polygonal = shapely.get_type_id(parts) == shapely.GeometryType.POLYGON
-        parts = parts[polygonal]
-        kept.extend(parts[shapely.area(parts) > 0])
-        result[index] = kept
+        parts = shapely.get_parts(shapely.get_parts(shapely.intersection(flat[~inside], extent)))
+        parts = parts[shapely.get_type_id(parts) == shapely.GeometryType.POLYGON]
+        parts = parts[shapely.area(parts) > 0]
+        for geometries, cut in ((flat[inside], False), (parts, True)):
+            keys.extend([index] * len(geometries))
+            pieces.extend(geometries)
+            was_cut.extend([cut] * len(geometries))
+    if min_area > 0:
+        _merge_small_cuts(pieces, was_cut, min_area)
+    result: dict[int, list[shapely.Polygon]] = {k: [] for k in polygons}
+    for key, piece in zip(keys, pieces, strict=True):
+        if piece is not None:
+            result[key].append(piece)
     return result
+
+
+def _merge_small_cuts(pieces: list, was_cut: list[bool], min_area: float) -> None:
+    """Merge cut pieces under ``min_area`` into their longest-bordering neighbour, in place.
+
+    Merged or dropped pieces become None. Smallest first, so that a sliver
+    beside another sliver ends in whatever the pair borders.
+    """
+    areas = shapely.area(np.asarray(pieces, dtype=object)) if pieces else np.zeros(0)
+    small = [i for i in np.argsort(areas) if was_cut[i] and areas[i] < min_area]
+    if not small:
+        return
+    tree = shapely.STRtree(pieces)
+    merged_into = list(range(len(pieces)))
+
+    def owner(i: int) -> int:
+        while merged_into[i] != i:
+            i = merged_into[i]
+        return i
+
+    for i in small:  # pieces[i] is still there: only smaller pieces went before it
+        best, longest = None, 0.0
+        for j in {owner(int(j)) for j in tree.query(pieces[i])} - {i}:
+            if pieces[j] is None:  # dropped: it bordered no other class
+                continue
+            shared = shapely.length(shapely.intersection(pieces[i].boundary, pieces[j].boundary))
+            if shared > longest:
+                best, longest = j, shared
+        if best is not None:
+            pieces[best] = shapely.union(pieces[best], pieces[i])
+            merged_into[i] = best
+        pieces[i] = None
 
 
 def area_within(
