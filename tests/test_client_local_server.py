@@ -136,8 +136,8 @@ def test_an_mpp_that_overrides_the_slides_own_is_said_aloud(
     assert main(["segment", str(slide), "--out", str(out), "--quiet", "--mpp", "0.25"]) == 0
     said = capsys.readouterr()
     warning = (
-        "the 0.25 µm/px given (--mpp or the manifest's mpp) overrides the 0.499 µm/px the "
-        "slide records; areas and the working resolution follow the value given"
+        "--mpp 0.25 µm/px overrides the 0.499 µm/px the slide records; areas and the "
+        "working resolution follow the value given"
     )
     assert f"fseg: warning: CMU-1-Small-Region: {warning}" in said.out + said.err
     summary = json.loads((out / "CMU-1-Small-Region.json").read_text())

@@ -230,3 +230,19 @@ def test_a_slide_without_tissue_says_so(engine, cmu, tmp_path):
         "no tissue was found, so the outputs hold no class; for an image that is all tissue, "
         "pass --tissue off"
     ]
+
+
+def test_an_mpp_unlike_either_side_of_the_slides_own_is_a_warning():
+    # A scanner may record 0.25 x 0.3 µm; a manifest's 0.25 matches x but not y.
+    from types import SimpleNamespace
+
+    from fseg_server.pipeline.summary import warnings_for
+
+    slide = SimpleNamespace(info=SimpleNamespace(mpp=(0.25, 0.3)))
+    options = SegmentOptions(slide_mpp=0.25, slide_mpp_from="the manifest's mpp")
+    assert warnings_for(slide, options, tissue_found=True) == [
+        "the manifest's mpp 0.25 µm/px overrides the 0.25 x 0.3 µm/px the slide records; "
+        "areas and the working resolution follow the value given"
+    ]
+    square = SimpleNamespace(info=SimpleNamespace(mpp=(0.2502, 0.2498)))
+    assert warnings_for(square, options, tissue_found=True) == []  # within 1%

@@ -32,9 +32,9 @@ from .outputs import output_names
 from .plan import choose_bank, plan_tasks, with_bank_extractor
 from .progress import Progress, resolve_style
 from .remote_slides import SlideResolver
-from .report import CSV_NAME, FAILED, PENDING, STOPPED, SlideOutcome, counts, write_batch_csv
+from .report import CSV_NAME, FAILED, INTERRUPTED, PENDING, SlideOutcome, counts, write_batch_csv
 from .retry import RetryPolicy
-from .scheduler import INTERRUPTED, Scheduler
+from .scheduler import INTERRUPTED_REASON, Scheduler
 
 
 class Board:
@@ -175,7 +175,7 @@ def run_segment(args: argparse.Namespace) -> int:
     try:
         outcomes = _run(batch, options, bank, addresses)
     except KeyboardInterrupt:
-        board.close(INTERRUPTED, STOPPED)
+        board.close(INTERRUPTED_REASON, INTERRUPTED)
         board.warn_if_unwritten()
         raise
     except ClientError as exc:  # the batch stopped (no server, no bank): say so per slide too

@@ -18,7 +18,7 @@ from .inputs import SlideInput
 
 DONE, SKIPPED, FAILED, PENDING = "done", "skipped", "failed", "pending"
 #: A slide the user's Ctrl-C (or SIGTERM) stopped: not a failure, and the next run resumes it.
-STOPPED = "interrupted"
+INTERRUPTED = "interrupted"
 CSV_NAME = "batch-summary.csv"
 BASE_COLUMNS = ["slide", "path", "status", "server", "attempts", "error", "seconds"]
 _UNITS = ("um2", "px2")
@@ -110,7 +110,7 @@ def write_batch_csv(out_dir: Path, outcomes: Sequence[SlideOutcome]) -> Path:
 
 def counts(outcomes: Sequence[SlideOutcome]) -> dict[str, int]:
     """Slides per status."""
-    tally = {DONE: 0, SKIPPED: 0, FAILED: 0, PENDING: 0, STOPPED: 0}
+    tally = {DONE: 0, SKIPPED: 0, FAILED: 0, PENDING: 0, INTERRUPTED: 0}
     for outcome in outcomes:
         tally[outcome.status] = tally.get(outcome.status, 0) + 1
     return tally

@@ -20,11 +20,11 @@ from .calls import Cancelled
 from .connect import Connection
 from .errors import rpc_error_code
 from .job import AttemptState, BatchContext, SlideTask, segment_slide
-from .report import DONE, FAILED, STOPPED, SlideOutcome
+from .report import DONE, FAILED, INTERRUPTED, SlideOutcome
 from .retry import Action, RetryPolicy, classify
 from .servers import ServerState
 
-INTERRUPTED = "interrupted before it finished (run the same command again to resume)"
+INTERRUPTED_REASON = "interrupted before it finished (run the same command again to resume)"
 _TICK_S = 0.2
 
 
@@ -76,7 +76,7 @@ class Scheduler:
             with self._cond:
                 self._cond.notify_all()
             _join(workers, timeout_s=10.0)
-            self._fail_pending(INTERRUPTED, STOPPED)
+            self._fail_pending(INTERRUPTED_REASON, INTERRUPTED)
             raise
         _join(workers, timeout_s=10.0)
         return [self._outcomes[t.slide.stem] for t in tasks if t.slide.stem in self._outcomes]
@@ -201,7 +201,7 @@ class Scheduler:
             cancelled_by_us=stopping,
         )
         if verdict.action is Action.STOP:
-            self._finish(task, STOPPED, server.address, error=INTERRUPTED)
+            self._finish(task, INTERRUPTED, server.address, error=INTERRUPTED_REASON)
             return
         message = server.conn.explain(exc)
         task.last_error = message
@@ -262,7 +262,7 @@ class Scheduler:
             self._outcomes[task.slide.stem] = outcome
             self._unfinished -= 1
             self._cond.notify_all()
-        self.on_outcome(outcome, status != STOPPED)
+        self.on_outcome(outcome, status != INTERRUPTED)
 
 
 def _join(threads: Sequence[threading.Thread], timeout_s: float) -> None:

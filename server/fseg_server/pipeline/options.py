@@ -44,7 +44,8 @@ class SegmentOptions:
         mode: project, classify or cluster.
         components: NMF rank in classify mode.
         slide_mpp: µm per level-0 pixel of the slide, overriding (or supplying)
-            its metadata (``--mpp``).
+            its metadata (``--mpp``, or a manifest's mpp column).
+        slide_mpp_from: where ``slide_mpp`` came from, in the user's words.
         target_mpp: working resolution in µm per pixel (``--target-mpp``);
             default: the bank's fitted resolution, else the extractor's native one.
         frame: coordinate frame of the output.
@@ -69,6 +70,7 @@ class SegmentOptions:
     mode: Mode = Mode.PROJECT
     components: int = 8
     slide_mpp: float | None = None
+    slide_mpp_from: str = "--mpp"
     target_mpp: float | None = None
     frame: Frame = Frame.BOUNDS
     roi: tuple | None = None

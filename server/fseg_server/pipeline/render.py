@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import io
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
@@ -40,6 +40,7 @@ def overlay_png(
     classes: Sequence[ConceptClass],
     *,
     legend: bool = True,
+    shares: Callable[[], Sequence[float]] | None = None,
 ) -> bytes:
     """The thumbnail with every labelled pixel tinted by its class colour.
 
@@ -47,7 +48,9 @@ def overlay_png(
     thumbnail pixel, per label pixel) place each label on the thumbnail. The
     label grid may overhang the slide (its edge tiles are whole cells). With
     ``legend``, a panel to the right names each class present, with its
-    colour and its approximate share of the tissue.
+    colour and its share of the tissue: ``shares()`` (one fraction per class;
+    the pipeline gives the polygons', which QuPath will show, and calls it
+    only once the picture is tinted), else the thumbnail's labels'.
     """
     image = Image.fromarray(thumbnail)
     if max(image.size) > OVERLAY_MAX:
@@ -68,19 +71,19 @@ def overlay_png(
     blended = (base * (256 - weight) + colors[resampled] * weight + 128) >> 8
     picture = Image.fromarray(blended.astype(np.uint8))
     if legend:
-        picture = _with_legend(picture, resampled, classes)
+        counts = np.bincount(resampled.ravel(), minlength=256)[: len(classes)]
+        fractions = shares() if shares else counts / max(int(counts.sum()), 1)
+        picture = _with_legend(picture, fractions, classes)
     # A photograph-like picture barely compresses: the fastest level is as small.
     return _png(picture, compress_level=1)
 
 
 def _with_legend(
-    picture: Image.Image, labels: np.ndarray, classes: Sequence[ConceptClass]
+    picture: Image.Image, shares: Sequence[float], classes: Sequence[ConceptClass]
 ) -> Image.Image:
-    """``picture`` with a legend panel on its right; shares come from the thumbnail's labels."""
-    counts = np.bincount(labels.ravel(), minlength=256)[: len(classes)]
-    total = int(counts.sum())
-    present = [i for i in range(len(classes)) if counts[i]]
-    lines = [f"{classes[i].name}  {100 * counts[i] / total:.0f}%" for i in present]
+    """``picture`` with a legend panel on its right: each class with a share above 0."""
+    present = [i for i in range(len(classes)) if shares[i] > 0]
+    lines = [f"{classes[i].name}  {100 * shares[i]:.0f}%" for i in present]
     title = "classes (share of tissue)" if present else "no tissue found"
     font_px = max(LEGEND_FONT_PX, picture.height // 64)
     font = _legend_font(font_px)

@@ -14,15 +14,15 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 import numpy as np
+import shapely
 
-from .. import __version__
 from ..concepts.bank import ConceptBank, ConceptClass
 from ..concepts.kmeans import Reservoir
 from ..extract import Extractor
 from ..memory import trim
 from ..slide.reader import Slide
 from ..vectorize import area_within, feature_collection_json, vectorize_labels
-from .canvas import NODATA
+from .canvas import NODATA, LabelCanvas
 from .device_worker import DeviceWorker
 from .feature_cache import FeatureCache
 from .fit import fit_bank, sample_slide
@@ -30,11 +30,10 @@ from .labelling import label_tiles
 from .options import SegmentOptions
 from .plan import SlidePlan, plan_slide
 from .render import OVERLAY_MAX, label_png, overlay_png
-from .summary import build_summary
+from .summary import build_summary, job_metadata, warnings_for
 
 Progress = Callable[[str, int, int], None]
 RESERVOIR_SIZE = 50_000
-MPP_AGREEMENT = 0.01  # --mpp within 1% of the slide's own µm/px is no override
 
 
 @dataclass
@@ -126,40 +125,27 @@ def segment_slide(
             )  # fmt: skip
         trim()  # the streaming stage's freed buffers, before vectorizing needs its own
         classes = bank.classes[options.k]
-        metadata = _metadata(name, extractor, bank, bank_name, options, plan)
+        metadata = job_metadata(name, extractor, bank, bank_name, options, plan)
+        shares: Future[list[float]] = Future()  # the polygons', for the overlay's legend
         pictures = pool.submit(
-            _pictures, thumbnail, canvas.labels, canvas.downsample, classes, timings
+            _pictures, thumbnail, canvas.labels, canvas.downsample, classes, shares, timings
         )
-        with timings.time("vectorize"):
-            progress("vectorize", 0, 1)
-            cell_um2 = canvas.downsample**2 * (plan.level0_pixel_um2 or 1.0)
-            origin = (-plan.frame_offset[0], -plan.frame_offset[1])  # of the label grid
-            polygons = vectorize_labels(
-                canvas.labels,
-                cell_size=canvas.downsample,
-                origin=origin,
-                simplify=options.simplify,
-                # Regions under --min-area go (12 cells of 16 µm² are under 200 µm²);
-                # the factor keeps a region of exactly that area from float noise.
-                min_cells=math.ceil(options.min_area_um2 / cell_um2 * (1 - 1e-9)),
-                nodata=NODATA,
-                extent=plan.extent,
-            )
-            # An ROI's edge cells reach past it; its tissue is measured inside it.
-            tissue_px2 = None
-            if options.roi:
-                tissue_px2 = area_within(
-                    canvas.labels, nodata=NODATA, cell_size=canvas.downsample,
-                    origin=origin, extent=plan.extent,
-                )  # fmt: skip
-            geojson = feature_collection_json(
-                polygons,
-                [(c.name, c.color) for c in classes],
-                mpp=plan.level0_mpp_xy,
-                split_regions=options.split_regions,
-                metadata=metadata,
-            )
-            progress("vectorize", 1, 1)
+        try:
+            with timings.time("vectorize"):
+                progress("vectorize", 0, 1)
+                polygons, tissue_px2 = _polygons(canvas, plan, options)
+                shares.set_result(_shares(polygons, len(classes)))
+                geojson = feature_collection_json(
+                    polygons,
+                    [(c.name, c.color) for c in classes],
+                    mpp=plan.level0_mpp_xy,
+                    split_regions=options.split_regions,
+                    metadata=metadata,
+                )
+                progress("vectorize", 1, 1)
+        finally:
+            if not shares.done():  # vectorizing failed: the picture thread must not wait on
+                shares.set_exception(RuntimeError("no polygons"))
         files = {"geojson": geojson, **pictures.result()}
     timings.stages["read_threads"] = clocks.read
     timings.stages["extract"] = clocks.extract
@@ -170,8 +156,43 @@ def segment_slide(
     )
     summary["tiles"]["from_feature_cache"] = clocks.cached_tiles
     tissue_found = summary["tissue"]["fraction_of_slide"] > 0
-    summary["warnings"] = _warnings(slide, options, tissue_found)
+    summary["warnings"] = warnings_for(slide, options, tissue_found)
     return SegmentResult(name.rsplit(".", 1)[0], files, summary, canvas.labels)
+
+
+def _polygons(
+    canvas: LabelCanvas, plan: SlidePlan, options: SegmentOptions
+) -> tuple[dict[int, list], float | None]:
+    """The label grid's polygons in the output frame, and the tissue's area inside an ROI
+    (level-0 px²; None without one)."""
+    cell_um2 = canvas.downsample**2 * (plan.level0_pixel_um2 or 1.0)
+    origin = (-plan.frame_offset[0], -plan.frame_offset[1])  # of the label grid
+    polygons = vectorize_labels(
+        canvas.labels,
+        cell_size=canvas.downsample,
+        origin=origin,
+        simplify=options.simplify,
+        # Regions under --min-area go (12 cells of 16 µm² are under 200 µm²);
+        # the factor keeps a region of exactly that area from float noise.
+        min_cells=math.ceil(options.min_area_um2 / cell_um2 * (1 - 1e-9)),
+        nodata=NODATA,
+        extent=plan.extent,
+    )
+    if not options.roi:
+        return polygons, None
+    # An ROI's edge cells reach past it; its tissue is measured inside it.
+    tissue_px2 = area_within(
+        canvas.labels, nodata=NODATA, cell_size=canvas.downsample, origin=origin,
+        extent=plan.extent,
+    )  # fmt: skip
+    return polygons, tissue_px2
+
+
+def _shares(polygons: dict[int, list], k: int) -> list[float]:
+    """Each class's fraction of the polygons' total area."""
+    areas = [float(shapely.area(polygons[i]).sum()) if polygons.get(i) else 0.0 for i in range(k)]
+    total = sum(areas)
+    return [a / total if total else 0.0 for a in areas]
 
 
 def _thumbnail(slide: Slide, timings: Timings) -> tuple[np.ndarray, float]:
@@ -185,12 +206,30 @@ def _pictures(
     labels: np.ndarray,
     downsample: float,
     classes: list[ConceptClass],
+    shares: Future[list[float]],
     timings: Timings,
 ) -> dict[str, bytes]:
-    """The label PNG and the overlay (``downsample``: level-0 px per label px), timed."""
+    """The label PNG and the overlay (``downsample``: level-0 px per label px), timed.
+
+    The overlay's legend waits for the polygons' ``shares``; that wait is
+    vectorizing's time, not drawing's, and is left out of ``render``.
+    """
+    waited = 0.0
+
+    def polygon_shares() -> list[float]:
+        nonlocal waited
+        began = time.perf_counter()
+        fractions = shares.result()
+        waited = time.perf_counter() - began
+        return fractions
+
     with timings.time("render"):
-        overlay = overlay_png(*thumbnail.result(), labels, downsample, classes)
-        return {"labels.png": label_png(labels, classes), "overlay.png": overlay}
+        pictures = {"labels.png": label_png(labels, classes)}
+        pictures["overlay.png"] = overlay_png(
+            *thumbnail.result(), labels, downsample, classes, shares=polygon_shares
+        )
+    timings.stages["render"] -= waited
+    return pictures
 
 
 def fit_on_slide(
@@ -214,53 +253,3 @@ def fit_on_slide(
     )  # fmt: skip
     mpp = options.target_mpp or extractor.spec.mpp
     return fit_bank(reservoir, [options.k], extractor, mpp, f"fitted on {slide.info.path.name}")
-
-
-def _warnings(slide: Slide, options: SegmentOptions, tissue_found: bool) -> list[str]:
-    """What a user should know about this result: one sentence each."""
-    said = []
-    if not tissue_found:
-        said.append(
-            "no tissue was found, so the outputs hold no class; for an image that is all "
-            "tissue, pass --tissue off"
-            + (", and check that the ROI covers tissue" if options.roi else "")
-        )
-    given, recorded = options.slide_mpp, slide.info.mpp
-    if given is not None and recorded is not None and abs(given / recorded[0] - 1) > MPP_AGREEMENT:
-        said.append(
-            f"the {given:g} µm/px given (--mpp or the manifest's mpp) overrides the "
-            f"{recorded[0]:g} µm/px the slide records; areas and the working resolution "
-            "follow the value given"
-        )
-    return said
-
-
-def _metadata(
-    name: str,
-    extractor: Extractor,
-    bank: ConceptBank,
-    bank_name: str,
-    options: SegmentOptions,
-    plan: SlidePlan,
-) -> dict:
-    working_mpp = plan.resolution.mpp
-    if working_mpp is not None:  # 0.499 µm/px at downsample 2.004 reads 1.0, not 0.99...99
-        working_mpp = float(f"{working_mpp:.12g}")
-    return {
-        "software": f"fseg {__version__}",
-        "slide": name,
-        "extractor": extractor.spec.name,
-        "bank": bank_name or bank.source,
-        "bank_sha256": bank.digest,
-        "k": options.k,
-        "mode": options.mode.value,
-        "mpp": plan.level0_mpp,
-        "mpp_y": plan.resolution.level0_mpp_y,
-        # 0.499 µm/px read at level-0 downsample 2.004 is 1.0, not 0.9999999999999999.
-        "working_mpp": None
-        if plan.resolution.mpp is None
-        else float(f"{plan.resolution.mpp:.12g}"),
-        "frame": options.frame.value,
-        "frame_offset": list(plan.frame_offset),
-        "units": "level-0 pixels",
-    }

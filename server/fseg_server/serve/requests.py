@@ -45,6 +45,7 @@ def segment_options(request: fseg_pb2.SegmentRequest) -> SegmentOptions:
         mode=_lookup(MODES, request.mode, "mode"),
         components=request.components or DEFAULT_COMPONENTS,
         slide_mpp=slide_mpp(request.slide, request.slide_mpp),
+        slide_mpp_from="the manifest's mpp" if request.slide.mpp else "--mpp",
         target_mpp=_mpp(request.target_mpp, "target_mpp (--target-mpp)"),
         frame=_lookup(FRAMES, request.frame, "frame"),
         roi=parse_roi(request.roi_geojson) if request.roi_geojson else None,
