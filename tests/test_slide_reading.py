@@ -14,7 +14,7 @@ from fseg_server.errors import FailedPrecondition, InvalidInput, NotFound
 from fseg_server.pipeline.stream import read_tile
 from fseg_server.slide.reader import open_slide
 from fseg_server.slide.tiles import choose_resolution, plan_tiles
-from fseg_server.slide.tissue import detect_tissue, full_mask, restrict_to_polygons
+from fseg_server.slide.tissue import detect_tissue, full_mask, pixels_near, restrict_to_polygons
 
 
 def test_aperio_slide_reports_geometry_and_calibration(cmu_slide):
@@ -235,9 +235,10 @@ def test_a_roi_island_inside_a_rings_hole_is_kept_whatever_the_order():
     assert (ring_first == island_first).all()
     assert ring_first[5, 5] and ring_first[50, 50]  # the ring and the island
     assert not ring_first[30, 30]  # the hole around the island
-    # Pixels an edge passes through are kept: the hole loses a row on each side
-    # (50 -> 48 pixels across), the island gains one (25 -> 27).
-    expected = 100 * 100 - 48 * 48 + 27 * 27
+    # Pixels an edge passes through are kept: the hole (mask x 25 to 75) loses a row
+    # on each side, 48 pixels across; the island (37.5 to 62.5) cuts pixels 37 and 62
+    # in half, so 26 pixels across are touched.
+    expected = 100 * 100 - 48 * 48 + 26 * 26
     assert abs(int(ring_first.sum()) - expected) < 0.02 * expected
 
 
@@ -250,5 +251,24 @@ def test_every_mask_pixel_an_roi_touches_is_kept():
     tissue = full_mask((40, 40), 4.0)
     kept = restrict_to_polygons(tissue, [box(0, 0, 5, 5)]).mask
     assert kept[:2, :2].all() and int(kept.sum()) == 4
-    # Grown by a reach of 4 px (a label cell), the ROI reaches one pixel further.
-    assert int(restrict_to_polygons(tissue, [box(0, 0, 5, 5)], reach=4.0).mask.sum()) == 9
+    # Grown by a reach of 4 px, the ROI reaches one pixel further, except diagonally:
+    # pixel (2, 2) starts at (8, 8), 4.24 px from the box's corner.
+    grown = restrict_to_polygons(tissue, [box(0, 0, 5, 5)], reach=4.0).mask
+    assert grown[:3, :3].sum() == 8 and not grown[2, 2] and int(grown.sum()) == 8
+
+
+def test_pixels_near_keeps_every_pixel_a_polygon_touches_and_little_else():
+    # Random convex polygons on a grid of 8.016-px pixels (a stain cell at 0.499 µm/px).
+    import shapely
+
+    rng = np.random.default_rng(0)
+    size, d = 40, 8.016
+    rows, cols = np.mgrid[0:size, 0:size]
+    pixels = shapely.box(cols * d, rows * d, (cols + 1) * d, (rows + 1) * d)
+    for _ in range(50):
+        polygon = shapely.MultiPoint(rng.uniform(10, 300, (6, 2))).convex_hull
+        near = pixels_near((size, size), d, [polygon])
+        touched = shapely.area(shapely.intersection(pixels, polygon)) > 1e-9
+        assert not (touched & ~near).any()
+        # The extra ones lie within half a pixel's diagonal of the polygon.
+        assert (shapely.distance(pixels[near & ~touched], polygon) <= d * 0.71).all()

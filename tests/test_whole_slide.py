@@ -135,6 +135,12 @@ def test_an_roi_restricts_the_work_to_its_polygon(engine, cmu):
     inside_whole = shapely.union_all(list(geometries(whole).values())).intersection(roi)
     assert union.area == pytest.approx(inside_whole.area, rel=0.02)
     assert union.area > 0.2 * roi.area
+    # labels.png holds the cells the ROI touches (and a few within a fraction of a cell).
+    labels = np.asarray(Image.open(io.BytesIO(result.files["labels.png"])))
+    cell = result.summary["labels"]["downsample"]
+    rows, cols = np.nonzero(labels != 255)
+    cells = shapely.box(cols * cell, rows * cell, (cols + 1) * cell, (rows + 1) * cell)
+    assert shapely.distance(cells, roi).max() <= 0.25 * cell
     # The tissue measured is the tissue inside the ROI, not the edge cells reaching past it.
     tissue_um2 = result.summary["tissue"]["area_um2"]
     assert tissue_um2 == pytest.approx(union.area * 0.499**2, rel=0.01)

@@ -11,9 +11,11 @@ import math
 from dataclasses import dataclass
 
 import numpy as np
+import shapely
+import shapely.affinity
 
 from ..slide.tiles import Tile, TileGrid
-from ..slide.tissue import TissueMask
+from ..slide.tissue import TissueMask, pixels_near
 
 NODATA = 255  # label of glass, of areas outside the ROI and of unprocessed tiles
 
@@ -66,6 +68,28 @@ class LabelCanvas:
         for r0 in range(0, rows, 2048):
             on_tissue = tissue.mask[np.ix_(mask_rows[r0 : r0 + 2048], mask_cols)]
             self.labels[r0 : r0 + 2048][~on_tissue] = NODATA
+
+    def keep_touched_by(self, region: shapely.Geometry) -> None:
+        """Set every label pixel that ``region`` (level-0 pixels) does not reach to NODATA.
+
+        The tissue mask is coarser than label pixels and is kept generous
+        around an ROI (see ``restrict_to_polygons``); this trims the grid to
+        the pixels the ROI touches (and a few near its edges), so that
+        ``labels.png`` and the label-grid areas describe the ROI.
+        """
+        rows, cols = self.labels.shape
+        d = self.downsample
+        x0, y0, x1, y1 = region.bounds
+        c0, r0 = max(0, math.floor(x0 / d) - 1), max(0, math.floor(y0 / d) - 1)
+        c1, r1 = min(cols, math.ceil(x1 / d) + 1), min(rows, math.ceil(y1 / d) + 1)
+        c1, r1 = max(c0, c1), max(r0, r1)
+        window = self.labels[r0:r1, c0:c1]
+        moved = shapely.affinity.translate(region, -c0 * d, -r0 * d)
+        window[~pixels_near(window.shape, d, list(shapely.get_parts(moved)))] = NODATA
+        self.labels[:r0] = NODATA
+        self.labels[r1:] = NODATA
+        self.labels[:, :c0] = NODATA
+        self.labels[:, c1:] = NODATA
 
     def class_counts(self, k: int) -> np.ndarray:
         """Label pixels per class, (k,) int64."""

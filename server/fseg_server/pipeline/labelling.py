@@ -97,4 +97,6 @@ def label_tiles(
             cache.put(key, tile, features)
         progress("segment", done, len(plan.tiles))
     canvas.keep_only(plan.tissue)
+    if plan.roi is not None:
+        canvas.keep_touched_by(plan.roi)
     return canvas, LabellingClocks(read_clock.seconds, clock.extract, clock.factorize, hits[0])

@@ -36,6 +36,7 @@ class SlidePlan:
             pixels): the image as QuPath shows it (the scanned bounds in the
             bounds frame), cut to the ROI when there is one. Label cells
             straddle its edge; the polygons are cut at it exactly.
+        roi: the ROI in level-0 pixels (the slide's own frame), None without one.
     """
 
     grid: TileGrid
@@ -45,6 +46,7 @@ class SlidePlan:
     upsample: int
     tissue_detected: bool
     extent: shapely.Geometry
+    roi: shapely.Geometry | None = None
 
     @property
     def resolution(self) -> Resolution:
@@ -97,13 +99,15 @@ def plan_slide(
     )
     tissue = _tissue(slide, resolution.level0_mpp, detect)
     offset = _frame_offset(slide, options.frame)
-    extent = _image_extent(slide, options.frame)
+    extent, roi = _image_extent(slide, options.frame), None
     if options.roi:
         shifted = [shapely.affinity.translate(p, offset[0], offset[1]) for p in options.roi]
         _refuse_roi_off_the_slide(slide, shifted, offset, options.frame)
+        # A label cell the ROI touches has its centre within half its diagonal of it.
         cell = resolution.target_downsample * spec.stride / upsample  # level-0 px
-        tissue = restrict_to_polygons(tissue, shifted, reach=cell)
+        tissue = restrict_to_polygons(tissue, shifted, reach=cell * math.sqrt(0.5))
         extent = shapely.intersection(extent, shapely.union_all(options.roi))
+        roi = shapely.union_all(shifted)
     return SlidePlan(
         grid=grid,
         tissue=tissue,
@@ -112,6 +116,7 @@ def plan_slide(
         upsample=upsample,
         tissue_detected=detect,
         extent=extent,
+        roi=roi,
     )
 
 

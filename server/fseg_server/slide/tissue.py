@@ -15,7 +15,6 @@ from dataclasses import dataclass
 
 import numpy as np
 import shapely
-from PIL import Image, ImageDraw
 from scipy import ndimage
 
 SATURATION_RANGE = (0.05, 0.15)  # Otsu threshold on saturation is clamped to this
@@ -83,44 +82,71 @@ def restrict_to_polygons(tissue: TissueMask, polygons: list, reach: float = 0.0)
     """Keep only the tissue within ``reach`` of ``polygons`` (shapely, level-0 pixels).
 
     Every mask pixel the polygons, grown by ``reach`` (level-0 pixels), touch
-    is kept, however little of it they cover: the mask is coarse (8 µm per
-    pixel on large slides), so a centre rule would drop tissue near the ROI's
-    edge. The output polygons are cut at the ROI's exact edge instead
-    (``SlidePlan.extent``); ``reach`` lets label cells that straddle that edge
-    keep their centres on the mask.
+    is kept, however little of it they cover (see :func:`pixels_near`): the
+    mask is coarse (8 µm per pixel on large slides), so a centre rule would
+    drop tissue near the ROI's edge. The output polygons are cut at the ROI's
+    exact edge instead (``SlidePlan.extent``); ``reach`` lets label cells that
+    straddle that edge keep their centres on the mask.
     """
-    rows, cols = tissue.mask.shape
-    inside = np.zeros((rows, cols), bool)
-    scale = 1.0 / tissue.downsample
-    if reach > 0:
-        grown = shapely.buffer(np.asarray(polygons, dtype=object), reach, join_style="mitre")
-        polygons = [part for geom in grown for part in shapely.get_parts(geom)]
-    for polygon in polygons:
-        # Each polygon is drawn on its own patch so that its holes cannot
-        # erase another polygon (an island annotated inside a ring's hole).
-        x0, y0, x1, y1 = polygon.bounds
-        left, top = max(0, math.floor(x0 * scale) - 1), max(0, math.floor(y0 * scale) - 1)
-        right, bottom = min(cols, math.ceil(x1 * scale) + 1), min(rows, math.ceil(y1 * scale) + 1)
-        if right <= left or bottom <= top:
-            continue
-        patch = Image.new("1", (right - left, bottom - top), 0)
-        draw = ImageDraw.Draw(patch)
-        draw.polygon(_ring_xy(polygon.exterior, scale, left, top), fill=1)
-        for hole in polygon.interiors:
-            draw.polygon(_ring_xy(hole, scale, left, top), fill=0)
-        inside[top:bottom, left:right] |= np.asarray(patch, dtype=bool)
-    # Filling takes pixels whose centres are inside; one pixel more on every
-    # side takes each pixel an edge passes through.
-    touched = ndimage.binary_dilation(inside, np.ones((3, 3), bool))
-    return TissueMask(tissue.mask & touched, tissue.downsample)
+    near = pixels_near(tissue.mask.shape, tissue.downsample, polygons, reach)
+    return TissueMask(tissue.mask & near, tissue.downsample)
 
 
-def _ring_xy(ring: object, scale: float, left: int, top: int) -> list[tuple[float, float]]:
-    """Ring vertices in the pixels of a patch whose corner is mask pixel (left, top).
+def pixels_near(
+    shape: tuple[int, int], downsample: float, polygons: list, reach: float = 0.0
+) -> np.ndarray:
+    """(rows, cols) bool: the pixels of a grid within ``reach`` of ``polygons``, or touched by them.
 
-    Mask pixel centres sit at half-integers, so the outline shifts by -0.5.
+    Pixel (row, col) covers level-0 ``(col, row) * downsample`` to one pixel
+    further; ``polygons`` and ``reach`` are in level-0 pixels. A pixel the
+    polygons touch has its centre within half its diagonal of them, so the
+    polygons are grown by that much (and ``reach``) and filled by the
+    pixel-centre rule: every touched pixel is kept, and a few near the edges
+    that are not.
     """
-    return [(x * scale - 0.5 - left, y * scale - 0.5 - top) for x, y in ring.coords]
+    near = np.zeros(shape, bool)
+    grown = shapely.buffer(np.asarray(polygons, dtype=object), reach + downsample * math.sqrt(0.5))
+    for polygon in (part for geom in grown for part in shapely.get_parts(geom)):
+        # One polygon at a time (even-odd within it, OR across them), so that a
+        # ring's hole cannot erase another polygon (an island annotated inside it).
+        rings = [polygon.exterior, *polygon.interiors]
+        near |= _centres_inside([np.asarray(r.coords) / downsample for r in rings], shape)
+    return near
+
+
+def _centres_inside(rings: list[np.ndarray], shape: tuple[int, int]) -> np.ndarray:
+    """Pixels whose centres lie inside ``rings`` (even-odd; vertices in pixel units).
+
+    A scanline fill at every pixel-centre row, exact where a drawing library
+    rounds vertices to whole pixels.
+    """
+    rows, cols = shape
+    inside = np.zeros(shape, bool)
+    edges = np.concatenate([np.stack([r[:-1], r[1:]], axis=1) for r in rings])  # (E, 2, 2)
+    (x0, y0), (x1, y1) = edges[:, 0].T, edges[:, 1].T
+    # Rows whose centre y = row + 0.5 falls in [top, bottom) of each edge.
+    first = np.clip(np.ceil(np.minimum(y0, y1) - 0.5), 0, rows).astype(np.int64)
+    last = np.clip(np.ceil(np.maximum(y0, y1) - 0.5), 0, rows).astype(np.int64)
+    count = last - first
+    if count.sum() == 0:
+        return inside
+    edge = np.repeat(np.arange(len(edges)), count)
+    step = np.arange(count.sum()) - np.repeat(np.cumsum(count) - count, count)
+    row = np.repeat(first, count) + step
+    y = row + 0.5
+    x = x0[edge] + (y - y0[edge]) * (x1[edge] - x0[edge]) / (y1[edge] - y0[edge])
+    order = np.lexsort((x, row))
+    row, x = row[order], x[order]
+    span_rows = row[0::2]  # crossings pair up within each row (even-odd)
+    # Columns whose centre x = col + 0.5 falls in [x_in, x_out).
+    c_in = np.clip(np.ceil(x[0::2] - 0.5), 0, cols).astype(np.int64)
+    c_out = np.clip(np.ceil(x[1::2] - 0.5), 0, cols).astype(np.int64)
+    r0, r1 = int(span_rows.min()), int(span_rows.max()) + 1  # only the rows crossed
+    change = np.zeros((r1 - r0, cols + 1), np.int8)  # spans of one polygon never overlap
+    np.add.at(change, (span_rows - r0, c_in), 1)
+    np.add.at(change, (span_rows - r0, c_out), -1)
+    inside[r0:r1] = np.cumsum(change, axis=1, dtype=np.int8)[:, :cols] > 0
+    return inside
 
 
 def _otsu(values: np.ndarray, bins: int = 256) -> float:
