@@ -92,7 +92,7 @@ def test_the_legend_takes_the_shares_it_is_given():
     # but the polygons are all Stroma.
     thumbnail = np.full((40, 60, 3), 240, np.uint8)
     labels = np.zeros((4, 6), np.uint8)
-    picture = overlay_png(thumbnail, 1.0, labels, 10.0, CLASSES, shares=lambda: [0.0, 1.0])
+    picture = overlay_png(thumbnail, 1.0, labels, 10.0, CLASSES, shares=[0.0, 1.0])
     panel = np.asarray(decode(picture))[:, 60:].reshape(-1, 3)
     colours = {tuple(c) for c in panel.tolist()}
     assert (30, 200, 30) in colours and (200, 30, 30) not in colours

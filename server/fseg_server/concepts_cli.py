@@ -221,7 +221,8 @@ def describe_bank(bank: ConceptBank, path: Path) -> list[str]:
         f"  source: {bank.source or 'not recorded'}",
     ]
     for k in bank.ks:
-        named = [c.name for c in bank.classes[k] if c.name not in default_names(k)]
+        defaults = set(default_names(k))
+        named = [c.name for c in bank.classes[k] if c.name not in defaults]
         said = f"{len(named)} named: {', '.join(named[:6])}" if named else "default names"
         said += ", ..." if len(named) > 6 else ""
         unusable = f"; cannot segment (k is at most {MAX_K})" if k > MAX_K else ""

@@ -85,7 +85,7 @@ class LabelCanvas:
         c1, r1 = max(c0, c1), max(r0, r1)
         window = self.labels[r0:r1, c0:c1]
         moved = shapely.affinity.translate(region, -c0 * d, -r0 * d)
-        window[~pixels_near(window.shape, d, list(shapely.get_parts(moved)))] = NODATA
+        window[~pixels_near(window.shape, d, [moved])] = NODATA
         self.labels[:r0] = NODATA
         self.labels[r1:] = NODATA
         self.labels[:, :c0] = NODATA

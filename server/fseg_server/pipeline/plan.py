@@ -54,6 +54,11 @@ class SlidePlan:
         return self.grid.resolution
 
     @property
+    def origin(self) -> tuple[float, float]:
+        """Level-0 pixel position of the label grid's corner in the output frame."""
+        return (0.0 - self.frame_offset[0], 0.0 - self.frame_offset[1])  # 0.0, never -0.0
+
+    @property
     def level0_mpp(self) -> float | None:
         """µm per level-0 pixel along x (``--mpp`` or the slide's), None if unknown."""
         return self.grid.resolution.level0_mpp
@@ -106,8 +111,9 @@ def plan_slide(
         # A label cell the ROI touches has its centre within half its diagonal of it.
         cell = resolution.target_downsample * spec.stride / upsample  # level-0 px
         tissue = restrict_to_polygons(tissue, shifted, reach=cell * math.sqrt(0.5))
-        extent = shapely.intersection(extent, shapely.union_all(options.roi))
-        roi = shapely.union_all(shifted)
+        union = shapely.union_all(options.roi)  # output frame
+        extent = shapely.intersection(extent, union)
+        roi = shapely.affinity.translate(union, offset[0], offset[1])
     return SlidePlan(
         grid=grid,
         tissue=tissue,

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import io
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
@@ -40,7 +40,7 @@ def overlay_png(
     classes: Sequence[ConceptClass],
     *,
     legend: bool = True,
-    shares: Callable[[], Sequence[float]] | None = None,
+    shares: Sequence[float] | None = None,
 ) -> bytes:
     """The thumbnail with every labelled pixel tinted by its class colour.
 
@@ -48,9 +48,9 @@ def overlay_png(
     thumbnail pixel, per label pixel) place each label on the thumbnail. The
     label grid may overhang the slide (its edge tiles are whole cells). With
     ``legend``, a panel to the right names each class present, with its
-    colour and its share of the tissue: ``shares()`` (one fraction per class;
-    the pipeline gives the polygons', which QuPath will show, and calls it
-    only once the picture is tinted), else the thumbnail's labels'.
+    colour and its share of the tissue: ``shares`` (one fraction per class;
+    the pipeline gives the polygons', which QuPath will show), else the
+    thumbnail's labels'.
     """
     image = Image.fromarray(thumbnail)
     if max(image.size) > OVERLAY_MAX:
@@ -71,9 +71,10 @@ def overlay_png(
     blended = (base * (256 - weight) + colors[resampled] * weight + 128) >> 8
     picture = Image.fromarray(blended.astype(np.uint8))
     if legend:
-        counts = np.bincount(resampled.ravel(), minlength=256)[: len(classes)]
-        fractions = shares() if shares else counts / max(int(counts.sum()), 1)
-        picture = _with_legend(picture, fractions, classes)
+        if shares is None:
+            counts = np.bincount(resampled.ravel(), minlength=256)[: len(classes)]
+            shares = counts / max(int(counts.sum()), 1)
+        picture = _with_legend(picture, shares, classes)
     # A photograph-like picture barely compresses: the fastest level is as small.
     return _png(picture, compress_level=1)
 

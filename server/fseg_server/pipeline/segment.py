@@ -10,18 +10,17 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Callable
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 import numpy as np
-import shapely
 
-from ..concepts.bank import ConceptBank, ConceptClass
+from ..concepts.bank import ConceptBank
 from ..concepts.kmeans import Reservoir
 from ..extract import Extractor
 from ..memory import trim
 from ..slide.reader import Slide
-from ..vectorize import area_within, feature_collection_json, vectorize_labels
+from ..vectorize import feature_collection_json, vectorize_labels
 from .canvas import NODATA, LabelCanvas
 from .device_worker import DeviceWorker
 from .feature_cache import FeatureCache
@@ -30,7 +29,7 @@ from .labelling import label_tiles
 from .options import SegmentOptions
 from .plan import SlidePlan, plan_slide
 from .render import OVERLAY_MAX, label_png, overlay_png
-from .summary import build_summary, job_metadata, warnings_for
+from .summary import build_summary, job_metadata, polygon_areas, shares_of, warnings_for
 
 Progress = Callable[[str, int, int], None]
 RESERVOIR_SIZE = 50_000
@@ -113,9 +112,10 @@ def segment_slide(
             plan = plan_slide(slide, spec, bank.mpp, options)
     progress("plan", 1, 1)
     # One helper thread draws the pictures. The overlay's thumbnail does not
-    # depend on the labels, so it is read while the tiles stream; the pictures
-    # are then drawn while the polygons are traced (PNG encoding and GEOS
-    # release the GIL).
+    # depend on the labels, so it is read while the tiles stream; the label PNG
+    # is encoded while the polygons are traced, and the overlay, whose legend
+    # gives the polygons' shares, while the GeoJSON is written (PNG encoding
+    # and GEOS release the GIL).
     with ThreadPoolExecutor(1, thread_name_prefix="fseg-render") as pool:
         thumbnail = pool.submit(_thumbnail, slide, timings)
         with timings.time("stream"):
@@ -126,33 +126,34 @@ def segment_slide(
         trim()  # the streaming stage's freed buffers, before vectorizing needs its own
         classes = bank.classes[options.k]
         metadata = job_metadata(name, extractor, bank, bank_name, options, plan)
-        shares: Future[list[float]] = Future()  # the polygons', for the overlay's legend
-        pictures = pool.submit(
-            _pictures, thumbnail, canvas.labels, canvas.downsample, classes, shares, timings
-        )
-        try:
-            with timings.time("vectorize"):
-                progress("vectorize", 0, 1)
-                polygons, tissue_px2 = _polygons(canvas, plan, options)
-                shares.set_result(_shares(polygons, len(classes)))
-                geojson = feature_collection_json(
-                    polygons,
-                    [(c.name, c.color) for c in classes],
-                    mpp=plan.level0_mpp_xy,
-                    split_regions=options.split_regions,
-                    metadata=metadata,
-                )
-                progress("vectorize", 1, 1)
-        finally:
-            if not shares.done():  # vectorizing failed: the picture thread must not wait on
-                shares.set_exception(RuntimeError("no polygons"))
-        files = {"geojson": geojson, **pictures.result()}
+        labels_png = pool.submit(_timed, timings, label_png, canvas.labels, classes)
+        with timings.time("vectorize"):
+            progress("vectorize", 0, 1)
+            polygons = _polygons(canvas, plan, options)
+            areas_px2 = polygon_areas(polygons, len(classes))
+            overlay = pool.submit(
+                _timed, timings, overlay_png, *thumbnail.result(), canvas.labels,
+                canvas.downsample, classes, shares=shares_of(areas_px2),
+            )  # fmt: skip
+            geojson = feature_collection_json(
+                polygons,
+                [(c.name, c.color) for c in classes],
+                mpp=plan.level0_mpp_xy,
+                split_regions=options.split_regions,
+                metadata=metadata,
+            )
+            progress("vectorize", 1, 1)
+        files = {
+            "geojson": geojson,
+            "labels.png": labels_png.result(),
+            "overlay.png": overlay.result(),
+        }
     timings.stages["read_threads"] = clocks.read
     timings.stages["extract"] = clocks.extract
     timings.stages["factorize"] = clocks.factorize
     timings.stages["total"] = time.perf_counter() - started
     summary = build_summary(
-        slide, canvas, plan, classes, polygons, metadata, timings.stages, tissue_px2
+        slide, canvas, plan, classes, polygons, areas_px2, metadata, timings.stages
     )
     summary["tiles"]["from_feature_cache"] = clocks.cached_tiles
     tissue_found = summary["tissue"]["fraction_of_slide"] > 0
@@ -160,17 +161,13 @@ def segment_slide(
     return SegmentResult(name.rsplit(".", 1)[0], files, summary, canvas.labels)
 
 
-def _polygons(
-    canvas: LabelCanvas, plan: SlidePlan, options: SegmentOptions
-) -> tuple[dict[int, list], float | None]:
-    """The label grid's polygons in the output frame, and the tissue's area inside an ROI
-    (level-0 px²; None without one)."""
+def _polygons(canvas: LabelCanvas, plan: SlidePlan, options: SegmentOptions) -> dict[int, list]:
+    """The label grid's polygons in the output frame, cut at the plan's extent."""
     cell_um2 = canvas.downsample**2 * (plan.level0_pixel_um2 or 1.0)
-    origin = (-plan.frame_offset[0], -plan.frame_offset[1])  # of the label grid
-    polygons = vectorize_labels(
+    return vectorize_labels(
         canvas.labels,
         cell_size=canvas.downsample,
-        origin=origin,
+        origin=plan.origin,
         simplify=options.simplify,
         # Regions under --min-area go (12 cells of 16 µm² are under 200 µm²);
         # the factor keeps a region of exactly that area from float noise.
@@ -178,21 +175,6 @@ def _polygons(
         nodata=NODATA,
         extent=plan.extent,
     )
-    if not options.roi:
-        return polygons, None
-    # An ROI's edge cells reach past it; its tissue is measured inside it.
-    tissue_px2 = area_within(
-        canvas.labels, nodata=NODATA, cell_size=canvas.downsample, origin=origin,
-        extent=plan.extent,
-    )  # fmt: skip
-    return polygons, tissue_px2
-
-
-def _shares(polygons: dict[int, list], k: int) -> list[float]:
-    """Each class's fraction of the polygons' total area."""
-    areas = [float(shapely.area(polygons[i]).sum()) if polygons.get(i) else 0.0 for i in range(k)]
-    total = sum(areas)
-    return [a / total if total else 0.0 for a in areas]
 
 
 def _thumbnail(slide: Slide, timings: Timings) -> tuple[np.ndarray, float]:
@@ -201,35 +183,10 @@ def _thumbnail(slide: Slide, timings: Timings) -> tuple[np.ndarray, float]:
         return slide.thumbnail(OVERLAY_MAX)
 
 
-def _pictures(
-    thumbnail: Future[tuple[np.ndarray, float]],
-    labels: np.ndarray,
-    downsample: float,
-    classes: list[ConceptClass],
-    shares: Future[list[float]],
-    timings: Timings,
-) -> dict[str, bytes]:
-    """The label PNG and the overlay (``downsample``: level-0 px per label px), timed.
-
-    The overlay's legend waits for the polygons' ``shares``; that wait is
-    vectorizing's time, not drawing's, and is left out of ``render``.
-    """
-    waited = 0.0
-
-    def polygon_shares() -> list[float]:
-        nonlocal waited
-        began = time.perf_counter()
-        fractions = shares.result()
-        waited = time.perf_counter() - began
-        return fractions
-
+def _timed(timings: Timings, draw: Callable[..., bytes], *args: object, **kwargs: object) -> bytes:
+    """One picture, its seconds added to the ``render`` stage."""
     with timings.time("render"):
-        pictures = {"labels.png": label_png(labels, classes)}
-        pictures["overlay.png"] = overlay_png(
-            *thumbnail.result(), labels, downsample, classes, shares=polygon_shares
-        )
-    timings.stages["render"] -= waited
-    return pictures
+        return draw(*args, **kwargs)
 
 
 def fit_on_slide(

@@ -11,11 +11,23 @@ from .. import __version__
 from ..concepts.bank import ConceptBank, ConceptClass
 from ..extract import Extractor
 from ..slide.reader import Slide
+from ..vectorize import area_within
 from .canvas import NODATA, LabelCanvas
 from .options import SegmentOptions
 from .plan import SlidePlan
 
 MPP_AGREEMENT = 0.01  # --mpp within 1% of the slide's own µm/px is no override
+
+
+def polygon_areas(polygons: dict[int, list], k: int) -> list[float]:
+    """Each class's polygon area, level-0 px², for class indices 0..k-1."""
+    return [float(shapely.area(polygons[i]).sum()) if polygons.get(i) else 0.0 for i in range(k)]
+
+
+def shares_of(areas: Sequence[float]) -> list[float]:
+    """Each area's fraction of their sum (all 0 when the sum is)."""
+    total = sum(areas)
+    return [a / total if total else 0.0 for a in areas]
 
 
 def build_summary(
@@ -24,45 +36,40 @@ def build_summary(
     plan: SlidePlan,
     classes: Sequence[ConceptClass],
     polygons: dict[int, list],
+    areas_px2: Sequence[float],
     metadata: dict,
     timings: dict[str, float],
-    tissue_px2: float | None = None,
 ) -> dict:
     """Per-class areas (µm²) and the job's figures.
 
-    ``area_um2`` and ``fraction_of_tissue`` are those of the polygons, which
-    are what QuPath imports (regions under ``--min-area`` merged into their
-    surroundings, outlines simplified). ``label_grid_area_um2`` counts the
-    label grid (``labels.png``) before that merge. The tissue's area is the
-    label grid's too, unless ``tissue_px2`` (level-0 px²) gives it: with an
-    ROI, whose edge cells reach past it, the tissue inside the ROI. Without a
-    calibration areas are given in level-0 px² instead.
+    ``area_um2`` and ``fraction_of_tissue`` are those of the polygons
+    (``areas_px2``, from :func:`polygon_areas`), which are what QuPath imports
+    (regions under ``--min-area`` merged into their surroundings, outlines
+    simplified). ``label_grid_area_um2`` counts the label grid (``labels.png``)
+    before that merge. The tissue's area is the label grid's too, except with
+    an ROI, whose edge cells reach past it: then it is the tissue inside the
+    ROI. Without a calibration areas are given in level-0 px² instead.
     """
     level0_pixel_um2 = plan.level0_pixel_um2
     counts = canvas.class_counts(len(classes))
-    tissue_pixels = int(counts.sum())
     area_unit = "um2" if level0_pixel_um2 else "px2"
     scale = level0_pixel_um2 or 1.0  # µm² per level-0 px²
     pixel_area = canvas.downsample**2 * scale
-    polygon_areas = [
-        float(shapely.area(polygons[i]).sum()) * scale if polygons.get(i) else 0.0
-        for i in range(len(classes))
-    ]
-    covered = sum(polygon_areas)
+    shares = shares_of(areas_px2)
     per_class = [
         {
             "index": index,
             "name": concept.name,
             "color": list(concept.color),
-            f"area_{area_unit}": polygon_areas[index],
-            "fraction_of_tissue": polygon_areas[index] / covered if covered else 0.0,
+            f"area_{area_unit}": areas_px2[index] * scale,
+            "fraction_of_tissue": shares[index],
             "regions": len(polygons.get(index, [])),
             f"label_grid_area_{area_unit}": float(counts[index] * pixel_area),
         }
         for index, concept in enumerate(classes)
     ]
     width, height = slide.info.dimensions
-    tissue_area = tissue_pixels * pixel_area if tissue_px2 is None else tissue_px2 * scale
+    tissue_area = _tissue_px2(canvas, plan, int(counts.sum())) * scale
     return {
         **metadata,
         "dimensions": [width, height],
@@ -73,7 +80,7 @@ def build_summary(
             "downsample": canvas.downsample,
             "per_cell": plan.upsample,
             "nodata": NODATA,
-            "origin": [0.0 - plan.frame_offset[0], 0.0 - plan.frame_offset[1]],  # no -0.0
+            "origin": list(plan.origin),
         },
         "tiles": {
             "grid": plan.grid.rows * plan.grid.cols,
@@ -89,6 +96,17 @@ def build_summary(
         "classes": per_class,
         "timings_s": {name: round(value, 4) for name, value in timings.items()},
     }
+
+
+def _tissue_px2(canvas: LabelCanvas, plan: SlidePlan, tissue_cells: int) -> float:
+    """Level-0 px² of tissue: the label grid's ``tissue_cells``, or with an ROI the
+    part of them inside it."""
+    if plan.roi is None:
+        return tissue_cells * canvas.downsample**2
+    return area_within(
+        canvas.labels, nodata=NODATA, cell_size=canvas.downsample, origin=plan.origin,
+        extent=plan.extent,
+    )  # fmt: skip
 
 
 def warnings_for(slide: Slide, options: SegmentOptions, tissue_found: bool) -> list[str]:

@@ -40,12 +40,13 @@ MAX_ROI_BYTES = 8 << 20
 def segment_options(request: fseg_pb2.SegmentRequest) -> SegmentOptions:
     """The pipeline options of a Segment call; bad values raise InvalidInput."""
     vectorize = request.vectorize
+    given_mpp, given_by = slide_mpp(request.slide, request.slide_mpp)
     return SegmentOptions(
         k=request.k or DEFAULT_K,
         mode=_lookup(MODES, request.mode, "mode"),
         components=request.components or DEFAULT_COMPONENTS,
-        slide_mpp=slide_mpp(request.slide, request.slide_mpp),
-        slide_mpp_from="the manifest's mpp" if request.slide.mpp else "--mpp",
+        slide_mpp=given_mpp,
+        slide_mpp_from=given_by,
         target_mpp=_mpp(request.target_mpp, "target_mpp (--target-mpp)"),
         frame=_lookup(FRAMES, request.frame, "frame"),
         roi=parse_roi(request.roi_geojson) if request.roi_geojson else None,
@@ -120,11 +121,14 @@ def _geometries(document: object) -> list[dict]:
     raise ValueError(f"unknown GeoJSON type {kind!r}")
 
 
-def slide_mpp(slide: fseg_pb2.SlideRef, request_mpp: float) -> float | None:
-    """µm per level-0 pixel given for one slide: its own (a manifest's column) or the
-    request's (--mpp); None leaves the slide's metadata in charge."""
+def slide_mpp(slide: fseg_pb2.SlideRef, request_mpp: float) -> tuple[float | None, str]:
+    """µm per level-0 pixel given for one slide, and by what in the user's words: its
+    own (a manifest's column) wins over the request's (--mpp); None leaves the slide's
+    metadata in charge."""
     own = _mpp(slide.mpp, "the slide's mpp (manifest)")
-    return own if own is not None else _mpp(request_mpp, "slide_mpp (--mpp)")
+    if own is not None:
+        return own, "the manifest's mpp"
+    return _mpp(request_mpp, "slide_mpp (--mpp)"), "--mpp"
 
 
 def _mpp(value: float, name: str) -> float | None:

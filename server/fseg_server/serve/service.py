@@ -92,7 +92,7 @@ class SegmentationService(fseg_pb2_grpc.SegmentationServicer):
                         with open_slide(path) as slide:
                             return segment_slide(
                                 slide, extractor, bank, options, self.worker,
-                                bank_name=bank_name, name=_display_name(request.slide),
+                                bank_name=bank_name, name=slide_name,
                                 cache=self.cache, progress=progress,
                                 should_stop=stop,
                             )  # fmt: skip
@@ -135,7 +135,7 @@ class SegmentationService(fseg_pb2_grpc.SegmentationServicer):
             per_slide = [
                 SegmentOptions(
                     k=max(ks),
-                    slide_mpp=slide_mpp(slide, request.slide_mpp),
+                    slide_mpp=slide_mpp(slide, request.slide_mpp)[0],
                     target_mpp=request.target_mpp or None,
                 )
                 for slide in request.slides

@@ -104,13 +104,24 @@ def pixels_near(
     pixel-centre rule: every touched pixel is kept, and a few near the edges
     that are not.
     """
+    rows, cols = shape
     near = np.zeros(shape, bool)
     grown = shapely.buffer(np.asarray(polygons, dtype=object), reach + downsample * math.sqrt(0.5))
     for polygon in (part for geom in grown for part in shapely.get_parts(geom)):
         # One polygon at a time (even-odd within it, OR across them), so that a
-        # ring's hole cannot erase another polygon (an island annotated inside it).
-        rings = [polygon.exterior, *polygon.interiors]
-        near |= _centres_inside([np.asarray(r.coords) / downsample for r in rings], shape)
+        # ring's hole cannot erase another polygon (an island annotated inside it),
+        # each filled on its own bounding box only.
+        x0, y0, x1, y1 = (v / downsample for v in polygon.bounds)
+        left, top = max(0, math.floor(x0)), max(0, math.floor(y0))
+        right, bottom = min(cols, math.ceil(x1) + 1), min(rows, math.ceil(y1) + 1)
+        if right <= left or bottom <= top:
+            continue
+        corner = np.array([left, top])
+        rings = [
+            np.asarray(r.coords) / downsample - corner
+            for r in (polygon.exterior, *polygon.interiors)
+        ]
+        near[top:bottom, left:right] |= _centres_inside(rings, (bottom - top, right - left))
     return near
 
 

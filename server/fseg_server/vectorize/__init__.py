@@ -90,7 +90,7 @@ def vectorize_labels(
         ``x = origin_x + col * cell_size_x``, ``y = origin_y + row * cell_size_y``
         for the cell corner at (row, col), x right and y down.
     """
-    affine(cell_size, origin)  # fail before the work, not after it
+    scale, _ = affine(cell_size, origin)  # fail before the work, not after it
     grid = np.asarray(labels)
     if min_cells > 1:
         grid = sieve_in_bands(grid, min_cells, nodata, band_rows=band_rows)
@@ -105,7 +105,6 @@ def vectorize_labels(
     polygons = to_output_frame(polygons, cell_size=cell_size, origin=origin)
     if extent is None:
         return polygons
-    scale, _ = affine(cell_size, origin)
     return clip_polygons(polygons, extent, min_area=min_cells * float(scale[0] * scale[1]))
 
 
