@@ -32,9 +32,18 @@ from .outputs import output_names
 from .plan import choose_bank, plan_tasks, with_bank_extractor
 from .progress import Progress, resolve_style
 from .remote_slides import SlideResolver
-from .report import CSV_NAME, FAILED, INTERRUPTED, PENDING, SlideOutcome, counts, write_batch_csv
+from .report import (
+    CSV_NAME,
+    FAILED,
+    INTERRUPTED,
+    INTERRUPTED_REASON,
+    PENDING,
+    SlideOutcome,
+    counts,
+    write_batch_csv,
+)
 from .retry import RetryPolicy
-from .scheduler import INTERRUPTED_REASON, Scheduler
+from .scheduler import Scheduler
 
 
 class Board:

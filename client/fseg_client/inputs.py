@@ -220,11 +220,12 @@ def collect_inputs(
         slides.extend(expand_argument(text, allow_remote))
     slides = _unique_paths(slides)
     if not slides:
-        folders = [text for text in arguments if Path(text).expanduser().is_dir()]
+        # A file gives a slide and a pattern gives one or fails: only empty folders give none.
         where = (
-            f": {', '.join(folders)} holds no slide or image files (folders are not searched "
-            "recursively; a pattern such as 'dir/**/*.svs' is)"
-            if folders
+            f": {', '.join(arguments)} {'holds' if len(arguments) == 1 else 'hold'} no slide "
+            "or image files (folders are not searched recursively; a pattern such as "
+            "'dir/**/*.svs' is)"
+            if arguments
             else ": give files, folders, patterns or --manifest"
         )
         raise ClientError(f"no slides to segment{where}")

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import stat
 from pathlib import Path
 
 from .atomic import sync_folder, write_json_atomic
@@ -60,25 +61,34 @@ def completed_summary(
     summaries written before sizes were recorded are trusted on names alone).
     """
     summary = read_summary(summary_path(out_dir, stem))
-    if summary is None or summary.get(FINGERPRINT_KEY) != fingerprint:
+    if summary is None or not vouches_for(summary, out_dir, stem, fingerprint, suffixes):
         return None
-    section = client_section(summary)
-    written, sizes = section.get("files"), section.get("file_bytes", {})
-    if not isinstance(written, list) or not isinstance(sizes, dict):
-        return None
-    for name in result_names(stem, suffixes):  # the summary itself is not listed
-        if name not in written or not _has_size(out_dir / name, sizes.get(name)):
-            return None
     return summary
 
 
+def vouches_for(
+    summary: dict, out_dir: Path, stem: str, fingerprint: str, suffixes: list[str]
+) -> bool:
+    """Whether ``summary``, already read, makes the slide complete (see ``completed_summary``)."""
+    if summary.get(FINGERPRINT_KEY) != fingerprint:
+        return False
+    section = client_section(summary)
+    written, sizes = section.get("files"), section.get("file_bytes", {})
+    if not isinstance(written, list) or not isinstance(sizes, dict):
+        return False
+    return all(  # the summary itself is not listed
+        name in written and _has_size(out_dir / name, sizes.get(name))
+        for name in result_names(stem, suffixes)
+    )
+
+
 def _has_size(path: Path, size: object) -> bool:
-    """Whether ``path`` is a file of ``size`` bytes (any size when None)."""
+    """Whether ``path`` is a file of ``size`` bytes (any size when None); one stat."""
     try:
-        actual = path.stat().st_size if path.is_file() else None
+        found = path.stat()
     except OSError:
         return False
-    return actual is not None and (size is None or actual == size)
+    return stat.S_ISREG(found.st_mode) and (size is None or found.st_size == size)
 
 
 def parse_server_summary(text: str) -> dict:

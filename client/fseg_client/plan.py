@@ -13,7 +13,7 @@ from .fingerprint import HashCache, request_fingerprint, slide_identity
 from .inputs import SlideInput
 from .job import SlideTask
 from .options import RequestOptions
-from .outputs import client_section, completed_summary, read_summary, summary_path
+from .outputs import client_section, read_summary, summary_path, vouches_for
 from .report import SKIPPED, SlideOutcome
 
 HASH_THREADS = 4
@@ -63,9 +63,8 @@ def choose_bank(
     return spec, with_bank_extractor(options, meta)
 
 
-def _remember_digest(slide: SlideInput, out_dir: Path, hashes: HashCache) -> None:
-    """Reuse the SHA-256 an earlier run recorded for this very file version."""
-    summary = read_summary(summary_path(out_dir, slide.stem)) or {}
+def _remember_digest(slide: SlideInput, summary: dict, hashes: HashCache) -> None:
+    """Reuse the SHA-256 an earlier run's ``summary`` recorded for this very file version."""
     client = client_section(summary)
     identity, info = client.get("slide") or {}, client.get("file") or {}
     try:
@@ -95,9 +94,12 @@ def plan_tasks(
         (tasks to run, outcomes of the skipped slides), each in input order.
     """
 
+    bank_digest = bank.digest  # hashes the bank file: once per batch, not per slide
+
     def one(slide: SlideInput) -> SlideTask | SlideOutcome:
-        if by_content and slide.local:
-            _remember_digest(slide, out_dir, hashes)
+        earlier = read_summary(summary_path(out_dir, slide.stem))
+        if by_content and slide.local and earlier is not None:
+            _remember_digest(slide, earlier, hashes)
         try:
             identity = slide_identity(slide, by_content, hashes)
         except OSError as exc:
@@ -105,11 +107,11 @@ def plan_tasks(
         asked = options  # a manifest's mpp is part of what the slide was asked for
         if slide.mpp is not None:
             asked = dataclasses.replace(options, slide_mpp=slide.mpp)
-        fingerprint = request_fingerprint(asked, bank.digest, identity)
-        done = completed_summary(out_dir, slide.stem, fingerprint, options.output_files)
-        if done is not None:
-            server = str(client_section(done).get("server", ""))
-            return SlideOutcome(slide, SKIPPED, server=server, summary=done)
+        fingerprint = request_fingerprint(asked, bank_digest, identity)
+        suffixes = options.output_files
+        if earlier is not None and vouches_for(earlier, out_dir, slide.stem, fingerprint, suffixes):
+            server = str(client_section(earlier).get("server", ""))
+            return SlideOutcome(slide, SKIPPED, server=server, summary=earlier)
         return SlideTask(slide, fingerprint, identity)
 
     threads = HASH_THREADS if by_content else 1

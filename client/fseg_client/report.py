@@ -19,6 +19,7 @@ from .inputs import SlideInput
 DONE, SKIPPED, FAILED, PENDING = "done", "skipped", "failed", "pending"
 #: A slide the user's Ctrl-C (or SIGTERM) stopped: not a failure, and the next run resumes it.
 INTERRUPTED = "interrupted"
+INTERRUPTED_REASON = "interrupted before it finished (run the same command again to resume)"
 CSV_NAME = "batch-summary.csv"
 BASE_COLUMNS = ["slide", "path", "status", "server", "attempts", "error", "seconds"]
 _UNITS = ("um2", "px2")

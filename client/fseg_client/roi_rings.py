@@ -3,7 +3,10 @@
 A ring of fewer than four positions, or one that does not end where it
 starts, is a mistake in the file, caught here with its place in the file so
 that the batch stops at once with exit code 2. Whether rings cross is left to
-the server, which has GEOS.
+the server, which has GEOS. The walk over the document mirrors the server's
+``parse_roi`` on purpose rather than sharing it: the client is stricter (it
+refuses an unclosed ring, which shapely would close), and the server stays the
+judge for every other client.
 """
 
 from __future__ import annotations

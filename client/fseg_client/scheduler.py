@@ -20,11 +20,10 @@ from .calls import Cancelled
 from .connect import Connection
 from .errors import rpc_error_code
 from .job import AttemptState, BatchContext, SlideTask, segment_slide
-from .report import DONE, FAILED, INTERRUPTED, SlideOutcome
+from .report import DONE, FAILED, INTERRUPTED, INTERRUPTED_REASON, SlideOutcome
 from .retry import Action, RetryPolicy, classify
 from .servers import ServerState
 
-INTERRUPTED_REASON = "interrupted before it finished (run the same command again to resume)"
 _TICK_S = 0.2
 
 

@@ -8,11 +8,7 @@ their sum, and each image is scored with the cluster mapping fitted on that sum.
 from __future__ import annotations
 
 import argparse
-import contextlib
-import json
-import os
 import sys
-import tempfile
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,6 +16,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from ..atomic import write_json_atomic
+from ..outputs import client_section, read_summary, summary_path
 from .matching import MANY_TO_ONE, MAPPING_METHODS, EvaluationReport, summarise
 from .metrics import NO_LABEL, contingency
 
@@ -79,7 +77,7 @@ def find_pairs(pred_dir: Path, gt_dir: Path) -> tuple[list[Pair], list[str]]:
         if found is None:
             missing.append(name)
         else:
-            pairs.append(Pair(name, mask, found, _label_cell(found, pred_dir / f"{name}.json")))
+            pairs.append(Pair(name, mask, found, _label_cell(found, summary_path(pred_dir, name))))
     if not pairs:
         raise EvaluationError(
             f"No prediction in {pred_dir} matches a mask in {gt_dir} "
@@ -88,24 +86,20 @@ def find_pairs(pred_dir: Path, gt_dir: Path) -> tuple[list[Pair], list[str]]:
     return pairs, missing
 
 
-def _label_cell(pred: Path, summary_path: Path) -> int | None:
+def _label_cell(pred: Path, summary_file: Path) -> int | None:
     """Pixels per label pixel from the fseg summary beside ``pred``; refuses a stale ``pred``.
 
     A run with other ``--outputs`` leaves an earlier run's label PNG in place;
     its summary then does not list it, and scoring it would score another
     request's labels.
     """
-    try:
-        summary = json.loads(summary_path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+    summary = read_summary(summary_file)
+    if summary is None:
         return None  # not an fseg folder, or no summary: nothing to check against
-    if not isinstance(summary, dict):
-        return None
-    client = summary.get("client")
-    written = client.get("files") if isinstance(client, dict) else None
+    written = client_section(summary).get("files")
     if isinstance(written, list) and pred.name not in written:
         raise EvaluationError(
-            f"The prediction {pred} is left from an earlier run: {summary_path.name} describes "
+            f"The prediction {pred} is left from an earlier run: {summary_file.name} describes "
             f"a run that wrote {', '.join(map(str, written)) or 'no file'}. Segment again "
             "with labels among --outputs, or remove it."
         )
@@ -201,24 +195,6 @@ def format_report(report: EvaluationReport) -> str:
         "ignored ground-truth value or no label"
     )
     return "\n".join([header, *report.pooled.table_lines(), coverage])
-
-
-def write_json_atomic(path: Path, data: dict) -> None:
-    """Write JSON so that readers see either the old file or the complete new one."""
-    path = Path(path)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            json.dump(data, f, indent=2, allow_nan=False)
-            f.write("\n")
-            f.flush()
-            os.fsync(f.fileno())
-        os.chmod(tmp, 0o644)  # mkstemp makes it owner-only; a report is meant to be shared
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
