@@ -109,10 +109,12 @@ def run(size: int, classes: int, noise: float, seed: int, min_cells: int) -> dic
     moved, transform_s = timed(
         lambda: to_output_frame(simple, cell_size=16.0, origin=(-64.0, 32.0))
     )
-    # As the pipeline does: cut at the image's edge (no ROI), here the grid's own.
-    image = shapely.box(-64.0, 32.0, -64.0 + 16.0 * grid.shape[1], 32.0 + 16.0 * grid.shape[0])
-    _, clip_s = timed(lambda: clip_polygons(moved, image))
-    flat = [p for v in simple.values() for p in v]
+    # As the pipeline does: cut at the image's edge, which the last row and column
+    # of cells overhang (here by half a cell), with --min-area for the cut pieces.
+    rows, cols = grid.shape
+    image = shapely.box(-64.0, 32.0, -64.0 + 16.0 * (cols - 0.5), 32.0 + 16.0 * (rows - 0.5))
+    clipped, clip_s = timed(lambda: clip_polygons(moved, image, min_area=min_cells * 16.0**2))
+    flat = [p for v in clipped.values() for p in v]
     valid, valid_s = timed(lambda: bool(shapely.is_valid(np.array(flat, dtype=object)).all()))
     total = sieve_s + trace_s + simplify_s + transform_s + clip_s
     return {

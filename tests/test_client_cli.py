@@ -93,40 +93,44 @@ def test_duplicate_stems_are_refused_before_anything_starts(tmp_path: Path, caps
     assert not out.exists()
 
 
-def test_invalid_roi_json_is_refused(slide: Path, tmp_path: Path, capsys) -> None:
-    roi = tmp_path / "roi.geojson"
-    roi.write_text("{not json")
-    assert main(["segment", str(slide), "--out", str(tmp_path), "--roi", str(roi)]) == 2
-    assert "is not valid GeoJSON" in capsys.readouterr().err
+def roi_with(geometry: dict) -> str:
+    """A QuPath-like ROI file's text: a point annotation, then ``geometry``."""
+    return json.dumps({"type": "FeatureCollection", "features": [
+        {"type": "Feature", "geometry": {"type": "Point", "coordinates": [1, 1]}},
+        {"type": "Feature", "geometry": geometry},
+    ]})  # fmt: skip
 
 
 @pytest.mark.parametrize(
-    ("geometry", "said"),
+    ("text", "said"),
     [
-        ({"type": "Polygon", "coordinates": [[[0, 0], [10, 0]]]}, "ring 1 has 2 positions"),
+        ("{not json", "is not valid GeoJSON"),
         (
-            {"type": "Polygon", "coordinates": [[[0, 0], [9, 0], [9, 9], [0, 9]]]},
-            "ring 1 does not end where it starts",
+            roi_with({"type": "Polygon", "coordinates": [[[0, 0], [10, 0]]]}),
+            "is not valid GeoJSON: in feature 2, ring 1 has 2 positions",
         ),
         (
-            {"type": "MultiPolygon", "coordinates": [[[[0, 0], [1, 0], [0, 1], [0, 0]]], [[1]]]},
-            "polygon 2, ring 1 is not a list of [x, y] positions",
+            roi_with({"type": "Polygon", "coordinates": [[[0, 0], [9, 0], [9, 9], [0, 9]]]}),
+            "is not valid GeoJSON: in feature 2, ring 1 does not end where it starts",
+        ),
+        (
+            roi_with(
+                {"type": "MultiPolygon", "coordinates": [[[[0, 0], [1, 0], [0, 1], [0, 0]]], [[1]]]}
+            ),
+            "is not valid GeoJSON: in feature 2, polygon 2, ring 1 is not a list of [x, y] "
+            "positions",
         ),
     ],
 )
-def test_malformed_roi_rings_are_refused_before_any_work(
-    slide: Path, tmp_path: Path, capsys, geometry: dict, said: str
+def test_a_bad_roi_file_is_refused_before_any_work(
+    slide: Path, tmp_path: Path, capsys, text: str, said: str
 ) -> None:
     # Exit code 2 and the place in the file, not a geometry library's words from the server.
     roi = tmp_path / "roi.geojson"
-    document = {"type": "FeatureCollection", "features": [
-        {"type": "Feature", "geometry": {"type": "Point", "coordinates": [1, 1]}},
-        {"type": "Feature", "geometry": geometry},
-    ]}  # fmt: skip
-    roi.write_text(json.dumps(document))
+    roi.write_text(text)
     out = tmp_path / "out"
     assert main(["segment", str(slide), "--out", str(out), "--roi", str(roi)]) == 2
-    assert f"is not valid GeoJSON: in feature 2, {said}" in capsys.readouterr().err
+    assert said in capsys.readouterr().err
     assert not out.exists()
 
 

@@ -126,14 +126,12 @@ def test_the_embedded_server_may_read_a_slide_through_its_symlink(tmp_path: Path
 
 @pytest.mark.slow
 def test_an_mpp_that_overrides_the_slides_own_is_said_aloud(
-    real_local_server: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    real_local_server: Path, cmu_slide: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     # A cohort given --mpp for its one uncalibrated slide must not silently rescale the
     # others: CMU-1-Small-Region records 0.499 µm/px, so --mpp 0.25 halves its pixels.
-    slide = tmp_path / "CMU-1-Small-Region.svs"
-    slide.symlink_to(shared("slides/CMU-1-Small-Region.svs"))
     out = tmp_path / "out"
-    assert main(["segment", str(slide), "--out", str(out), "--quiet", "--mpp", "0.25"]) == 0
+    assert main(["segment", str(cmu_slide), "--out", str(out), "--quiet", "--mpp", "0.25"]) == 0
     said = capsys.readouterr()
     warning = (
         "--mpp 0.25 µm/px overrides the 0.499 µm/px the slide records; areas and the "

@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 from conftest import shared
+from fseg_server.cli import main as server_main
 from fseg_server.concepts import ConceptBank, ConceptClass, import_joblib, load_bank
 from fseg_server.errors import InvalidInput, NotFound
 from servers import run_server_cli as run_cli
@@ -133,7 +134,7 @@ def test_import_refuses_malformed_published_banks_in_one_sentence(tmp_path, cont
         import_joblib(tmp_path / "bank.joblib", "stain", 4)
 
 
-def test_import_and_name_concepts_from_the_command_line(tmp_path):
+def test_import_and_name_concepts_from_the_command_line(tmp_path, capsys):
     out = tmp_path / "uni.safetensors"
     done = run_cli(
         "import-concepts", str(shared("concept-banks/uni.joblib")), "--extractor", "uni",
@@ -149,12 +150,18 @@ def test_import_and_name_concepts_from_the_command_line(tmp_path):
     classes = load_bank(out).classes[8]
     assert classes[3].name == "Stroma" and classes[5] == ConceptClass("Tumour", (255, 0, 0))
     assert classes[0].name == "F-SEG k8 #0"  # untouched entries keep their names
-    shown = run_cli("show-concepts", str(out))
-    assert "extractor uni, 1024 channels, fitted at 1 µm/px" in shown.stdout
-    assert "k = 8: 2 named: Stroma, Tumour" in shown.stdout
-    assert "k = 256: default names; cannot segment" in shown.stdout
-    assert "   5  #ff0000  Tumour" in run_cli("show-concepts", str(out), "--k", "8").stdout
-    assert json.loads(run_cli("show-concepts", str(out), "--json").stdout)["k"][0] == 8
+
+    # show-concepts in-process: the subprocess runs above cover the command line's wiring.
+    def shown(*args: str) -> str:
+        assert server_main(["show-concepts", str(out), *args]) == 0
+        return capsys.readouterr().out
+
+    described = shown()
+    assert "extractor uni, 1024 channels, fitted at 1 µm/px" in described
+    assert "k = 8: 2 named: Stroma, Tumour" in described
+    assert "k = 256: default names; cannot segment" in described
+    assert "   5  #ff0000  Tumour" in shown("--k", "8")
+    assert json.loads(shown("--json"))["k"][0] == 8
 
 
 @pytest.mark.parametrize(

@@ -79,11 +79,10 @@ def test_the_read_level_is_the_finest_not_finer_than_needed():
     assert full.level == 0 and full.scale == pytest.approx(1.2)
 
 
-def test_pixel_sides_come_from_mpp_x_and_mpp_y_unless_mpp_is_given():
+def test_pixel_sides_come_from_mpp_x_and_mpp_y_unless_mpp_is_given(cmu_slide):
     # Areas are px² times mpp-x times mpp-y, as QuPath measures them; --mpp is square.
-    info = dataclasses.replace(
-        open_slide(shared("slides/CMU-1-Small-Region.svs")).info, mpp=(0.25, 0.3)
-    )
+    with open_slide(cmu_slide) as slide:
+        info = dataclasses.replace(slide.info, mpp=(0.25, 0.3))
     assert choose_resolution(info, 1.0, None).level0_mpp_xy == (0.25, 0.3)
     assert choose_resolution(info, 1.0, 0.5).level0_mpp_xy == (0.5, 0.5)
 

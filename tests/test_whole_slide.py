@@ -7,9 +7,11 @@ CMU-1-Small-Region.svs (Aperio, 0.499 µm/px).
 
 from __future__ import annotations
 
+import dataclasses
 import io
 import itertools
 import json
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -25,6 +27,7 @@ from fseg_server.pipeline.options import SegmentOptions, TissueDetection
 from fseg_server.pipeline.plan import plan_slide
 from fseg_server.pipeline.seams import measure_seams
 from fseg_server.pipeline.segment import fit_on_slide, segment_slide
+from fseg_server.pipeline.summary import warnings_for
 from fseg_server.slide.reader import open_slide
 from fseg_server.vectorize import label_polygons
 
@@ -143,7 +146,7 @@ def test_an_roi_restricts_the_work_to_its_polygon(engine, cmu):
     assert shapely.distance(cells, roi).max() <= 0.25 * cell
     # The tissue measured is the tissue inside the ROI, not the edge cells reaching past it.
     tissue_um2 = result.summary["tissue"]["area_um2"]
-    assert tissue_um2 == pytest.approx(union.area * 0.499**2, rel=0.01)
+    assert tissue_um2 == pytest.approx(union.area * result.summary["mpp"] ** 2, rel=0.01)
     assert tissue_um2 < 0.5 * whole.summary["tissue"]["area_um2"]
 
 
@@ -161,26 +164,27 @@ def test_polygons_stop_at_the_edge_of_the_image(engine, cmu):
     assert union.area > 0.99 * image.area
 
 
-def test_no_region_under_min_area_survives(engine, cmu):
-    # 200 µm² is 12.4 cells of 4.016 x 4.016 µm: a 12-cell region is under it and goes.
+@pytest.fixture(scope="module")
+def split(engine, cmu):
+    """CMU with one feature per region, no simplification, --min-area 200."""
     extractor, worker = engine
     _, _, bank = cmu
     options = SegmentOptions(split_regions=True, simplify=0.0, min_area_um2=200.0)
     with open_slide(shared("slides/CMU-1-Small-Region.svs")) as slide:
-        result = segment_slide(slide, extractor, bank, options, worker)
-    features = json.loads(result.files["geojson"])["features"]
+        return segment_slide(slide, extractor, bank, options, worker)
+
+
+def test_no_region_under_min_area_survives(split):
+    # 200 µm² is 12.4 cells of 4.016 x 4.016 µm: a 12-cell region is under it and goes.
+    features = json.loads(split.files["geojson"])["features"]
     # Also none that the image's edge cut down: a cut sliver joins its neighbour.
     areas = [f["properties"]["measurements"]["Area µm^2"] for f in features]
     assert len(areas) > 10 and min(areas) >= 200.0
 
 
-def test_split_regions_gives_one_valid_feature_per_region(engine, cmu):
-    extractor, worker = engine
-    _, _, bank = cmu
-    with open_slide(shared("slides/CMU-1-Small-Region.svs")) as slide:
-        result = segment_slide(slide, extractor, bank, SegmentOptions(split_regions=True), worker)
-    features = json.loads(result.files["geojson"])["features"]
-    assert len(features) == sum(c["regions"] for c in result.summary["classes"])
+def test_split_regions_gives_one_valid_feature_per_region(split):
+    features = json.loads(split.files["geojson"])["features"]
+    assert len(features) == sum(c["regions"] for c in split.summary["classes"])
     assert all(shape(f["geometry"]).geom_type == "Polygon" for f in features)
 
 
@@ -239,16 +243,15 @@ def test_a_slide_without_tissue_says_so(engine, cmu, tmp_path):
 
 
 def test_an_mpp_unlike_either_side_of_the_slides_own_is_a_warning():
-    # A scanner may record 0.25 x 0.3 µm; a manifest's 0.25 matches x but not y.
-    from types import SimpleNamespace
-
-    from fseg_server.pipeline.summary import warnings_for
-
-    slide = SimpleNamespace(info=SimpleNamespace(mpp=(0.25, 0.3)))
+    # A scanner may record 0.25 x 0.3 µm; a manifest's 0.25 matches x but not y. The
+    # warning reads only the slide's info, so a stand-in slide carries CMU's, re-calibrated.
+    with open_slide(shared("slides/CMU-1-Small-Region.svs")) as cmu_slide:
+        info = cmu_slide.info
+    slide = SimpleNamespace(info=dataclasses.replace(info, mpp=(0.25, 0.3)))
     options = SegmentOptions(slide_mpp=0.25, slide_mpp_from="the manifest's mpp")
     assert warnings_for(slide, options, tissue_found=True) == [
         "the manifest's mpp 0.25 µm/px overrides the 0.25 x 0.3 µm/px the slide records; "
         "areas and the working resolution follow the value given"
     ]
-    square = SimpleNamespace(info=SimpleNamespace(mpp=(0.2502, 0.2498)))
+    square = SimpleNamespace(info=dataclasses.replace(info, mpp=(0.2502, 0.2498)))
     assert warnings_for(square, options, tissue_found=True) == []  # within 1%
