@@ -106,7 +106,7 @@ def read_tiles(slide_path: Path, summary: dict, count: int):
     from PIL import Image
 
     tiles = summary.get("tiles", {})
-    size = int(tiles["size"]) + 2 * int(tiles["margin"])
+    size = int(tiles["largest"]) + 2 * int(tiles["margin"])
     level = int(summary.get("level_read", 0))
     slide = openslide.OpenSlide(str(slide_path))
     try:
@@ -115,7 +115,7 @@ def read_tiles(slide_path: Path, summary: dict, count: int):
         working = summary.get("working_mpp") or mpp
         read = max(1, round(size * working / (mpp * downsample)))  # level pixels per tile
         width, height = slide.level_dimensions[level]
-        core = max(1, round(int(tiles["size"]) * working / (mpp * downsample)))
+        core = max(1, round(int(tiles["largest"]) * working / (mpp * downsample)))
         cells = [
             (x, y)
             for y in range(0, max(1, height - read), core)
@@ -265,10 +265,10 @@ def main() -> None:
         print("bench_gpu: a CPU run checks the script only; its figures mean nothing.")
 
     from fseg_server.extract import extractor_spec
-    from fseg_server.pipeline.options import SegmentOptions
+    from fseg_server.pipeline.readers import available_cores
 
     spec = extractor_spec(args.extractor)
-    readers = SegmentOptions().readers
+    readers = available_cores()
     workdir = Path(tempfile.mkdtemp(prefix="fseg-bench-gpu-"))
     try:
         slides = workdir / "slides"
@@ -310,7 +310,10 @@ def main() -> None:
         else:
             shutil.rmtree(workdir, ignore_errors=True)
 
-    whole = processed / client_seconds
+    # Regions differ in size, so the server is compared in model pixels per
+    # second: what went through the model over the client's wall time.
+    model_px = int(summary["tiles"]["model_px"])
+    whole = model_px / client_seconds / (tile_px * tile_px)  # in bare-tile equivalents
     ratio = whole / bare[server_batch][0]
     rows = [
         {"what": f"bare model, batch {b}", "tiles": done, "tiles_per_s": tps}
@@ -319,9 +322,9 @@ def main() -> None:
     for what, seconds in (("server side", server_total), ("client wall", client_seconds)):
         rows.append(
             {
-                "what": f"whole server, {what}",
-                "tiles": processed,
-                "tiles_per_s": processed / seconds,
+                "what": f"whole server, {what} ({processed} regions, in {tile_px}-px tiles)",
+                "tiles": round(model_px / tile_px**2, 1),
+                "tiles_per_s": model_px / tile_px**2 / seconds,
             }
         )
     precision = "bf16 autocast" if args.device == "cuda" else "fp32"
@@ -354,7 +357,8 @@ def main() -> None:
             "tiles_processed": processed,
             "bare_tiles_per_s": {str(b): tps for b, (tps, _) in bare.items()},
             "server_tiles_per_s": whole,
-            "server_side_tiles_per_s": processed / server_total,
+            "server_side_tiles_per_s": model_px / tile_px**2 / server_total,
+            "model_px": model_px,
             "ratio": ratio,
             "goal": GOAL,
             "stages": stages,

@@ -60,6 +60,7 @@ def measure(sizes: list[int], workdir: Path) -> list[dict]:
         rows.append({
             "size_px": size,
             "tiles": run["summary"]["tiles"]["processed"],
+            "model_mpx": run["summary"]["tiles"]["model_px"] / 1e6,
             "label_grid": f"{labels['width']}x{labels['height']}",
             "seconds": run["seconds"],
             "peak_rss_mb": run["peak_rss_mb"],

@@ -1,12 +1,16 @@
-"""Tiling seams: label disagreement along tile borders against the interior.
+"""Tiling seams: label disagreement along region borders against the interior.
 
-The shared CMU-1-Small-Region.svs (real H&E) is segmented in 256-px tiles with
-several context margins and compared with a single tile holding the whole
-slide (see fseg_server.pipeline.seams). Without seams, disagreement near
-tile borders (within 6 label pixels) equals that inside (farther than 12): a
-ratio near 1. With no margin, borders disagree more.
+The shared CMU-1-Small-Region.svs (real H&E) is segmented in tissue regions
+of at most 256 px with several context margins and compared with a single
+region holding the whole slide with the full margin on every side (see
+fseg_server.pipeline.seams). Without seams, disagreement near borders that
+cut through tissue (within 6 label pixels) equals that inside (farther than
+12): a ratio near 1, and no pixel at all where tiling changes nothing. With
+no margin, borders disagree more. Region sides that face only glass get one
+block of context; the labels there are counted apart ("glass edge").
 
     python bench/bench_seams.py [--tile 256] [--margins 0,16,48,64]
+        [--extractor stain | timm:resnet50 --target-mpp 0.5]
 """
 
 from __future__ import annotations
@@ -31,9 +35,13 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--tile", type=int, default=256, help="tile core, target px")
     parser.add_argument("--margins", default="0,16,48,64", help="context margins, target px")
+    parser.add_argument("--extractor", default="stain", help="random weights unless stain")
+    parser.add_argument("--target-mpp", type=float, help="working resolution, µm/px")
     args = parser.parse_args()
-    extractor = create_extractor("stain")
-    options = SegmentOptions(min_area_um2=0)
+    weights = None if args.extractor == "stain" else "random"
+    torch.manual_seed(0)
+    extractor = create_extractor(args.extractor, weights)
+    options = SegmentOptions(min_area_um2=0, target_mpp=args.target_mpp)
     rows = []
     path = SHARED_DIR / "slides" / "CMU-1-Small-Region.svs"
     with DeviceWorker(torch.device("cpu")) as worker, open_slide(path) as slide:
@@ -47,11 +55,22 @@ def main() -> None:
                 "border_disagreement": report.border_disagreement,
                 "interior_disagreement": report.interior_disagreement,
                 "ratio": report.ratio,
+                "border_differs_px": round(report.border_disagreement * report.border_pixels),
+                "interior_differs_px": round(
+                    report.interior_disagreement * report.interior_pixels
+                ),
+                "glass_edge_differs_px": round(
+                    report.glass_edge_disagreement * report.glass_edge_pixels
+                ),
                 "border_px": report.border_pixels,
                 "interior_px": report.interior_pixels,
+                "glass_edge_px": report.glass_edge_pixels,
             })  # fmt: skip
-    print_table(rows, f"seams: {args.tile}-px tiles against one whole-slide tile (stain, k=8)")
-    write_json("seams", {"tile": args.tile, "rows": rows})
+    name = args.extractor
+    print_table(rows, f"seams: regions of at most {args.tile} px against one whole-slide "
+                      f"region ({name}, k=8)")  # fmt: skip
+    suffix = "" if name == "stain" else "-" + name.replace(":", "-")
+    write_json(f"seams{suffix}", {"tile": args.tile, "extractor": name, "rows": rows})
 
 
 if __name__ == "__main__":

@@ -34,7 +34,7 @@ sys.path.insert(0, str(ROOT / "tools"))
 from common import SHARED_DIR, print_table, write_json  # noqa: E402
 from fseg_server.extract import create_extractor  # noqa: E402
 from fseg_server.pipeline.device_worker import DeviceWorker  # noqa: E402
-from fseg_server.pipeline.options import SegmentOptions  # noqa: E402
+from fseg_server.pipeline.options import SegmentOptions, batch_pixels  # noqa: E402
 from fseg_server.pipeline.plan import plan_slide  # noqa: E402
 from fseg_server.pipeline.recipes import extract_features  # noqa: E402
 from fseg_server.pipeline.segment import fit_on_slide, segment_slide  # noqa: E402
@@ -43,21 +43,26 @@ from fseg_server.slide.reader import open_slide  # noqa: E402
 
 
 def pure_forward(slide, extractor, bank, options, device) -> tuple[float, int]:
-    """Seconds of extractor forward passes alone on the pipeline's tiles."""
+    """Seconds of extractor forward passes alone on the pipeline's regions, batched as the
+    device worker batches them (regions of one shape, up to the batch's pixel budget)."""
     plan = plan_slide(slide, extractor.spec, bank.mpp, options)
-    tiles = [read_tile(slide, plan.grid, tile) for tile in plan.tiles]
-    batch = options.batch_size or extractor.spec.batch_size
-    extract_features(extractor, torch.from_numpy(tiles[0][None]).to(device))  # warm-up
+    regions = [read_tile(slide, plan.grid, tile) for tile in plan.tiles]
+    budget = batch_pixels(extractor.spec, options)
+    by_shape: dict[tuple, list] = {}
+    for region in regions:
+        by_shape.setdefault(region.shape, []).append(region)
+    extract_features(extractor, torch.from_numpy(regions[0][None]).to(device))  # warm-up
     seconds = 0.0
-    for start in range(0, len(tiles), batch):
-        stacked = torch.from_numpy(np.stack(tiles[start : start + batch]))
-        stacked = stacked.to(device)
-        began = time.perf_counter()
-        extract_features(extractor, stacked)
-        if device.type == "cuda":
-            torch.cuda.synchronize()
-        seconds += time.perf_counter() - began
-    return seconds, len(tiles)
+    for shape, same in by_shape.items():
+        batch = max(1, budget // (shape[0] * shape[1]))
+        for start in range(0, len(same), batch):
+            stacked = torch.from_numpy(np.stack(same[start : start + batch])).to(device)
+            began = time.perf_counter()
+            extract_features(extractor, stacked)
+            if device.type == "cuda":
+                torch.cuda.synchronize()
+            seconds += time.perf_counter() - began
+    return seconds, len(regions)
 
 
 def measure(path: Path, name: str, device: torch.device, repeats: int) -> dict:

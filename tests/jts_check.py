@@ -81,7 +81,7 @@ def compiled(source: str, jars: tuple[str, ...]) -> Path:
     if javac is None:
         _missing("javac")
     out = _build_dir() / Path(source).stem
-    out.mkdir()
+    out.mkdir(exist_ok=True)  # a failed compile is not cached: a retry must say why again
     result = subprocess.run(
         [
             javac,

@@ -18,7 +18,7 @@ class Recipe:
     def key(self) -> object:
         return ("mean", self.extra)
 
-    def max_batch(self) -> int:
+    def max_batch(self, shape: tuple[int, ...]) -> int:
         return 4
 
     def run(self, batch: torch.Tensor) -> list[float]:
@@ -33,3 +33,48 @@ def test_a_batch_with_the_wrong_number_of_results_fails_and_the_worker_lives_on(
         with pytest.raises(RuntimeError, match="gave 2 results for 1 tiles"):
             bad.result(timeout=30)
         assert worker.submit(Recipe(), tile).result(timeout=30) == 7.0
+
+
+class Recorder(Recipe):
+    """Records the shape of every batch it runs."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.batches: list[tuple[int, ...]] = []
+
+    def run(self, batch: torch.Tensor) -> list[float]:
+        self.batches.append(tuple(batch.shape))
+        return super().run(batch)
+
+
+def test_tiles_of_different_shapes_never_share_a_batch():
+    """Tissue regions come in many shapes; a batch stacks tiles of one shape only."""
+    recipe = Recorder()
+    shapes = [(8, 8, 3), (8, 16, 3)] * 6
+    with DeviceWorker(torch.device("cpu")) as worker:
+        futures = [worker.submit(recipe, np.full(shape, 1, np.uint8)) for shape in shapes]
+        assert [f.result(timeout=30) for f in futures] == [1.0] * len(shapes)
+    assert {batch[1:] for batch in recipe.batches} == {(8, 8, 3), (8, 16, 3)}
+    assert sum(batch[0] for batch in recipe.batches) == len(shapes)
+    assert max(batch[0] for batch in recipe.batches) <= 4
+
+
+class Unbatchable(Recipe):
+    def max_batch(self, shape: tuple[int, ...]) -> int:
+        raise ValueError("no batch size for this shape")
+
+
+def test_a_recipe_that_cannot_size_its_batch_fails_its_tile_and_the_worker_lives_on():
+    tile = np.full((4, 4, 3), 3, np.uint8)
+    with DeviceWorker(torch.device("cpu")) as worker:
+        with pytest.raises(ValueError, match="no batch size"):
+            worker.submit(Unbatchable(), tile).result(timeout=30)
+        assert worker.submit(Recipe(), tile).result(timeout=30) == 3.0
+
+
+def test_the_device_time_is_counted():
+    """busy_s is what the feed benchmark divides by the stream's wall time."""
+    with DeviceWorker(torch.device("cpu")) as worker:
+        assert worker.busy_s == 0.0
+        worker.submit(Recipe(), np.zeros((64, 64, 3), np.uint8)).result(timeout=30)
+        assert worker.busy_s > 0.0

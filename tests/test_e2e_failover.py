@@ -73,7 +73,10 @@ def test_a_server_killed_mid_batch_changes_nothing(batch, servers, tmp_path) -> 
     out = tmp_path / "three"
     addresses = ",".join(s.address for s in servers)
     started = time.monotonic()
-    client = spawn_client(str(batch), "--out", str(out), "--server", addresses)
+    # One slide at a time per server, so that C still has slides to take after its
+    # first: with two in flight, a fast server can finish its share before the kill.
+    client = spawn_client(str(batch), "--out", str(out), "--server", addresses,
+                          "--concurrency", "1")  # fmt: skip
     wait_until(lambda: finished_on(out, victim.address) and not victim.idle(), "work on C", client)
     victim.stop(signal.SIGKILL)
     _, err = client.communicate(timeout=600)

@@ -26,9 +26,10 @@ def setup():
         yield slide, extractor, worker, bank
 
 
-def run(setup, cache, k=8):
+def run(setup, cache, k=8, tile_size=None):
     slide, extractor, worker, bank = setup
-    return segment_slide(slide, extractor, bank, SegmentOptions(k=k), worker, cache=cache)
+    options = SegmentOptions(k=k, tile_size=tile_size)
+    return segment_slide(slide, extractor, bank, options, worker, cache=cache)
 
 
 def test_a_second_run_takes_every_tile_from_the_cache(setup, tmp_path):
@@ -66,11 +67,12 @@ def test_the_cache_serves_another_k_of_the_same_bank(setup, tmp_path):
 
 def test_the_cache_keeps_to_its_cap(setup, tmp_path):
     cache = FeatureCache(tmp_path, 1 << 30)
-    run(setup, cache)
-    one_run = cache.size_bytes  # two tiles of tissue
+    regions = run(setup, cache, tile_size=256).summary["tiles"]["processed"]
+    assert regions > 4  # small regions, so that some fit under the cap
+    one_run = cache.size_bytes
     cap = int(0.75 * one_run)
     small = FeatureCache(tmp_path / "small", cap)
-    run(setup, small)
+    run(setup, small, tile_size=256)
     assert 0 < small.size_bytes <= cap
     files = list((tmp_path / "small").rglob("*.npy"))
     assert sum(f.stat().st_size for f in files) == small.size_bytes

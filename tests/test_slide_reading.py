@@ -150,8 +150,9 @@ def test_tiles_cover_the_slide_with_margins(cmu_slide):
     tile = grid.tile(1, 2)
     assert (tile.core_x, tile.core_y) == (1024, 512)
     assert tile.source_x == pytest.approx((1024 - 32) * grid.resolution.scale)
-    left, _, span = tile.read_box()
-    assert left <= tile.source_x and left + span >= tile.source_x + tile.source_size
+    left, top, width, height = tile.read_box()
+    assert left <= tile.source_x and left + width >= tile.source_x + tile.source_w
+    assert top <= tile.source_y and top + height >= tile.source_y + tile.source_h
 
 
 def test_tissue_detection_finds_tissue_and_leaves_glass(cmu_slide):

@@ -102,8 +102,14 @@ def test_summary_reports_areas_tiles_resolution_and_timings(cmu):
     fractions = [c["fraction_of_tissue"] for c in summary["classes"]]
     assert sum(fractions) == pytest.approx(1.0)
     assert summary["mpp"] == 0.499 and summary["working_mpp"] == 1.0  # not 0.9999999999999999
-    assert summary["tiles"]["processed"] == len(plan.tiles) <= summary["tiles"]["grid"]
-    stages = ("plan", "stream", "thumbnail", "vectorize", "render", "extract", "factorize")
+    tiles = summary["tiles"]
+    assert tiles["processed"] == len(plan.tiles) > 0
+    assert tiles["model_px"] == sum(t.input_w * t.input_h for t in plan.tiles)
+    assert tiles["tissue_px"] > 0
+    assert tiles["model_px_per_tissue_px"] == pytest.approx(
+        tiles["model_px"] / tiles["tissue_px"], rel=1e-3
+    )
+    stages = ("plan", "stream", "vectorize", "render", "extract", "factorize")
     for stage in (*stages, "total"):
         assert summary["timings_s"][stage] >= 0
     tissue_um2 = summary["tissue"]["area_um2"]
@@ -189,8 +195,10 @@ def test_split_regions_gives_one_valid_feature_per_region(split):
 
 
 def test_tiles_with_context_margins_leave_no_seams(engine, cmu):
-    """Label disagreement with a single-tile reference is no higher along tile borders
-    than inside, with the default margin; without a margin the same measure shows seams."""
+    """Label disagreement with a whole-slide reference is no higher along region borders
+    than inside, with the default margin; without a margin the same measure shows seams.
+    Region sides that face only glass get one block of context, and the tissue's edge
+    keeps the reference's labels there too."""
     extractor, worker = engine
     _, _, bank = cmu
     options = SegmentOptions(min_area_um2=0)
@@ -201,8 +209,12 @@ def test_tiles_with_context_margins_leave_no_seams(engine, cmu):
         )
         without = measure_seams(slide, extractor, bank, options, worker, tile_size=256, margin=0)
     assert with_context.border_pixels > 1000 and with_context.interior_pixels > 1000
-    assert with_context.ratio < 1.5
-    assert without.ratio > 3 * with_context.ratio
+    # No seam: at most a stray pixel or two where two classes tie to float precision
+    # (features of a small region and of the whole slide round differently).
+    assert with_context.border_disagreement <= with_context.interior_disagreement + 5e-4
+    assert without.border_disagreement > 20 * max(with_context.border_disagreement, 1e-3)
+    assert with_context.glass_edge_pixels > 100
+    assert with_context.glass_edge_disagreement < 0.01
 
 
 def test_a_coarser_pyramid_level_is_read_when_it_serves(engine, cmu):

@@ -46,8 +46,9 @@ def inference_precision(device: torch.device) -> Iterator[None]:
 
 
 def place(module: torch.nn.Module, device: torch.device) -> torch.nn.Module:
-    """Move an extractor to ``device``; channels-last memory on GPUs helps convolutions."""
+    """Move an extractor to ``device``; channels-last memory on GPUs, and for
+    convolutional networks on CPUs too, helps convolutions."""
     module = module.to(device)
-    if device.type == "cuda":
+    if device.type == "cuda" or getattr(module, "prefers_channels_last", False):
         module = module.to(memory_format=torch.channels_last)
     return module

@@ -32,8 +32,15 @@ class ExtractorSpec:
         mpp: native working resolution in µm per pixel; whole-slide reading
             resamples the slide to this unless the caller overrides it.
         mean, std: per-channel RGB normalisation applied to inputs in [0, 1].
-        tile_size: preferred tile edge in pixels at ``mpp`` (a multiple of stride)
-            for whole-slide work, margins excluded.
+        tile_size: edge in pixels at ``mpp`` (a multiple of stride) of the
+            square tiles sampled to fit a concept bank, margins excluded, and
+            the reference for batches: ``batch_size`` tiles of this size and
+            margin is what one forward pass takes.
+        region_size: longest side in pixels at ``mpp`` of the tissue regions
+            a slide is segmented in, margins excluded (0: ``tile_size``).
+            Convolutional networks take large regions, so context margins are
+            paid once per region; attention cost grows with the square of
+            the tokens, so vision transformers keep regions tile-sized.
         margin: context in pixels at ``mpp`` added on every side of a tile so
             cells near its edge see their neighbours (a multiple of stride).
         weights: what checkpoint the extractor expects, in words, for messages.
@@ -50,10 +57,21 @@ class ExtractorSpec:
     mean: tuple[float, float, float] = (0.485, 0.456, 0.406)
     std: tuple[float, float, float] = (0.229, 0.224, 0.225)
     tile_size: int = 512
+    region_size: int = 0
     margin: int = 32
     weights: str = "none needed"
     concept_window: int = 256
     batch_size: int = 8
+
+    @property
+    def region(self) -> int:
+        """Longest side of a tissue region, pixels at ``mpp``, margins excluded."""
+        return self.region_size or self.tile_size
+
+    @property
+    def batch_pixels(self) -> int:
+        """Input pixels (margins included) one forward pass takes at most."""
+        return self.batch_size * (self.tile_size + 2 * self.margin) ** 2
 
 
 class Extractor(nn.Module):
@@ -62,6 +80,9 @@ class Extractor(nn.Module):
     spec: ExtractorSpec
     #: Human-readable state of the weights: "built in", "loaded from FILE", "random".
     weights_state: str = "built in"
+    #: Convolutional networks run faster on channels-last memory, on CPUs
+    #: (oneDNN) as on GPUs; elementwise and attention models gain nothing.
+    prefers_channels_last: bool = False
     _fingerprint: str | None = None
 
     def __init__(self, spec: ExtractorSpec) -> None:

@@ -22,6 +22,7 @@ RESNET50_SPEC = ExtractorSpec(
     stride=16,
     mpp=1.0,
     tile_size=512,
+    region_size=2048,
     margin=64,
     weights="an ImageNet ResNet-50 state dict in torchvision layout (e.g. resnet50-0676ba61.pth)",
 )
@@ -29,6 +30,8 @@ RESNET50_SPEC = ExtractorSpec(
 
 class ResNetLayer3(Extractor):
     """ResNet stem and layers 1 to 3."""
+
+    prefers_channels_last = True
 
     def __init__(self, resnet: nn.Module, weights_state: str) -> None:
         super().__init__(RESNET50_SPEC)

@@ -52,6 +52,7 @@ STAIN_SPEC = ExtractorSpec(
     mean=(0.0, 0.0, 0.0),
     std=(1.0, 1.0, 1.0),
     tile_size=1024,
+    region_size=2048,
     # The widest context reaches 48 px; the rest covers the edge gradients and
     # the label upsampling, so that tiles join without seams.
     margin=64,

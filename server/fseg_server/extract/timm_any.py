@@ -31,6 +31,8 @@ class TimmStage(Extractor):
     own key layout load as they are.
     """
 
+    prefers_channels_last = True
+
     def __init__(self, spec: ExtractorSpec, net: nn.Module, stage: int, weights_state: str) -> None:
         super().__init__(spec)
         self.net, self.stage = net, stage
@@ -47,6 +49,8 @@ class TimmStage(Extractor):
 class TimmFeatures(Extractor):
     """One stage of a timm ``features_only`` network (architectures without
     ``forward_intermediates``; their checkpoints use the wrapper's key names)."""
+
+    prefers_channels_last = True
 
     def __init__(self, spec: ExtractorSpec, net: nn.Module, weights_state: str) -> None:
         super().__init__(spec)
@@ -178,6 +182,7 @@ def _cnn_spec(architecture: str, net: nn.Module, stride: int, channels: int) -> 
         mean=tuple(cfg.get("mean", (0.485, 0.456, 0.406))),
         std=tuple(cfg.get("std", (0.229, 0.224, 0.225))),
         tile_size=max(512, 16 * stride),
+        region_size=max(2048, 64 * stride),
         margin=4 * stride,
         weights=f"a {architecture} state dict in timm layout",
     )

@@ -72,7 +72,11 @@ def concept_scores(
         index = torch.arange(len(h), device=x.device).expand(batch, -1)
     else:
         n = min(components, rows * cols)
-        w, component_vectors = batched_nmf(x, n, seed=seed)
+        # One image at a time: a batched product may round differently with the
+        # batch's size, and an image's classes must not depend on its batch.
+        parts = [batched_nmf(image[None], n, seed=seed) for image in x]
+        w = torch.cat([maps for maps, _ in parts])
+        component_vectors = torch.cat([vectors for _, vectors in parts])
         similarity = F.normalize(component_vectors, dim=-1) @ F.normalize(h, dim=-1).T
         index = similarity.argmax(dim=-1)
     scores = w.transpose(1, 2).reshape(batch, -1, rows, cols)

@@ -19,12 +19,12 @@ et al., §3.4.1), converges in tens to a few hundred iterations regardless.
 Denormal floats (which ADMM's dual variables approach as it converges) make
 x86 arithmetic hundreds of times slower, so they are flushed to zero.
 
-For k up to 12 (the default k is 8), a problem that ADMM has not solved
-within a few tens of iterations is finished exactly instead: ADMM knows
-by then which concepts each row uses, and the rows are solved on that
-support (``active_set.py``). This halves the work on the correlated banks
-of real tissue, where ADMM would need a few hundred iterations. Larger k
-keeps ADMM to convergence.
+For k up to 12 (the default k is 8), ADMM runs a few tens of iterations
+and every row is then finished exactly: ADMM knows by then which concepts
+each row uses, and the rows are solved on that support (``active_set.py``).
+This halves the work on the correlated banks of real tissue, where ADMM
+would need a few hundred iterations, and makes each row's answer its own
+exact optimum. Larger k keeps ADMM to convergence.
 
 Problems solved together (the tiles of a batch) each keep their own ρ and
 stop at their own convergence, and the exact finish is per row: a tile's
@@ -147,8 +147,12 @@ class _Solver:
         b = x @ self.concepts.T
         if self.exact is None:
             return self.admm.solve(b, self.admm.max_iter)[0]
-        w, solved = self.admm.solve(b, min(SUPPORT_ITERATIONS, self.admm.max_iter))
-        for i in (i for i, done in enumerate(solved) if not done):
+        w, _ = self.admm.solve(b, min(SUPPORT_ITERATIONS, self.admm.max_iter))
+        # Every problem is finished exactly, also one ADMM solved within its
+        # tolerance: the exact optimum is a cell's own, so a cell's label does
+        # not depend on which cells shared its problem (a tile, a region, or
+        # the whole slide), and tiling cannot flip a near tie.
+        for i in range(len(w)):
             w[i] = self._finish(b[i], w[i] > 0)
         return w
 

@@ -32,7 +32,7 @@ STALE_AFTER_S = 3600  # a temporary file this old was left by a process that die
 
 
 class FeatureCache:
-    """Features per tile under ``root``, at most ``max_bytes`` on disk."""
+    """Features per tile (or tissue region) under ``root``, at most ``max_bytes`` on disk."""
 
     def __init__(self, root: Path, max_bytes: int) -> None:
         self.root = Path(root)
@@ -50,8 +50,7 @@ class FeatureCache:
         parts = (
             str(Path(path).resolve()), stat.st_size, stat.st_mtime_ns,
             extractor.spec.name, extractor.weights_fingerprint(),
-            resolution.level, round(resolution.target_downsample, 9),
-            grid.tile_size, grid.margin,
+            resolution.level, round(resolution.target_downsample, 9), grid.margin,
         )  # fmt: skip
         return hashlib.sha256(repr(parts).encode()).hexdigest()[:32]
 
@@ -92,7 +91,9 @@ class FeatureCache:
         return self._bytes
 
     def _path(self, key: str, tile: Tile) -> Path:
-        return self.root / key / f"{tile.row}-{tile.col}.npy"
+        # A region is named by its core (target px): regions of another plan
+        # (another ROI, another region size) are other entries.
+        return self.root / key / f"{tile.core_x}-{tile.core_y}-{tile.core_w}x{tile.core_h}.npy"
 
     def _evict(self) -> None:
         """Delete the least recently used entries until the cache is at 90% of its cap."""

@@ -54,21 +54,19 @@ def sample_slide(
     """
     spec = extractor.spec
     plan = plan or plan_slide(slide, spec, None, options)
-    tiles = _spread(plan.tiles, max_tiles)
+    tiles = _spread(list(plan.grid.tiles(plan.tissue)), max_tiles)
     window_cells = max(1, spec.concept_window // spec.stride)
     recipe = FeatureRecipe(
         extractor=extractor,
         margin_cells=plan.grid.margin // spec.stride,
-        core_cells=plan.grid.tile_size // spec.stride,
         window_cells=window_cells,
-        batch_size=spec.batch_size,
+        batch_pixels=spec.batch_pixels,
     )
     added = 0
     stream = stream_tiles(
         tiles,
         pixels_with(slide, plan.grid, recipe),
         worker,
-        readers=options.readers,
         should_stop=should_stop,
     )
     for done, (tile, windows) in enumerate(stream, start=1):

@@ -21,12 +21,16 @@ from ..slide.tiles import Tile
 from .canvas import LabelCanvas
 from .device_worker import DeviceWorker
 from .feature_cache import FeatureCache
-from .options import SegmentOptions
+from .options import SegmentOptions, batch_pixels
 from .plan import SlidePlan
 from .recipes import LabelRecipe, StageClock
 from .stream import ReadClock, read_tile, stream_tiles
 
 Progress = Callable[[str, int, int], None]
+#: Tiles a job keeps being read, queued for the device or waiting to be pasted:
+#: enough for the readers to stay ahead of the device, bounded so that memory
+#: does not grow with the slide.
+IN_FLIGHT = 8
 
 
 @dataclass
@@ -61,33 +65,42 @@ def label_tiles(
         bank_id=bank.digest or f"memory-{uuid.uuid4()}",
         mode=options.mode,
         components=options.components,
-        margin_cells=plan.grid.margin // spec.stride,
-        core_cells=plan.grid.tile_size // spec.stride,
+        margin_cells=(plan.grid.margin // spec.stride,) * 4,
         upsample=plan.upsample,
-        batch_size=options.batch_size or spec.batch_size,
+        batch_pixels=batch_pixels(spec, options),
         keep_features=cache is not None,
         clock=clock,
     )
     from_features = replace(from_pixels, from_features=True, keep_features=False)
     key = FeatureCache.slide_key(slide.info.path, extractor, plan.grid) if cache else ""
     hits = [0]
+    # One recipe per margin layout: tiles batch together only when their cores
+    # sit at the same place in their inputs.
+    layouts = {
+        margins: (
+            replace(from_pixels, margin_cells=margins),
+            replace(from_features, margin_cells=margins),
+        )
+        for margins in {tuple(m // spec.stride for m in tile.margins) for tile in plan.tiles}
+    }
 
     def prepare(tile: Tile) -> tuple[LabelRecipe, np.ndarray]:
+        pixels_recipe, features_recipe = layouts[tuple(m // spec.stride for m in tile.margins)]
         cached = cache.get(key, tile) if cache else None
         if cached is not None:
             hits[0] += 1
             # Guided labels need the tile's colours, which the cache does not keep.
-            pixels = read_tile(slide, plan.grid, tile) if from_features.guided else None
-            return from_features, from_features.cached_item(cached, pixels)
-        return from_pixels, read_tile(slide, plan.grid, tile)
+            pixels = read_tile(slide, plan.grid, tile) if features_recipe.guided else None
+            return features_recipe, features_recipe.cached_item(cached, pixels)
+        return pixels_recipe, read_tile(slide, plan.grid, tile)
 
     read_clock = ReadClock()
     stream = stream_tiles(
         plan.tiles,
         prepare,
         worker,
-        readers=options.readers,
-        in_flight=max(16, 3 * from_pixels.batch_size),
+        in_flight=max(IN_FLIGHT, 3 * worker.readers.threads),
+        ordered=False,  # pasting is the same in any order
         should_stop=should_stop,
         clock=read_clock,
     )

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from enum import Enum
 
 from ..errors import InvalidInput
+from ..extract import ExtractorSpec
 from ..factorize import Mode
 from .canvas import NODATA
 
@@ -58,12 +59,18 @@ class SegmentOptions:
         split_regions: one GeoJSON feature per connected region instead of per class.
         label_upsample: label pixels per feature cell along each axis; None
             means pixel resolution for plain images and one label per cell for slides.
-        batch_size: tiles per forward pass; None for the extractor's default.
-        readers: reader threads.
+        batch_size: tiles of the extractor's tile size per forward pass (the
+            batch's pixel budget); None for the extractor's default.
         fit_samples: window samples per slide when the bank is fitted on the job's
             own tissue (no bank given).
-        tile_size, margin: tile core and context margin in target pixels; None
-            for the extractor's defaults. Rounded to multiples of its stride.
+        tile_size: the longest side of a tissue region in target pixels;
+            None for the extractor's default. Rounded to a multiple of its stride.
+        margin: context around each region in target pixels; None for the
+            extractor's default. Rounded to a multiple of its stride.
+        glass_margin: context on the sides of a region that face only glass,
+            target pixels; None for one block (see ``slide/regions.py``).
+            The full margin there makes labels at the tissue's edge exactly
+            those of a whole-slide pass, at the cost of reading glass.
     """
 
     k: int = 8
@@ -80,10 +87,10 @@ class SegmentOptions:
     split_regions: bool = False
     label_upsample: int | None = None
     batch_size: int | None = None
-    readers: int = 4
     fit_samples: int = 4000
     tile_size: int | None = None
     margin: int | None = None
+    glass_margin: int | None = None
 
     def __post_init__(self) -> None:
         for name, kind in (("mode", Mode), ("frame", Frame), ("tissue", TissueDetection)):
@@ -108,9 +115,12 @@ class SegmentOptions:
                 0 <= self.min_area_um2 < math.inf,
                 f"min-area must be a finite number >= 0 µm², not {self.min_area_um2}",
             ),
-            (self.readers >= 1, f"readers must be at least 1, not {self.readers}"),
             (self.tile_size is None or self.tile_size >= 1, "tile size must be positive"),
             (self.margin is None or self.margin >= 0, "margin must not be negative"),
+            (
+                self.glass_margin is None or self.glass_margin >= 0,
+                "glass margin must not be negative",
+            ),
             (
                 self.label_upsample is None or self.label_upsample >= 1,
                 f"label upsample must be at least 1, not {self.label_upsample}",
@@ -127,3 +137,10 @@ class SegmentOptions:
         for ok, message in checks:
             if not ok:
                 raise InvalidInput(message)
+
+
+def batch_pixels(spec: ExtractorSpec, options: SegmentOptions) -> int:
+    """Input pixels per forward pass: ``batch_size`` of the extractor's tiles."""
+    if options.batch_size is None:
+        return spec.batch_pixels
+    return options.batch_size * (spec.tile_size + 2 * spec.margin) ** 2

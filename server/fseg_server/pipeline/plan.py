@@ -7,10 +7,12 @@ from dataclasses import dataclass
 
 import numpy as np
 import shapely.affinity
+from PIL import Image
 
 from ..errors import FailedPrecondition, InvalidInput
 from ..extract import ExtractorSpec
 from ..slide.reader import Slide
+from ..slide.regions import RegionGeometry, block_size, plan_regions, tissue_blocks
 from ..slide.tiles import Resolution, Tile, TileGrid, choose_resolution, plan_tiles
 from ..slide.tissue import TissueMask, detect_tissue, full_mask, restrict_to_polygons
 from .options import Frame, SegmentOptions, TissueDetection
@@ -18,6 +20,10 @@ from .options import Frame, SegmentOptions, TissueDetection
 TISSUE_MPP = 8.0  # µm per thumbnail pixel for tissue detection
 THUMBNAIL_MAX = 8192  # px, long side
 THUMBNAIL_MIN = 512  # px, long side, for slides too small or uncalibrated
+#: px, long side of the picture kept for the overlay (render.OVERLAY_MAX): one
+#: thumbnail read serves tissue detection and the overlay, before any tile is
+#: read, so that it takes no CPU from the readers while the device works.
+PICTURE_MAX = 1536
 DARK_BACKGROUND = 0.25  # median thumbnail brightness below which a slide is not brightfield
 
 
@@ -26,9 +32,13 @@ class SlidePlan:
     """Everything decided before the first tile is read.
 
     Attributes:
-        grid: tile grid at the working resolution (and the level read, ``resolution``).
+        grid: the square tile grid at the working resolution (and the level
+            read, ``resolution``); fitting samples its tiles.
         tissue: tissue (restricted to the ROI) on a level-0-aligned grid.
-        tiles: the tiles to process, row-major.
+        tiles: the tissue regions to segment (see ``slide/regions.py``),
+            row-major: disjoint rectangles covering every block with tissue,
+            each with the grid's margin of context.
+        block: edge of the blocks regions are made of, target pixels.
         frame_offset: level-0 pixels subtracted from coordinates for the output frame.
         upsample: label pixels per feature cell.
         tissue_detected: whether tissue detection ran.
@@ -37,21 +47,38 @@ class SlidePlan:
             bounds frame), cut to the ROI when there is one. Label cells
             straddle its edge; the polygons are cut at it exactly.
         roi: the ROI in level-0 pixels (the slide's own frame), None without one.
+        picture: an RGB thumbnail of the slide, at most PICTURE_MAX px on its
+            long side, for the overlay.
+        picture_downsample: level-0 pixels per ``picture`` pixel.
     """
 
     grid: TileGrid
     tissue: TissueMask
     tiles: list[Tile]
+    block: int
     frame_offset: tuple[float, float]
     upsample: int
     tissue_detected: bool
     extent: shapely.Geometry
     roi: shapely.Geometry | None = None
+    picture: np.ndarray | None = None
+    picture_downsample: float = 1.0
 
     @property
     def resolution(self) -> Resolution:
         """The level read and its resampling to the working resolution."""
         return self.grid.resolution
+
+    @property
+    def model_px(self) -> int:
+        """Target pixels that go through the model: every region's core and margins."""
+        return sum(tile.input_pixels for tile in self.tiles)
+
+    @property
+    def tissue_px(self) -> float:
+        """Tissue in target pixels (the tissue mask, restricted to the ROI)."""
+        per_mask_px = self.tissue.downsample / self.resolution.target_downsample
+        return float(self.tissue.mask.sum()) * per_mask_px**2
 
     @property
     def origin(self) -> tuple[float, float]:
@@ -95,14 +122,15 @@ def plan_slide(
     width_t = math.ceil(info.dimensions[0] / resolution.target_downsample)
     height_t = math.ceil(info.dimensions[1] / resolution.target_downsample)
     # Small images need no tile larger than themselves.
-    wanted = _round_up(options.tile_size or spec.tile_size, spec.stride)
-    tile_size = min(wanted, _round_up(max(width_t, height_t), spec.stride))
+    largest = _round_up(max(width_t, height_t), spec.stride)
+    tile_size = min(_round_up(spec.tile_size, spec.stride), largest)
+    region_size = min(_round_up(options.tile_size or spec.region, spec.stride), largest)
     margin = spec.margin if options.margin is None else _round_up(options.margin, spec.stride, 0)
     grid = plan_tiles(info, resolution, tile_size, margin)
     detect = options.tissue is TissueDetection.ON or (
         options.tissue is TissueDetection.AUTO and not info.is_plain_image
     )
-    tissue = _tissue(slide, resolution.level0_mpp, detect)
+    tissue, picture, picture_downsample = _tissue(slide, resolution.level0_mpp, detect)
     offset = _frame_offset(slide, options.frame)
     extent, roi = _image_extent(slide, options.frame), None
     if options.roi:
@@ -114,28 +142,54 @@ def plan_slide(
         union = shapely.union_all(options.roi)  # output frame
         extent = shapely.intersection(extent, union)
         roi = shapely.affinity.translate(union, offset[0], offset[1])
+    block = block_size(spec.stride, resolution.mpp, region_size)
+    glass = (
+        block if options.glass_margin is None else _round_up(options.glass_margin, spec.stride, 0)
+    )
+    # Whole blocks: a region may pass region_size by less than a block.
+    geometry = RegionGeometry(block, -(-region_size // block), margin, glass, spec.stride)
     return SlidePlan(
         grid=grid,
         tissue=tissue,
-        tiles=list(grid.tiles(tissue)),
+        tiles=plan_regions(tissue_blocks(tissue, grid, block), grid, geometry),
+        block=block,
         frame_offset=offset,
         upsample=upsample,
         tissue_detected=detect,
         extent=extent,
         roi=roi,
+        picture=picture,
+        picture_downsample=picture_downsample,
     )
 
 
-def _tissue(slide: Slide, level0_mpp: float | None, detect: bool) -> TissueMask:
+def _tissue(
+    slide: Slide, level0_mpp: float | None, detect: bool
+) -> tuple[TissueMask, np.ndarray, float]:
+    """The tissue mask, and the picture kept for the overlay with its downsample."""
     width, height = slide.info.dimensions
     long_side = max(width, height)
     wanted = long_side * level0_mpp / TISSUE_MPP if level0_mpp else THUMBNAIL_MIN
     max_size = int(min(max(wanted, THUMBNAIL_MIN), THUMBNAIL_MAX, long_side))
-    thumbnail, downsample = slide.thumbnail(max_size)
+    read_size = min(max(max_size, PICTURE_MAX), long_side)
+    thumbnail, downsample = slide.thumbnail(read_size)
+    picture, picture_downsample = _shrunk(thumbnail, downsample, PICTURE_MAX)
+    thumbnail, downsample = _shrunk(thumbnail, downsample, max_size)
     _refuse_dark_field(slide, thumbnail)
     if not detect:
-        return full_mask(slide.info.dimensions, downsample)
-    return detect_tissue(thumbnail, downsample, level0_mpp)
+        return full_mask(slide.info.dimensions, downsample), picture, picture_downsample
+    return detect_tissue(thumbnail, downsample, level0_mpp), picture, picture_downsample
+
+
+def _shrunk(image: np.ndarray, downsample: float, max_size: int) -> tuple[np.ndarray, float]:
+    """``image`` (level-0 px per pixel: ``downsample``) at most ``max_size`` px on its long side."""
+    height, width = image.shape[:2]
+    if max(width, height) <= max_size:
+        return image, downsample
+    scale = max(width, height) / max_size
+    size = (max(1, round(width / scale)), max(1, round(height / scale)))
+    small = np.asarray(Image.fromarray(image).resize(size, Image.Resampling.BOX))
+    return small, downsample * width / size[0]
 
 
 def _refuse_dark_field(slide: Slide, thumbnail: np.ndarray) -> None:

@@ -47,8 +47,8 @@ def features_of(extractor: Extractor, batch: torch.Tensor, clock: StageClock) ->
 
 def extract_features(extractor: Extractor, tiles: torch.Tensor) -> torch.Tensor:
     """(B, H, W, 3) uint8 tiles -> (B, C, H/s, W/s) fp32 features."""
-    images = tiles.permute(0, 3, 1, 2)
-    if tiles.device.type == "cuda":
+    images = tiles.permute(0, 3, 1, 2)  # channels-last already: (B, H, W, 3) in memory
+    if tiles.device.type == "cuda" or extractor.prefers_channels_last:
         images = images.contiguous(memory_format=torch.channels_last)
     with inference_precision(tiles.device):
         return extractor(images).float()
@@ -63,9 +63,11 @@ class LabelRecipe:
         concepts: (k, C) the bank's centres for k, on the device.
         bank_id: identifies the bank (its digest) so equal jobs share batches.
         mode, components: the F-SEG mode and classify mode's NMF rank.
-        margin_cells, core_cells: tile geometry in feature cells.
+        margin_cells: context on each side of the tiles' cores (left, top,
+            right, bottom), feature cells; the core is what remains of a
+            tile's feature grid (the tiles of one batch have one shape).
         upsample: label pixels per feature cell along each axis.
-        batch_size: tiles per forward pass.
+        batch_pixels: input pixels (target px, margins included) per forward pass.
         from_features: items are cached feature grids, not pixels.
         keep_features: also return each tile's features (fp16, CPU) for a cache.
     """
@@ -75,10 +77,9 @@ class LabelRecipe:
     bank_id: str
     mode: Mode
     components: int
-    margin_cells: int
-    core_cells: int
+    margin_cells: tuple[int, int, int, int]
     upsample: int
-    batch_size: int
+    batch_pixels: int
     from_features: bool = False
     keep_features: bool = False
     clock: StageClock = field(default_factory=StageClock)
@@ -93,12 +94,15 @@ class LabelRecipe:
             self.mode,
             self.components,
             self.margin_cells,
-            self.core_cells,
             self.upsample,
         )
 
-    def max_batch(self) -> int:
-        return self.batch_size
+    def max_batch(self, shape: tuple[int, ...]) -> int:
+        """Tiles of one item ``shape`` per batch: pixels (H, W, 3) or cached features (C, h, w)."""
+        if self.from_features:
+            stride = self.extractor.spec.stride
+            return _fitting(self.batch_pixels, shape[1] * shape[2] * stride * stride)
+        return _fitting(self.batch_pixels, shape[0] * shape[1])
 
     @property
     def guided(self) -> bool:
@@ -124,14 +128,22 @@ class LabelRecipe:
         # Only the core and one cell of context around it are factorized: the
         # context lets upsampling at the core's edge use the real neighbours,
         # and is cut away after it.
-        m, n, u = self.margin_cells, self.core_cells, self.upsample
-        apron = min(1, m)
-        crop = (..., slice(m - apron, m + n + apron), slice(m - apron, m + n + apron))
+        (left, top, right, bottom), u = self.margin_cells, self.upsample
+        rows = features.shape[-2] - top - bottom  # the core
+        cols = features.shape[-1] - left - right
+        aprons = [min(1, m) for m in self.margin_cells]
+        crop = (
+            ...,
+            slice(top - aprons[1], top + rows + aprons[3]),
+            slice(left - aprons[0], left + cols + aprons[2]),
+        )
         scores, index = concept_scores(
             features[crop], self.concepts, self.mode, components=self.components
         )
         labels = labels_from_scores(scores, index, u, None if guide is None else guide[crop])
-        labels = labels[:, apron * u : (n + apron) * u, apron * u : (n + apron) * u]
+        labels = labels[
+            :, aprons[1] * u : (rows + aprons[1]) * u, aprons[0] * u : (cols + aprons[0]) * u
+        ]
         kept = list(features.half().cpu().numpy()) if self.keep_features else [None] * len(labels)
         result = list(zip(labels.cpu().numpy(), kept, strict=True))
         self.clock.factorize += self.clock.lap(tiles.device, started)
@@ -159,28 +171,27 @@ class FeatureRecipe:
 
     extractor: Extractor
     margin_cells: int
-    core_cells: int
     window_cells: int
-    batch_size: int
+    batch_pixels: int
     clock: StageClock = field(default_factory=StageClock)
 
     def key(self) -> Hashable:
-        return (
-            "features",
-            id(self.extractor),
-            self.margin_cells,
-            self.core_cells,
-            self.window_cells,
-        )
+        return ("features", id(self.extractor), self.margin_cells, self.window_cells)
 
-    def max_batch(self) -> int:
-        return self.batch_size
+    def max_batch(self, shape: tuple[int, ...]) -> int:
+        """Tiles of (H, W, 3) ``shape`` per batch."""
+        return _fitting(self.batch_pixels, shape[0] * shape[1])
 
     def run(self, tiles: torch.Tensor) -> list[np.ndarray]:
         """One (rows, cols, C) array of window vectors per tile."""
         features = features_of(self.extractor, tiles, self.clock)
-        m, n = self.margin_cells, self.core_cells
-        core = features[..., m : m + n, m : m + n]
-        window = min(self.window_cells, n)
+        m = self.margin_cells
+        core = features[..., m : features.shape[-2] - m, m : features.shape[-1] - m]
+        window = min(self.window_cells, *core.shape[-2:])
         pooled = F.avg_pool2d(core, window, ceil_mode=True)  # (B, C, r, c)
         return list(pooled.permute(0, 2, 3, 1).cpu().numpy())  # (r, c, C) per tile
+
+
+def _fitting(budget: int, item_pixels: int) -> int:
+    """How many items of ``item_pixels`` fit a ``budget`` of pixels; at least one."""
+    return max(1, budget // max(1, item_pixels))

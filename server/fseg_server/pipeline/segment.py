@@ -13,8 +13,6 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
-import numpy as np
-
 from ..concepts.bank import ConceptBank
 from ..concepts.kmeans import Reservoir
 from ..extract import Extractor
@@ -28,7 +26,7 @@ from .fit import fit_bank, sample_slide
 from .labelling import label_tiles
 from .options import SegmentOptions
 from .plan import SlidePlan, plan_slide
-from .render import OVERLAY_MAX, label_png, overlay_png
+from .render import label_png, overlay_png
 from .summary import build_summary, job_metadata, polygon_areas, shares_of, warnings_for
 
 Progress = Callable[[str, int, int], None]
@@ -111,13 +109,11 @@ def segment_slide(
         with timings.time("plan"):
             plan = plan_slide(slide, spec, bank.mpp, options)
     progress("plan", 1, 1)
-    # One helper thread draws the pictures. The overlay's thumbnail does not
-    # depend on the labels, so it is read while the tiles stream; the label PNG
-    # is encoded while the polygons are traced, and the overlay, whose legend
-    # gives the polygons' shares, while the GeoJSON is written (PNG encoding
-    # and GEOS release the GIL).
+    # One helper thread draws the pictures: the label PNG is encoded while the
+    # polygons are traced, and the overlay (on the plan's picture of the slide),
+    # whose legend gives the polygons' shares, while the GeoJSON is written (PNG
+    # encoding and GEOS release the GIL).
     with ThreadPoolExecutor(1, thread_name_prefix="fseg-render") as pool:
-        thumbnail = pool.submit(_thumbnail, slide, timings)
         with timings.time("stream"):
             canvas, clocks = label_tiles(
                 slide, extractor, bank, options, plan, worker,
@@ -132,7 +128,7 @@ def segment_slide(
             polygons = _polygons(canvas, plan, options)
             areas_px2 = polygon_areas(polygons, len(classes))
             overlay = pool.submit(
-                _timed, timings, overlay_png, *thumbnail.result(), canvas.labels,
+                _timed, timings, overlay_png, plan.picture, plan.picture_downsample, canvas.labels,
                 canvas.downsample, classes, shares=shares_of(areas_px2),
             )  # fmt: skip
             geojson = feature_collection_json(
@@ -175,12 +171,6 @@ def _polygons(canvas: LabelCanvas, plan: SlidePlan, options: SegmentOptions) -> 
         nodata=NODATA,
         extent=plan.extent,
     )
-
-
-def _thumbnail(slide: Slide, timings: Timings) -> tuple[np.ndarray, float]:
-    """The overlay's thumbnail and its downsample (level-0 px per thumbnail px), timed."""
-    with timings.time("thumbnail"):
-        return slide.thumbnail(OVERLAY_MAX)
 
 
 def _timed(timings: Timings, draw: Callable[..., bytes], *args: object, **kwargs: object) -> bytes:

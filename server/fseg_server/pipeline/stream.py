@@ -1,8 +1,9 @@
 """Streaming tiles from a slide through the device, with bounded memory.
 
-A pool of reader threads prepares tiles (reads and resamples pixels, or loads
-cached features; OpenSlide, Pillow and NumPy release the GIL while they work);
-each tile goes to the device worker as soon as it is ready. At most
+The device worker's reader threads, shared by every job, prepare tiles (read
+and resample pixels, or load cached features; OpenSlide, Pillow and NumPy
+release the GIL while they work); each tile goes to the device as soon as it
+is ready. At most
 ``in_flight`` tiles exist at once, so memory does not grow with the slide, and
 results come back in tile order.
 """
@@ -13,7 +14,8 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable, Iterator, Sequence
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent import futures
+from concurrent.futures import Future
 from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass, field
 
@@ -42,18 +44,18 @@ def read_tile(slide: Slide, grid: TileGrid, tile: Tile) -> np.ndarray:
     """A tile's pixels, core and margins, resampled to the working resolution.
 
     Returns:
-        (S, S, 3) uint8 with S = grid.input_size target pixels.
+        (tile.input_h, tile.input_w, 3) uint8, target pixels.
     """
-    size = grid.input_size
-    left, top, span = tile.read_box()
-    pixels = slide.read(grid.resolution.level, left, top, span, span)
+    width, height = tile.input_w, tile.input_h
+    left, top, span_w, span_h = tile.read_box()
+    pixels = slide.read(grid.resolution.level, left, top, span_w, span_h)
     exact = (tile.source_x - left, tile.source_y - top)
-    if grid.resolution.scale == 1.0 and exact == (0.0, 0.0):
-        return np.ascontiguousarray(pixels[:size, :size])
+    if tile.scale == 1.0 and exact == (0.0, 0.0):
+        return np.ascontiguousarray(pixels[:height, :width])
     # Pillow's bilinear filter widens its support when shrinking (antialiased),
-    # and `box` takes the exact fractional source square.
-    box = (exact[0], exact[1], exact[0] + tile.source_size, exact[1] + tile.source_size)
-    image = Image.fromarray(pixels).resize((size, size), Image.Resampling.BILINEAR, box=box)
+    # and `box` takes the exact fractional source rectangle.
+    box = (exact[0], exact[1], exact[0] + tile.source_w, exact[1] + tile.source_h)
+    image = Image.fromarray(pixels).resize((width, height), Image.Resampling.BILINEAR, box=box)
     return np.asarray(image)
 
 
@@ -70,15 +72,19 @@ def stream_tiles(
     prepare: Prepare,
     worker: DeviceWorker,
     *,
-    readers: int = 4,
     in_flight: int = 16,
+    ordered: bool = True,
     should_stop: Callable[[], bool] = lambda: False,
     clock: ReadClock | None = None,
 ) -> Iterator[tuple[Tile, object]]:
-    """Yield (tile, recipe result) for every tile, in order.
+    """Yield (tile, recipe result) for every tile: in order, or with ``ordered=False``
+    as each is done (tissue regions differ in size, and a large one at the head
+    would hold back the small ones behind it while readers sit idle).
 
-    ``prepare(tile)`` runs in a reader thread and returns the recipe and the
-    array (pixels or cached features) to send to the device.
+    ``prepare(tile)`` runs in one of the worker's reader threads (shared with
+    every other job, in turns) and returns the recipe and the array (pixels
+    or cached features) to send to the device. At most ``in_flight`` tiles
+    are being read, waiting for the device or waiting to be consumed.
 
     Raises:
         Cancelled: when ``should_stop()`` turns true; queued work is dropped.
@@ -99,17 +105,19 @@ def stream_tiles(
     pending: deque[tuple[Tile, Future]] = deque()
     source = iter(tiles)
     done = 0
-    with ThreadPoolExecutor(readers, thread_name_prefix="fseg-read") as pool:
+    with worker.readers.queue() as reads:
         try:
             while True:
                 for tile in _take(source, in_flight - len(pending)):
-                    pending.append((tile, pool.submit(read_and_submit, tile)))
+                    pending.append((tile, reads.submit(read_and_submit, tile)))
                 if not pending:
                     return
                 where = f"after {done} of {len(tiles)} tiles"
                 if should_stop():
                     raise Cancelled(f"the job was cancelled {where}")
-                tile, submitted = pending.popleft()
+                index = 0 if ordered else _first_done(pending, should_stop, where)
+                tile, submitted = pending[index]
+                del pending[index]
                 yield tile, _wait(submitted, should_stop, where)
                 done += 1
         finally:
@@ -127,15 +135,44 @@ def _take(source: Iterator[Tile], n: int) -> list[Tile]:
     return taken
 
 
+def _first_done(
+    pending: deque[tuple[Tile, Future]], should_stop: Callable[[], bool], where: str
+) -> int:
+    """The index of a pending tile whose result (or error) is ready, waiting for one."""
+    while True:
+        current = [_current_stage(submitted) for _, submitted in pending]
+        for index, future in enumerate(current):
+            if (future.done() and future is not pending[index][1]) or _failed(future):
+                return index
+        futures.wait(current, timeout=0.25, return_when=futures.FIRST_COMPLETED)
+        if should_stop():
+            raise Cancelled(f"the job was cancelled {where}")
+
+
+def _current_stage(submitted: Future) -> Future:
+    """The device's future once the tile is read and submitted, else the read's own."""
+    if submitted.done() and not submitted.cancelled() and submitted.exception() is None:
+        return submitted.result()
+    return submitted
+
+
+def _failed(future: Future) -> bool:
+    return future.done() and (future.cancelled() or future.exception() is not None)
+
+
 def _wait(submitted: Future, should_stop: Callable[[], bool], where: str) -> object:
-    """The device result of a tile, checking for cancellation while waiting."""
-    device_future: Future = submitted.result()
+    """The device result of a tile, checking for cancellation while it is read and computed."""
+    device_future: Future = _result(submitted, should_stop, where)
+    return _result(device_future, should_stop, where)
+
+
+def _result(future: Future, should_stop: Callable[[], bool], where: str) -> object:
     while True:
         try:
-            return device_future.result(timeout=0.25)
+            return future.result(timeout=0.25)
         except FutureTimeout:  # not the built-in TimeoutError before Python 3.11
             if should_stop():
-                device_future.cancel()
+                future.cancel()
                 raise Cancelled(f"the job was cancelled {where}") from None
 
 

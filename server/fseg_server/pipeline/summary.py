@@ -83,10 +83,17 @@ def build_summary(
             "origin": list(plan.origin),
         },
         "tiles": {
-            "grid": plan.grid.rows * plan.grid.cols,
             "processed": len(plan.tiles),
-            "size": plan.grid.tile_size,
+            "largest": max((max(t.core_w, t.core_h) for t in plan.tiles), default=0),
+            "block": plan.block,
             "margin": plan.grid.margin,
+            # Target pixels (the working resolution): what went through the
+            # model, cores and margins, against the tissue it was for.
+            "model_px": plan.model_px,
+            "tissue_px": round(plan.tissue_px),
+            "model_px_per_tissue_px": round(plan.model_px / plan.tissue_px, 4)
+            if plan.tissue_px
+            else None,
         },
         "tissue": {
             f"area_{area_unit}": float(tissue_area),

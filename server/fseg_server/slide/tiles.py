@@ -70,32 +70,73 @@ class Resolution:
 
 @dataclass(frozen=True)
 class Tile:
-    """One tile: its core in target pixels and the region read for it.
+    """One tile (or tissue region): its core in target pixels and the area read for it.
 
     Attributes:
-        row, col: index in the tile grid.
+        row, col: top-left of the core in units of the planner's step (tile
+            size for square tiles, block size for regions); names a tile in
+            caches and orders tiles row-major.
         core_x, core_y: top-left of the core, target pixels.
-        source_x, source_y, source_size: the exact square (core plus margins)
-            in pixels of the level being read, as floats: target pixel t
-            covers level pixels [t * scale, (t + 1) * scale). Resampling this
-            exact square makes every tile sample the same global grid, so
-            overlapping tiles see identical pixels.
+        core_w, core_h: size of the core, target pixels (multiples of the
+            extractor's stride).
+        margins: context read on each side of the core (left, top, right,
+            bottom), target pixels; a region's side that faces only glass
+            needs less context than one that faces more tissue.
+        scale: level pixels per target pixel of the level being read.
+
+    The area read is the core grown by its margins, as the exact rectangle
+    ``source_*`` in pixels of the level being read (floats): target pixel t
+    covers level pixels [t * scale, (t + 1) * scale). Resampling this exact
+    rectangle makes every tile sample the same global grid, so overlapping
+    tiles see identical pixels.
     """
 
     row: int
     col: int
     core_x: int
     core_y: int
-    source_x: float
-    source_y: float
-    source_size: float
+    core_w: int
+    core_h: int
+    margins: tuple[int, int, int, int]
+    scale: float
 
-    def read_box(self) -> tuple[int, int, int]:
-        """The integer level-pixel square (left, top, size) that holds the source square."""
+    @property
+    def input_w(self) -> int:
+        """Width of the image given to the extractor (core and margins), target px."""
+        return self.margins[0] + self.core_w + self.margins[2]
+
+    @property
+    def input_h(self) -> int:
+        """Height of the image given to the extractor (core and margins), target px."""
+        return self.margins[1] + self.core_h + self.margins[3]
+
+    @property
+    def input_pixels(self) -> int:
+        """Target pixels that go through the model for this tile."""
+        return self.input_w * self.input_h
+
+    @property
+    def source_x(self) -> float:
+        return (self.core_x - self.margins[0]) * self.scale
+
+    @property
+    def source_y(self) -> float:
+        return (self.core_y - self.margins[1]) * self.scale
+
+    @property
+    def source_w(self) -> float:
+        return self.input_w * self.scale
+
+    @property
+    def source_h(self) -> float:
+        return self.input_h * self.scale
+
+    def read_box(self) -> tuple[int, int, int, int]:
+        """The integer level-pixel rectangle (left, top, width, height) holding the source."""
         left, top = math.floor(self.source_x), math.floor(self.source_y)
-        right = math.ceil(self.source_x + self.source_size)
-        bottom = math.ceil(self.source_y + self.source_size)
-        return left, top, max(right - left, bottom - top)
+        right = math.ceil(self.source_x + self.source_w)
+        bottom = math.ceil(self.source_y + self.source_h)
+        return left, top, right - left, bottom - top
 
 
 def choose_resolution(info: SlideInfo, mpp: float | None, user_mpp: float | None) -> Resolution:
@@ -181,22 +222,18 @@ class TileGrid:
     width: int
     height: int
 
-    @property
-    def input_size(self) -> int:
-        """Edge of the tile image given to the extractor (core and margins), target px."""
-        return self.tile_size + 2 * self.margin
-
     def tile(self, row: int, col: int) -> Tile:
-        scale = self.resolution.scale
-        core_x, core_y = col * self.tile_size, row * self.tile_size
+        """The square tile at (row, col) of the grid."""
+        size = self.tile_size
         return Tile(
             row=row,
             col=col,
-            core_x=core_x,
-            core_y=core_y,
-            source_x=(core_x - self.margin) * scale,
-            source_y=(core_y - self.margin) * scale,
-            source_size=self.input_size * scale,
+            core_x=col * size,
+            core_y=row * size,
+            core_w=size,
+            core_h=size,
+            margins=(self.margin,) * 4,
+            scale=self.resolution.scale,
         )
 
     def tiles(self, tissue: TissueMask | None = None) -> Iterator[Tile]:
