@@ -83,6 +83,9 @@ class Extractor(nn.Module):
     #: Convolutional networks run faster on channels-last memory, on CPUs
     #: (oneDNN) as on GPUs; elementwise and attention models gain nothing.
     prefers_channels_last: bool = False
+    #: Whether the forward may run in bf16 (networks); False for extractors
+    #: whose arithmetic is measurement (colour deconvolution) rather than learnt.
+    low_precision_ok: bool = True
     _fingerprint: str | None = None
 
     def __init__(self, spec: ExtractorSpec) -> None:

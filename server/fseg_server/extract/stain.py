@@ -68,6 +68,7 @@ class StainExtractor(Extractor):
     """Colour-deconvolution and texture features; see the module docstring."""
 
     weights_state = "built in (no weights)"
+    low_precision_ok = False  # optical densities need fp32, and this is cheap anyway
 
     def __init__(self) -> None:
         super().__init__(STAIN_SPEC)

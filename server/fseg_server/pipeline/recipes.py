@@ -50,7 +50,7 @@ def extract_features(extractor: Extractor, tiles: torch.Tensor) -> torch.Tensor:
     images = tiles.permute(0, 3, 1, 2)  # channels-last already: (B, H, W, 3) in memory
     if tiles.device.type == "cuda" or extractor.prefers_channels_last:
         images = images.contiguous(memory_format=torch.channels_last)
-    with inference_precision(tiles.device):
+    with inference_precision(tiles.device, extractor.low_precision_ok):
         return extractor(images).float()
 
 
