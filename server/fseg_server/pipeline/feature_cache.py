@@ -91,9 +91,11 @@ class FeatureCache:
         return self._bytes
 
     def _path(self, key: str, tile: Tile) -> Path:
-        # A region is named by its core (target px): regions of another plan
-        # (another ROI, another region size) are other entries.
-        return self.root / key / f"{tile.core_x}-{tile.core_y}-{tile.core_w}x{tile.core_h}.npy"
+        # A region is named by its core and its margins (target px): a region of
+        # another plan (another ROI, another region size) is another entry.
+        margins = "-".join(str(m) for m in tile.margins)
+        name = f"{tile.core_x}-{tile.core_y}-{tile.core_w}x{tile.core_h}-{margins}.npy"
+        return self.root / key / name
 
     def _evict(self) -> None:
         """Delete the least recently used entries until the cache is at 90% of its cap."""
