@@ -77,3 +77,30 @@ def test_one_jobs_reads_run_on_every_reader_at_once():
         assert sorted(read.result(timeout=30) for read in reads) == [0, 1]
     finally:
         pool.close()
+
+
+def test_closing_a_job_waits_for_its_reads_that_have_started():
+    """A cancelled job closes its slide right after; a read still running on it must end
+    first (OpenSlide aborts the process when a handle is closed under a read)."""
+    started, release = threading.Event(), threading.Event()
+    finished: list[bool] = []
+
+    def slow_read() -> None:
+        started.set()
+        release.wait(10)
+        finished.append(True)
+
+    pool = ReaderPool(threads=1)
+    try:
+        job = pool.queue()
+        job.submit(slow_read)
+        assert started.wait(10)
+        closing = threading.Thread(target=job.close)
+        closing.start()
+        closing.join(0.3)
+        assert closing.is_alive() and not finished  # still waiting for the read
+        release.set()
+        closing.join(10)
+        assert not closing.is_alive() and finished == [True]
+    finally:
+        pool.close()

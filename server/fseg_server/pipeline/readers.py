@@ -67,18 +67,22 @@ class ReaderPool:
                     job.in_turns = False
                     continue
                 future, fn, args = job.tasks.popleft()
+                job.running += 1
                 if job.tasks:
                     self._turns.append(job)  # back of the line: one task per turn
                 else:
                     job.in_turns = False
                 if self._turns:
                     self._ready.notify()  # more work: wake another reader for it
-            if not future.set_running_or_notify_cancel():
-                continue  # cancelled while waiting for its turn
             try:
-                future.set_result(fn(*args))
+                if future.set_running_or_notify_cancel():  # else cancelled while it waited
+                    future.set_result(fn(*args))
             except BaseException as exc:  # the job's thread re-raises it
                 future.set_exception(exc)
+            finally:
+                with self._ready:
+                    job.running -= 1
+                    self._ready.notify_all()  # a job closing may wait for this
 
 
 class JobQueue:
@@ -87,7 +91,8 @@ class JobQueue:
     def __init__(self, pool: ReaderPool) -> None:
         self._pool = pool
         self.tasks: deque[tuple[Future, Callable[..., Any], tuple]] = deque()
-        self.in_turns = False  # guarded by the pool's lock
+        self.in_turns = False  # guarded by the pool's lock, as is running
+        self.running = 0  # tasks of this job in a reader thread now
 
     def submit(self, fn: Callable[..., Any], *args: Any) -> Future:
         """Run ``fn(*args)`` in a reader thread; the future gives its result."""
@@ -98,12 +103,15 @@ class JobQueue:
         return future
 
     def close(self) -> None:
-        """Drop the tasks that have not started (their futures are cancelled)."""
+        """Drop the tasks that have not started (their futures are cancelled), and wait
+        for those running: the job may close its slide next, and OpenSlide aborts the
+        whole process when a handle is closed under a read."""
         with self._pool._ready:
             dropped = list(self.tasks)
             self.tasks.clear()
-        for future, _, _ in dropped:
-            future.cancel()
+            for future, _, _ in dropped:
+                future.cancel()
+            self._pool._ready.wait_for(lambda: self.running == 0)
 
     def __enter__(self) -> JobQueue:
         return self

@@ -116,11 +116,6 @@ def plan_regions(occupied: np.ndarray, grid: TileGrid, geometry: RegionGeometry)
     return tiles
 
 
-def model_pixels(tiles: list[Tile]) -> int:
-    """Target pixels that go through the model for ``tiles`` (cores and margins)."""
-    return sum(tile.input_pixels for tile in tiles)
-
-
 Box = tuple[int, int, int, int]  # block rows [r0, r1) and columns [c0, c1)
 
 
