@@ -78,3 +78,14 @@ def test_the_device_time_is_counted():
         assert worker.busy_s == 0.0
         worker.submit(Recipe(), np.zeros((64, 64, 3), np.uint8)).result(timeout=30)
         assert worker.busy_s > 0.0
+
+
+def test_a_small_batch_waits_briefly_for_company_when_the_device_would_idle():
+    """With a fill wait, a tile that arrives just after the first joins its batch."""
+    recipe = Recorder()
+    tile = np.full((8, 8, 3), 2, np.uint8)
+    with DeviceWorker(torch.device("cpu"), fill_wait_s=1.0) as worker:
+        first = worker.submit(recipe, tile)
+        second = worker.submit(recipe, tile)
+        assert first.result(timeout=30) == second.result(timeout=30) == 2.0
+    assert [batch[0] for batch in recipe.batches] == [2]

@@ -149,7 +149,8 @@ class DeviceWorker:
 
     def _next_batch(self) -> list[_Item]:
         """The oldest live tile and up to max_batch - 1 live tiles of its group, waiting
-        up to ``fill_wait_s`` for more when the batch is not full."""
+        up to ``fill_wait_s`` for more when the batch is not full and nothing else waits
+        (the device would otherwise idle or run a small batch, not other work)."""
         while self._waiting and not self._waiting[0].future.set_running_or_notify_cancel():
             self._waiting.popleft()  # its job was cancelled
         if not self._waiting:
@@ -165,7 +166,9 @@ class DeviceWorker:
         while True:
             self._take_from_waiting(batch, group, limit)
             left = deadline - time.perf_counter()
-            if len(batch) >= limit or left <= 0 or not self._drain_inbox(left):
+            if len(batch) >= limit or left <= 0 or self._waiting:
+                return batch
+            if not self._drain_inbox(left):
                 return batch
 
     def _take_from_waiting(self, batch: list[_Item], group: Hashable, limit: int) -> None:
