@@ -78,10 +78,15 @@ def describe_precision(device: torch.device) -> str:
     return "bf16 (AMX)" if cpu_has_bf16_units() else "fp32"
 
 
+def channels_last(module: torch.nn.Module, device: torch.device) -> bool:
+    """Whether ``module`` computes on channels-last memory on ``device``: always on GPUs,
+    and on CPUs for convolutional networks (oneDNN is faster so)."""
+    return device.type == "cuda" or getattr(module, "prefers_channels_last", False)
+
+
 def place(module: torch.nn.Module, device: torch.device) -> torch.nn.Module:
-    """Move an extractor to ``device``; channels-last memory on GPUs, and for
-    convolutional networks on CPUs too, helps convolutions."""
+    """Move an extractor to ``device``, channels-last where :func:`channels_last` says."""
     module = module.to(device)
-    if device.type == "cuda" or getattr(module, "prefers_channels_last", False):
+    if channels_last(module, device):
         module = module.to(memory_format=torch.channels_last)
     return module

@@ -20,7 +20,7 @@ from .options import Frame, SegmentOptions, TissueDetection
 TISSUE_MPP = 8.0  # µm per thumbnail pixel for tissue detection
 THUMBNAIL_MAX = 8192  # px, long side
 THUMBNAIL_MIN = 512  # px, long side, for slides too small or uncalibrated
-#: px, long side of the picture kept for the overlay (render.OVERLAY_MAX): one
+#: px, long side of the picture kept for the overlay (render draws on it): one
 #: thumbnail read serves tissue detection and the overlay, before any tile is
 #: read, so that it takes no CPU from the readers while the device works.
 PICTURE_MAX = 1536

@@ -19,7 +19,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from ..device import inference_precision
+from ..device import channels_last, inference_precision
 from ..extract import Extractor
 from ..factorize import Mode, concept_scores, guide_cells, labels_from_scores
 
@@ -48,7 +48,7 @@ def features_of(extractor: Extractor, batch: torch.Tensor, clock: StageClock) ->
 def extract_features(extractor: Extractor, tiles: torch.Tensor) -> torch.Tensor:
     """(B, H, W, 3) uint8 tiles -> (B, C, H/s, W/s) fp32 features."""
     images = tiles.permute(0, 3, 1, 2)  # channels-last already: (B, H, W, 3) in memory
-    if tiles.device.type == "cuda" or extractor.prefers_channels_last:
+    if channels_last(extractor, tiles.device):
         images = images.contiguous(memory_format=torch.channels_last)
     with inference_precision(tiles.device, extractor.low_precision_ok):
         return extractor(images).float()

@@ -10,8 +10,9 @@ from PIL import Image, ImageDraw, ImageFont
 
 from ..concepts.bank import ConceptClass
 from .canvas import NODATA
+from .plan import PICTURE_MAX
 
-OVERLAY_MAX = 1536  # px, long side of the overlay thumbnail
+OVERLAY_MAX = PICTURE_MAX  # px, long side of the overlay: the plan's picture of the slide
 OVERLAY_ALPHA = 0.45  # share of the class colour in tissue pixels
 GLASS_COLOR = (255, 255, 255)
 LEGEND_FONT_PX = 14  # at least; a large overlay gets a font 1/64 of its height

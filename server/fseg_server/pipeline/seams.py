@@ -22,7 +22,6 @@ from ..slide.tiles import Tile
 from .canvas import NODATA
 from .device_worker import DeviceWorker
 from .options import SegmentOptions
-from .plan import plan_slide
 from .segment import segment_slide
 
 
@@ -68,8 +67,7 @@ def measure_seams(
     reference = segment_slide(slide, extractor, bank, reference_options, worker).labels
     tiled_options = replace(options, tile_size=tile_size, margin=margin)
     tiled_run = segment_slide(slide, extractor, bank, tiled_options, worker)
-    tiled = tiled_run.labels
-    plan = plan_slide(slide, spec, bank.mpp, tiled_options)  # the same plan the run made
+    tiled, plan = tiled_run.labels, tiled_run.plan
     per_target_px = tiled_run.summary["labels"]["per_cell"] / spec.stride
     full = plan.grid.margin
 

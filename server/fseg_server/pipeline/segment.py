@@ -38,13 +38,15 @@ class SegmentResult:
     """The outputs of one slide, ready to be written or streamed.
 
     ``files`` maps an output suffix (``geojson``, ``labels.png``,
-    ``overlay.png``) to its bytes; ``summary`` is the JSON summary as a dict.
+    ``overlay.png``) to its bytes; ``summary`` is the JSON summary as a dict;
+    ``labels`` the label grid and ``plan`` the regions it was computed in.
     """
 
     stem: str
     files: dict[str, bytes]
     summary: dict
     labels: object = field(repr=False, default=None)
+    plan: SlidePlan | None = field(repr=False, default=None)
 
 
 @dataclass
@@ -154,7 +156,7 @@ def segment_slide(
     summary["tiles"]["from_feature_cache"] = clocks.cached_tiles
     tissue_found = summary["tissue"]["fraction_of_slide"] > 0
     summary["warnings"] = warnings_for(slide, options, tissue_found)
-    return SegmentResult(name.rsplit(".", 1)[0], files, summary, canvas.labels)
+    return SegmentResult(name.rsplit(".", 1)[0], files, summary, canvas.labels, plan)
 
 
 def _polygons(canvas: LabelCanvas, plan: SlidePlan, options: SegmentOptions) -> dict[int, list]:

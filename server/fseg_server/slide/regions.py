@@ -38,10 +38,6 @@ BLOCK_UM = 16.0
 REGION_CHARGE_PX = 128 * 128
 #: A region this full of tissue blocks is not cut further: cuts would add margins only.
 SOLID = 0.95
-#: Cuts tried at each box, the most promising first. One (greedy) it is: on the
-#: shared slides, trying 2 or 3 found covers under 2% cheaper for 10 to 50 times
-#: the planning time.
-CANDIDATE_CUTS = 1
 #: A cut is explored only when its two parts, each as one box, cost less than this
 #: times the whole box: a cut that looks much worse seldom leads to a cheaper cover
 #: after further cuts. On the shared slides, exploring every cut found the same
@@ -135,19 +131,18 @@ class _Cutter:
         padded = np.pad(occupied, self.reach).astype(np.int64)
         self.table = np.zeros((padded.shape[0] + 1, padded.shape[1] + 1), np.int64)
         self.table[1:, 1:] = padded.cumsum(0).cumsum(1)
-        self._covers: dict[Box, tuple[float, list[Box]]] = {}
 
     def tile(self, box: Box) -> Tile:
         r0, r1, c0, c1 = (int(v) for v in box)
-        b = self.geometry.block
+        width, height = self._core(r0, r1, c0, c1)
         return Tile(
             row=r0,
             col=c0,
-            core_x=c0 * b,
-            core_y=r0 * b,
-            core_w=min(c1 * b, self.width) - c0 * b,
-            core_h=min(r1 * b, self.height) - r0 * b,
-            margins=tuple(int(m) for m in self._margins(*(np.array([v]) for v in box))[:, 0]),
+            core_x=c0 * self.geometry.block,
+            core_y=r0 * self.geometry.block,
+            core_w=width,
+            core_h=height,
+            margins=self._side_margins(r0, r1, c0, c1),
             scale=self.grid.resolution.scale,
         )
 
@@ -156,36 +151,43 @@ class _Cutter:
         return self._cover(box)[1]
 
     def _cover(self, box: Box) -> tuple[float, list[Box]]:
-        """(cost, boxes): the best cover found, remembered per box (cut sequences meet)."""
-        if box in self._covers:
-            return self._covers[box]
+        """(cost, boxes) of the cover found by the greedy best cut. Trying the 2 or 3
+        best cuts at every box found covers under 2% cheaper on the shared slides,
+        for 10 to 50 times the planning time."""
         r0, r1, c0, c1 = box
         limit = self.geometry.max_blocks
         if r1 - r0 > limit or c1 - c0 > limit:
             parts = self._split_evenly(box)
-            best = (sum(self.cost(p) for p in parts), parts)
-        else:
-            best = (self.cost(box), [box])
-            # A box nearly full of tissue is kept: cutting it only adds context margins.
-            if self._tissue(*box) < SOLID * (r1 - r0) * (c1 - c0):
-                for first, second in self._best_cuts(box, CANDIDATE_CUTS, best[0]):
-                    cost_a, parts_a = self._cover(first)
-                    cost_b, parts_b = self._cover(second)
-                    if cost_a + cost_b < best[0]:
-                        best = (cost_a + cost_b, parts_a + parts_b)
-        self._covers[box] = best
-        return best
+            return sum(self.cost(p) for p in parts), parts
+        whole = self.cost(box)
+        # A box nearly full of tissue is kept: cutting it only adds context margins.
+        if self._tissue(*box) >= SOLID * (r1 - r0) * (c1 - c0):
+            return whole, [box]
+        cut = self._best_cut(box, whole)
+        if cut is None:
+            return whole, [box]
+        (cost_a, parts_a), (cost_b, parts_b) = self._cover(cut[0]), self._cover(cut[1])
+        if cost_a + cost_b < whole:
+            return cost_a + cost_b, parts_a + parts_b
+        return whole, [box]
 
     def cost(self, box: Box) -> float:
         """Model pixels of one region, cores and margins, plus the charge per region."""
-        r0, r1, c0, c1 = box
+        width, height = self._core(*box)
+        left, top, right, bottom = self._side_margins(*box)
+        return float((width + left + right) * (height + top + bottom) + REGION_CHARGE_PX)
+
+    def _core(self, r0: int, r1: int, c0: int, c1: int) -> tuple[int, int]:
+        """(width, height) of a box's core in target pixels, clipped to the slide."""
         b = self.geometry.block
-        width = min(c1 * b, self.width) - c0 * b
-        height = min(r1 * b, self.height) - r0 * b
+        return min(c1 * b, self.width) - c0 * b, min(r1 * b, self.height) - r0 * b
+
+    def _side_margins(self, r0: int, r1: int, c0: int, c1: int) -> tuple[int, int, int, int]:
+        """The context of one box per side (plain ints: this runs for every box tried)."""
         full, glass = self.geometry.margin, min(self.geometry.margin, self.geometry.glass_margin)
         strips = self._strips(r0, r1, c0, c1)
         left, top, right, bottom = (full if self._tissue(*s) else glass for s in strips)
-        return float((width + left + right) * (height + top + bottom) + REGION_CHARGE_PX)
+        return left, top, right, bottom
 
     def _strips(self, r0, r1, c0, c1) -> tuple:
         """The block rectangles beyond each side (left, top, right, bottom) that its
@@ -207,8 +209,8 @@ class _Cutter:
         return (width + left + right) * (height + top + bottom) + REGION_CHARGE_PX
 
     def _margins(self, r0, r1, c0, c1) -> np.ndarray:
-        """(4, n) context per side: the full margin where more tissue lies within its
-        reach, the glass margin where only glass does."""
+        """(4, n) context per side of n boxes at once: the full margin where more tissue
+        lies within its reach, the glass margin where only glass does."""
         full, glass = self.geometry.margin, min(self.geometry.margin, self.geometry.glass_margin)
         strips = self._strips(r0, r1, c0, c1)
         return np.stack([np.where(self._tissue(*s) > 0, full, glass) for s in strips])
@@ -219,21 +221,20 @@ class _Cutter:
         r0, r1, c0, c1 = r0 + p, r1 + p, c0 + p, c1 + p
         return t[r1, c1] - t[r0, c1] - t[r1, c0] + t[r0, c0]
 
-    def _best_cuts(self, box: Box, count: int, whole: float) -> list[tuple[Box, Box]]:
-        """The ``count`` cuts whose two parts, each shrunk to its tissue, cost least together,
-        of those whose parts cost less than EXPLORE times the ``whole`` box."""
-        candidates = []
+    def _best_cut(self, box: Box, whole: float) -> tuple[Box, Box] | None:
+        """The cut whose two parts, each shrunk to its tissue, cost least together, if
+        they cost less than EXPLORE times the ``whole`` box; else None."""
+        best, best_total = None, EXPLORE * whole
         for axis in (0, 1):
             firsts, seconds = self._cuts(box, axis)
             if not len(firsts):
                 continue
             total = self._costs(*firsts.T) + self._costs(*seconds.T)
-            for i in np.argsort(total, kind="stable")[:count]:
-                first = tuple(int(v) for v in firsts[i])
-                second = tuple(int(v) for v in seconds[i])
-                candidates.append((float(total[i]), first, second))
-        candidates.sort()
-        return [(a, b) for total, a, b in candidates[:count] if total < EXPLORE * whole]
+            i = int(np.argmin(total))
+            if total[i] < best_total:
+                best_total = float(total[i])
+                best = (tuple(int(v) for v in firsts[i]), tuple(int(v) for v in seconds[i]))
+        return best
 
     def _cuts(self, box: Box, axis: int) -> tuple[np.ndarray, np.ndarray]:
         """(n, 4) boxes before and after every cut across ``axis`` (0: between rows)
