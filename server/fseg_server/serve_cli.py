@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
+import sys
 from pathlib import Path
 
 from .cli import output_file
@@ -63,10 +65,13 @@ def add_serve(commands: argparse._SubParsersAction) -> None:
 
 
 def serve(args: argparse.Namespace) -> int:
-    from .memory import return_freed_memory
+    from .device import resolve_device
+    from .memory import tune_for_device
     from .serve import ServeConfig, serve_forever
 
-    return_freed_memory()
+    # Before any thread starts: the policy depends on where the network's
+    # activations live (memory.py).
+    tune_for_device(resolve_device(args.device).type)
     logging.basicConfig(
         level=args.log_level.upper(), format="%(asctime)s %(name)s %(levelname)s %(message)s"
     )
@@ -94,7 +99,18 @@ def serve(args: argparse.Namespace) -> int:
         grace_seconds=args.grace_seconds,
         port_file=args.port_file,
     )
-    return serve_forever(config)
+    exit_without_teardown(serve_forever(config))
+    return 0  # not reached
+
+
+def exit_without_teardown(code: int) -> None:
+    """End the process once the server has drained: every job has finished and every
+    file is closed, yet the interpreter's teardown (gRPC's and torch's) would take
+    about a second more, and ``fseg segment`` waits for its embedded server."""
+    logging.shutdown()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)
 
 
 def _weights(values: list[str], extractors: list[str]) -> dict[str, str]:

@@ -33,7 +33,7 @@ SERVICE_NAME = fseg_pb2.DESCRIPTOR.services_by_name["Segmentation"].full_name
 MAX_RECEIVE_BYTES = 32 << 20  # a request may carry a concept bank of up to 16 MiB
 #: RPC threads beyond queued jobs and uploads: health checks, server info, refusals.
 SPARE_RPC_THREADS = 8
-SIGNAL_CHECK_S = 0.5  # how often the main thread looks for a SIGTERM or SIGINT
+SIGNAL_CHECK_S = 0.05  # how often the main thread looks for a SIGTERM or SIGINT
 
 
 @dataclass
