@@ -8,6 +8,8 @@ layout, and loading them back through the same path a user's file takes.
 from __future__ import annotations
 
 import dataclasses
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -289,3 +291,17 @@ def test_weights_in_the_hub_cache_load_with_no_hub(unreachable_hub):
     loaded = create_extractor("timm:resnet18")
     for name, tensor in loaded.net.state_dict().items():
         assert torch.equal(tensor, reference.state_dict()[name]), name
+
+
+def test_a_stain_server_starts_without_importing_timm():
+    # timm loads torchvision's model zoo (over a second at start-up), which
+    # only networks need; checked in a fresh interpreter.
+    probe = (
+        "import sys\n"
+        "import fseg_server.serve\n"
+        "from fseg_server.extract import create_extractor\n"
+        "create_extractor('stain')\n"
+        "print('timm' in sys.modules)\n"
+    )
+    done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True)
+    assert done.stdout.strip() == "False"

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import timm
 import torch
 from torch import nn
 
@@ -50,6 +49,8 @@ def resnet50(weights: str | Path | None = None) -> ResNetLayer3:
     if weights is None:
         model = _through_layer3(load_from_hub("resnet50.tv_in1k", RESNET50_SPEC.weights))
         return ResNetLayer3(model, "hub timm/resnet50.tv_in1k")
+    import timm  # here, not at the top: see extract/__init__.py
+
     model = _through_layer3(timm.create_model("resnet50", pretrained=False))
     return ResNetLayer3(model, apply_weights(model, weights, RESNET50_SPEC.weights))
 

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import timm
 import torch
 from torch import nn
 
@@ -71,6 +70,8 @@ def timm_model(architecture: str, weights: str | Path | None = None) -> Extracto
     (shifted windows, hybrids, unpadded convolutions) is refused in one
     sentence rather than segmented at the wrong place.
     """
+    import timm  # here, not at the top: see extract/__init__.py
+
     if not timm.is_model(architecture):
         raise NotFound(f"timm has no architecture {architecture!r} (see timm.list_models())")
     probe = timm.create_model(architecture, pretrained=False)
@@ -111,6 +112,8 @@ def _unsupported(name: str, why: str) -> InvalidInput:
 
 
 def _vit(architecture: str, probe: nn.Module, weights: str | Path | None) -> Extractor:
+    import timm  # here, not at the top: see extract/__init__.py
+
     cfg = probe.pretrained_cfg
     patch = probe.patch_embed.patch_size
     stride = int(patch[0] if isinstance(patch, tuple) else patch)
@@ -152,6 +155,8 @@ def _cnn(architecture: str, probe: nn.Module, weights: str | Path | None) -> Ext
 
 
 def _features_only(architecture: str, weights: str | Path | None) -> Extractor:
+    import timm  # here, not at the top: see extract/__init__.py
+
     info = timm.create_model(architecture, pretrained=False, features_only=True).feature_info
     reductions = info.reduction()
     stage = _preferred_stage(reductions)

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import timm
 import torch
 from torch import nn
 
@@ -76,6 +75,8 @@ def build_vit(
     args = {**create_args, **overrides}
     if weights is None and hub_id is not None:
         return ViTExtractor(spec, load_from_hub(hub_id, spec.weights, **args), f"hub {hub_id}")
+    import timm  # here, not at the top: see extract/__init__.py
+
     vit = timm.create_model(architecture, pretrained=False, **args)
     if weights is None:  # no hub model to fall back on
         return ViTExtractor(spec, vit, RANDOM_WEIGHTS)
