@@ -11,6 +11,8 @@ from pathlib import Path
 import torch
 
 from .errors import FailedPrecondition
+from .extract import Extractor
+from .extract.fold import fold_extractor
 
 
 def resolve_device(name: str = "auto") -> torch.device:
@@ -84,8 +86,11 @@ def channels_last(module: torch.nn.Module, device: torch.device) -> bool:
     return device.type == "cuda" or getattr(module, "prefers_channels_last", False)
 
 
-def place(module: torch.nn.Module, device: torch.device) -> torch.nn.Module:
-    """Move an extractor to ``device``, channels-last where :func:`channels_last` says."""
+def place(module: Extractor, device: torch.device) -> Extractor:
+    """Ready an extractor for inference on ``device``: its batch norms folded into the
+    convolutions before them (``extract/fold.py``), channels-last where
+    :func:`channels_last` says."""
+    fold_extractor(module)
     module = module.to(device)
     if channels_last(module, device):
         module = module.to(memory_format=torch.channels_last)

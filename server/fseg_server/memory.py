@@ -1,19 +1,25 @@
 """How a long-running server's C library hands memory back to the system.
 
-Two policies, chosen once per server by its device, before any thread starts:
+The policy is chosen once per server, by its device and extractors, before
+any thread starts:
 
 * GPU servers **return freed memory**. glibc raises its mmap threshold every
   time a large block is freed, after which large buffers (tiles, label
   grids) come from heap arenas that are rarely given back: resident memory
   would follow the largest slide ever seen. Pinning the threshold makes
   every large buffer its own mapping, returned as soon as it is freed.
-* CPU servers **keep freed memory** for the next batch. There the network's
-  activations (tens to hundreds of MB per batch) are host memory too, and a
-  mapping per buffer means that every batch faults all of them in again and
-  the kernel zeroes them: ResNet-50 through ``fseg segment`` spent 14 of its
-  42 CPU-seconds in the kernel and extracted at half the speed of the same
-  forward passes in a plain loop. Keeping them costs no extra peak memory;
-  :func:`trim` between a job's stages gives the free pages back.
+* CPU servers that run a network **keep freed memory** for the next batch.
+  There the activations (tens to hundreds of MB per batch) are host memory
+  too, and a mapping per buffer means that every batch faults all of them in
+  again and the kernel zeroes them: ResNet-50 through ``fseg segment`` spent
+  14 of its 42 CPU-seconds in the kernel and extracted at half the speed of
+  the same forward passes in a plain loop. :func:`trim` after a job's stream
+  gives the free pages back; within a job, freed blocks of many sizes share
+  one heap, so the peak varies more from run to run (for ``stain`` on a
+  10,000 px slide: 1.2 to 1.5 GB over runs).
+* CPU servers of ``stain`` alone keep glibc's own policy: it was as fast as
+  keeping within this machine's noise, and its peak was steady (1.24 and
+  1.28 GB for a 10,000 and a 20,000 px slide).
 """
 
 from __future__ import annotations
@@ -84,6 +90,9 @@ def keep_freed_memory() -> bool:
     )
 
 
-def tune_for_device(device_type: str) -> bool:
-    """The policy for a server computing on ``device_type`` (``cpu`` or ``cuda``)."""
-    return keep_freed_memory() if device_type == "cpu" else return_freed_memory()
+def tune_for_server(device_type: str, runs_networks: bool) -> bool:
+    """The policy for a server computing on ``device_type`` (``cpu`` or ``cuda``); False
+    where glibc's own is kept."""
+    if device_type != "cpu":
+        return return_freed_memory()
+    return keep_freed_memory() if runs_networks else False

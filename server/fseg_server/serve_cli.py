@@ -66,16 +66,19 @@ def add_serve(commands: argparse._SubParsersAction) -> None:
 
 def serve(args: argparse.Namespace) -> int:
     from .device import resolve_device
-    from .memory import tune_for_device
+    from .extract.stain import STAIN_SPEC
+    from .memory import tune_for_server
     from .serve import ServeConfig, serve_forever
 
-    # Before any thread starts: the policy depends on where the network's
-    # activations live (memory.py).
-    tune_for_device(resolve_device(args.device).type)
+    extractors = args.extractors or [STAIN_SPEC.name]
+    # Before any thread starts: the policy depends on where activations live and
+    # on whether there are any worth keeping (memory.py); stain is the one
+    # extractor that is not a network.
+    runs_networks = any(name != STAIN_SPEC.name for name in extractors)
+    tune_for_server(resolve_device(args.device).type, runs_networks)
     logging.basicConfig(
         level=args.log_level.upper(), format="%(asctime)s %(name)s %(levelname)s %(message)s"
     )
-    extractors = args.extractors or ["stain"]
     _check_positive(args)
     config = ServeConfig(
         host=args.host,
