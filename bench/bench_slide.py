@@ -32,6 +32,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "bench"))
 sys.path.insert(0, str(ROOT / "tools"))
 from common import SHARED_DIR, print_table, write_json  # noqa: E402
+from fseg_server.device import place  # noqa: E402
 from fseg_server.extract import create_extractor  # noqa: E402
 from fseg_server.pipeline.device_worker import DeviceWorker  # noqa: E402
 from fseg_server.pipeline.options import SegmentOptions, batch_pixels  # noqa: E402
@@ -73,7 +74,7 @@ def measure(path: Path, name: str, device: torch.device, repeats: int) -> dict:
     forward-only run, and the pair with the median ratio is reported, with
     the range of all pairs.
     """
-    extractor = create_extractor(name, None if name == "stain" else "random").to(device)
+    extractor = place(create_extractor(name, None if name == "stain" else "random"), device)
     options = SegmentOptions()
     pairs = []
     with DeviceWorker(device) as worker, open_slide(path) as slide:

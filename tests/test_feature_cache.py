@@ -125,3 +125,17 @@ def test_a_cache_that_cannot_write_costs_entries_not_the_result(setup, tmp_path)
     assert np.array_equal(result.labels, uncached.labels)
     assert cache.size_bytes == 0
     assert not list(tmp_path.rglob("*.tmp"))
+
+
+def test_a_re_run_takes_the_slides_thumbnail_from_the_cache(setup, tmp_path, monkeypatch):
+    slide = setup[0]
+    cache = FeatureCache(tmp_path, 1 << 30)
+    first = run(setup, cache)
+    reads = []
+    original = slide.thumbnail
+    monkeypatch.setattr(slide, "thumbnail", lambda size: reads.append(size) or original(size))
+    again = run(setup, cache)
+    assert reads == []  # planning read no pixels of the slide's thumbnail
+    # The same tissue and the same regions as planned from the slide itself.
+    assert again.summary["tissue"] == first.summary["tissue"]
+    assert again.summary["tiles"]["model_px"] == first.summary["tiles"]["model_px"]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -16,6 +17,9 @@ from ..slide.regions import RegionGeometry, block_size, plan_regions, tissue_blo
 from ..slide.tiles import Resolution, Tile, TileGrid, choose_resolution, plan_tiles
 from ..slide.tissue import TissueMask, detect_tissue, full_mask, restrict_to_polygons
 from .options import Frame, SegmentOptions, TissueDetection
+
+#: ``max_size`` -> (RGB thumbnail, level-0 px per thumbnail px), as Slide.thumbnail.
+Thumbnail = Callable[[int], tuple[np.ndarray, float]]
 
 TISSUE_MPP = 8.0  # µm per thumbnail pixel for tissue detection
 THUMBNAIL_MAX = 8192  # px, long side
@@ -103,9 +107,17 @@ class SlidePlan:
 
 
 def plan_slide(
-    slide: Slide, spec: ExtractorSpec, bank_mpp: float | None, options: SegmentOptions
+    slide: Slide,
+    spec: ExtractorSpec,
+    bank_mpp: float | None,
+    options: SegmentOptions,
+    thumbnail: Thumbnail | None = None,
 ) -> SlidePlan:
-    """Decide how ``slide`` is read and which tiles go to the extractor."""
+    """Decide how ``slide`` is read and which tiles go to the extractor.
+
+    ``thumbnail(max_size)`` gives the slide's thumbnail as ``Slide.thumbnail``
+    does (a feature cache keeps it for re-runs); by default the slide's own.
+    """
     info = slide.info
     # Plain images get a label per pixel; slides one byte per feature cell,
     # so that memory stays bounded for 150,000-pixel scans.
@@ -130,7 +142,9 @@ def plan_slide(
     detect = options.tissue is TissueDetection.ON or (
         options.tissue is TissueDetection.AUTO and not info.is_plain_image
     )
-    tissue, picture, picture_downsample = _tissue(slide, resolution.level0_mpp, detect)
+    tissue, picture, picture_downsample = _tissue(
+        slide, resolution.level0_mpp, detect, thumbnail or slide.thumbnail
+    )
     offset = _frame_offset(slide, options.frame)
     extent, roi = _image_extent(slide, options.frame), None
     if options.roi:
@@ -164,7 +178,7 @@ def plan_slide(
 
 
 def _tissue(
-    slide: Slide, level0_mpp: float | None, detect: bool
+    slide: Slide, level0_mpp: float | None, detect: bool, thumbnail: Thumbnail
 ) -> tuple[TissueMask, np.ndarray, float]:
     """The tissue mask, and the picture kept for the overlay with its downsample."""
     width, height = slide.info.dimensions
@@ -172,13 +186,13 @@ def _tissue(
     wanted = long_side * level0_mpp / TISSUE_MPP if level0_mpp else THUMBNAIL_MIN
     max_size = int(min(max(wanted, THUMBNAIL_MIN), THUMBNAIL_MAX, long_side))
     read_size = min(max(max_size, PICTURE_MAX), long_side)
-    thumbnail, downsample = slide.thumbnail(read_size)
-    picture, picture_downsample = _shrunk(thumbnail, downsample, PICTURE_MAX)
-    thumbnail, downsample = _shrunk(thumbnail, downsample, max_size)
-    _refuse_dark_field(slide, thumbnail)
+    image, downsample = thumbnail(read_size)
+    picture, picture_downsample = _shrunk(image, downsample, PICTURE_MAX)
+    image, downsample = _shrunk(image, downsample, max_size)
+    _refuse_dark_field(slide, image)
     if not detect:
         return full_mask(slide.info.dimensions, downsample), picture, picture_downsample
-    return detect_tissue(thumbnail, downsample, level0_mpp), picture, picture_downsample
+    return detect_tissue(image, downsample, level0_mpp), picture, picture_downsample
 
 
 def _shrunk(image: np.ndarray, downsample: float, max_size: int) -> tuple[np.ndarray, float]:
