@@ -122,6 +122,9 @@ def test_manifest_paths_are_relative_to_it_and_names_rename(tmp_path: Path) -> N
         ("path,name\none.svs,../escape\n", "cannot name output files"),
         ("path,mpp\none.svs,0.25um\n", "line 2 .* mpp must be a positive number .*'0.25um'"),
         ("path,mpp\none.svs,-1\n", "mpp must be a positive number"),
+        ("path,name\none.svs,a\x00b\n", r"line 2 .* name holds a control character \(U\+0000\)"),
+        ('path,name\none.svs,"two\nlines"\n', r"the name holds a control character \(U\+000A\)"),
+        ("path\none\x00.svs\n", r"the path holds a control character \(U\+0000\)"),
     ],
 )
 def test_bad_manifests(tmp_path: Path, text: str, message: str) -> None:

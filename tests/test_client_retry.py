@@ -7,7 +7,9 @@ import time
 import grpc
 import pytest
 
-from fseg_client.errors import ClientError, ProtocolError
+from fseg_client.errors import ClientError, ProtocolError, rpc_error_sentence
+from fseg_client.fit import MAX_FIT_SLIDES, fit_batch_bank
+from fseg_client.inputs import SlideInput
 from fseg_client.retry import Action, RetryPolicy, classify
 from fseg_client.servers import ServerState
 
@@ -103,3 +105,22 @@ def test_an_outage_is_counted_from_the_first_failure_not_from_the_last_answer() 
     assert server.down_since == first and server.failures == 2
     server.answered()
     assert server.down_since is None and server.failures == 0
+
+
+def test_a_message_over_grpcs_size_limit_fails_at_once_not_as_busy() -> None:
+    # gRPC's own words when a request passes the receiver's limit.
+    words = "Received message larger than max (58000000 vs. 33554432)"
+    error = FakeRpcError(grpc.StatusCode.RESOURCE_EXHAUSTED, words)
+    result = classify(error, started=True, slide_timeout=False, cancelled_by_us=False)
+    assert result.action is Action.FAIL
+    sentence = rpc_error_sentence(error, "gpu1:50051")
+    assert "over gRPC's size limit" in sentence and "busy" not in sentence
+
+
+def test_a_batch_over_the_servers_fitting_limit_is_refused_before_any_call(tmp_path) -> None:
+    slides = [SlideInput(tmp_path / f"s{i}.svs", f"s{i}") for i in range(MAX_FIT_SLIDES + 1)]
+    # No server, resolver or progress: the refusal comes before any of them is used.
+    expected = "at most 10,000 slides and this batch has 10,001"
+    with pytest.raises(ClientError, match=expected) as info:
+        fit_batch_bank([], slides, None, None, None, RetryPolicy(), tmp_path / "bank.safetensors")
+    assert info.value.exit_code == 2

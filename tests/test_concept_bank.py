@@ -172,6 +172,7 @@ def test_import_and_name_concepts_from_the_command_line(tmp_path, capsys):
         ('{"1": {"name": "x", "color": "red"}}', "neither"),
         ('{"1": "x", "2": "x"}', "unique"),
         ('{"1": " "}', "class 1 of the bank for k=8 needs a name that is not blank"),
+        ('{"1": "Stroma\\nTumour"}', "class 1 of the bank for k=8 has a control character"),
         ("not json", "not readable JSON"),
     ],
 )
@@ -192,6 +193,9 @@ def test_bad_names_get_one_clear_line(tmp_path, names, message):
         ([ConceptClass("A", (300, -5, 2))] * 4, "three integers 0-255"),
         ([ConceptClass("A", (1, 2))] * 4, "three integers 0-255"),
         ([ConceptClass(" ", (1, 2, 3))] * 4, "needs a name"),
+        ([ConceptClass("Stroma\nTumour", (1, 2, 3))] * 4, r"control character \(U\+000A\)"),
+        ([ConceptClass("A\x00", (1, 2, 3))] * 4, r"control character \(U\+0000\)"),
+        ([ConceptClass("x" * 101, (1, 2, 3))] * 4, "101 characters; at most 100"),
     ],
 )
 def test_inconsistent_class_names_and_colours_are_refused_when_the_bank_is_made(classes, message):

@@ -6,6 +6,7 @@ the busy port); slide roots and upload slots are checked on the objects themselv
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import subprocess
 import threading
@@ -14,8 +15,8 @@ import pytest
 from test_e2e_support import real_server
 
 from conftest import shared
-from fseg_server.errors import PermissionDenied, ResourceExhausted
-from fseg_server.serve.slide_access import SlideAccess
+from fseg_server.errors import InvalidInput, PermissionDenied, ResourceExhausted
+from fseg_server.serve.slide_access import SlideAccess, _refusal
 from fseg_server.serve.uploads import UploadStore
 from servers import run_server_cli as fseg_server
 
@@ -116,3 +117,34 @@ def test_uploads_beyond_the_servers_slots_are_refused_not_queued(tmp_path):
     first.join(30)
     path, present = store.receive("a.svs", digest, len(data), iter([data]))
     assert present and path.read_bytes() == data
+
+
+def test_paths_the_file_system_refuses_get_one_sentence_each(tmp_path):
+    """Symlink loops, folders without rights and names too long reached INTERNAL once."""
+    root = tmp_path / "slides"
+    root.mkdir()
+    (root / "loop-a.svs").symlink_to(root / "loop-b.svs")
+    (root / "loop-b.svs").symlink_to(root / "loop-a.svs")
+    access = SlideAccess([root], None)
+    with pytest.raises(PermissionDenied, match="symlinks form a loop"):
+        access.resolve_path("loop-a.svs")
+    with pytest.raises(InvalidInput, match="name too long for the server's file system"):
+        access.resolve_path("x" * 300 + ".svs")
+    with pytest.raises(InvalidInput, match="5,000 characters long; at most 4,096"):
+        access.resolve_path("y" * 5000)
+
+
+def test_a_folder_the_server_may_not_enter_is_permission_denied():
+    # Tests here run as root, whom no folder refuses, so the file system's own
+    # answer (EACCES, as a non-root server gets it) is given directly.
+    refusal = _refusal("a/b.svs", PermissionError(errno.EACCES, "Permission denied"))
+    assert isinstance(refusal, PermissionDenied)
+    assert "may not enter a folder on its path" in str(refusal)
+
+
+def test_a_refusal_quotes_a_long_path_by_its_ends():
+    access = SlideAccess([], None)
+    path = "a" * 2000 + "/../z.svs"
+    with pytest.raises(PermissionDenied) as info:
+        access.resolve_path(path)
+    assert len(str(info.value)) < 300 and "(2,009 characters)" in str(info.value)

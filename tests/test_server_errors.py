@@ -33,6 +33,8 @@ def env(tmp_path_factory):
     (root / "random.svs").write_bytes(np.random.default_rng(0).bytes(50_000))
     (root / "folder").mkdir()
     os.symlink(shared("slides/small.svs"), root / "escape.svs")
+    os.symlink(root / "loop-b.svs", root / "loop-a.svs")
+    os.symlink(root / "loop-a.svs", root / "loop-b.svs")
     banks = base / "banks"
     banks.mkdir()
     rng = np.random.default_rng(1)
@@ -104,6 +106,8 @@ ON_THE_EDGE = {
     "type": "Polygon",
     "coordinates": [[[-100, 0], [0, 0], [0, 500], [-100, 500], [-100, 0]]],
 }
+# Finite, but areas computed with it overflow to NaN (INTERNAL once).
+FAR_AWAY = {"type": "Polygon", "coordinates": [[[0, 0], [1e308, 0], [1e308, 1], [0, 0]]]}
 BOWTIE = {"type": "Polygon", "coordinates": [[[0, 0], [10, 10], [10, 0], [0, 10], [0, 0]]]}
 BAD_REQUESTS = [
     pytest.param(path("absent.svs"), NOT_FOUND, "does not exist", id="nonexistent"),
@@ -111,6 +115,21 @@ BAD_REQUESTS = [
     pytest.param(path("/etc/hostname"), DENIED, "outside the server's slide", id="outside-roots"),
     pytest.param(path("../slides/cmu.svs"), DENIED, "may not contain '..'", id="dotdot"),
     pytest.param(path("escape.svs"), DENIED, "symlink that escapes", id="symlink-escape"),
+    pytest.param(path("loop-a.svs"), DENIED, "symlinks form a loop", id="symlink-loop"),
+    pytest.param(path("n" * 300 + ".svs"), INVALID, "name too long", id="name-too-long"),
+    pytest.param(path("p/" * 2500), INVALID, "at most 4,096", id="path-5000-chars"),
+    pytest.param(
+        {"slide": fseg_pb2.SlideRef(path="cmu.svs", name="two\nlines.svs")},
+        INVALID,
+        "holds a control character",
+        id="name-with-newline",
+    ),
+    pytest.param(
+        {"slide": fseg_pb2.SlideRef(path="cmu.svs", name="n" * 10_000)},
+        INVALID,
+        "10,000 characters long; at most 255",
+        id="name-10000-chars",
+    ),
     pytest.param(path("empty.svs"), INVALID, "is empty", id="empty-file"),
     pytest.param(path("random.svs"), INVALID, "not a slide OpenSlide", id="random-bytes-svs"),
     pytest.param(
@@ -148,6 +167,15 @@ BAD_REQUESTS = [
         id="upsample-over-the-stride",
     ),
     pytest.param({**CMU, "roi_geojson": "{no"}, INVALID, "not valid GeoJSON", id="roi-not-json"),
+    pytest.param(
+        {**CMU, "roi_geojson": json.dumps(FAR_AWAY)}, INVALID, "must lie within", id="roi-1e308"
+    ),
+    pytest.param(
+        {**CMU, "mode": fseg_pb2.MODE_CLASSIFY, "components": 2**32 - 1},
+        INVALID,
+        "must be between 1 and 64, not 4294967295",
+        id="components-2^32-1",
+    ),
     pytest.param(
         {**CMU, "roi_geojson": json.dumps(OFF_THE_SLIDE)},
         INVALID,

@@ -80,6 +80,8 @@ def status_sentence(code: grpc.StatusCode | None, details: str | None, where: st
     text = _clean(details)
     if code is grpc.StatusCode.UNAVAILABLE and text:
         sentence = f"{where} is unavailable ({text})"
+    elif too_large(code, text):
+        sentence = f"{where} refused a message over gRPC's size limit ({text})"
     elif text:
         sentence = f"{where} {phrase}: {text}"
     else:
@@ -88,6 +90,12 @@ def status_sentence(code: grpc.StatusCode | None, details: str | None, where: st
     if hint and keyword not in text.lower():
         sentence += f"; {hint}"
     return sentence + "."
+
+
+def too_large(code: grpc.StatusCode | None, details: str | None) -> bool:
+    """Whether gRPC refused a message over its size limit (RESOURCE_EXHAUSTED, as a busy
+    server says too, but the same request will never pass)."""
+    return code is grpc.StatusCode.RESOURCE_EXHAUSTED and "larger than max" in (details or "")
 
 
 def rpc_error_code(exc: BaseException) -> grpc.StatusCode | None:

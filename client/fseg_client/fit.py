@@ -38,6 +38,10 @@ _SLIDE_FAULTS = frozenset(
 )
 
 
+#: Slides one FitConcepts call takes at most (the server's limit, fseg.v1).
+MAX_FIT_SLIDES = 10_000
+
+
 def fit_request(
     conn: Connection, slides: Sequence[SlideInput], options: RequestOptions, resolver: SlideResolver
 ) -> fseg_pb2.FitRequest:
@@ -109,6 +113,12 @@ def fit_batch_bank(
         ClientError: every server failed, or the fit was refused (exit code 1).
         KeyboardInterrupt: Ctrl-C; the call is cancelled.
     """
+    if len(slides) > MAX_FIT_SLIDES:
+        raise ClientError(
+            f"a concept bank is fitted on at most {MAX_FIT_SLIDES:,} slides and this batch has "
+            f"{len(slides):,}; fit one on a sample (fseg-server fit-concepts) and pass it "
+            "with --concepts"
+        )
     registry = resolver.registry
     tries = (policy.retries + 1) * len(conns)
     message = "no server was tried"

@@ -11,6 +11,7 @@ import csv
 import glob
 import math
 import os
+import unicodedata
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -176,6 +177,15 @@ def read_manifest(manifest: Path, allow_remote: bool) -> list[SlideInput]:
 
 
 def _manifest_slide(manifest: Path, line: int, row: dict, allow_remote: bool) -> SlideInput:
+    for column in ("path", "name"):
+        control = _control_character(row.get(column, ""))
+        if control is not None:
+            # A NUL cannot reach the file system, and a newline would end up in
+            # output file names, the batch CSV and the server's logs.
+            raise ClientError(
+                f"line {line} of {manifest}: the {column} holds a control character "
+                f"(U+{ord(control):04X}); paths and names are one line of printable text"
+            )
     path = Path(row["path"]).expanduser()
     if not path.is_absolute():
         path = manifest.parent / path
@@ -190,6 +200,11 @@ def _manifest_slide(manifest: Path, line: int, row: dict, allow_remote: bool) ->
     if not exists and not allow_remote:
         raise ClientError(f"line {line} of {manifest}: {path} does not exist")
     return SlideInput(_absolute(path), name or stem_of(path), local=exists, mpp=mpp)
+
+
+def _control_character(text: str) -> str | None:
+    """The first control, format or line-separator character of ``text``, if any."""
+    return next((ch for ch in text if unicodedata.category(ch) in ("Cc", "Cf", "Zl", "Zp")), None)
 
 
 def _manifest_mpp(text: str, where: str) -> float | None:

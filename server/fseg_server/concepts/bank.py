@@ -25,10 +25,13 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import InvalidInput, NotFound
+from ..text import first_control_character
 from .palette import default_colors, default_names, is_rgb
 
 FORMAT = "fseg-concept-bank/1"
 _TENSOR_PREFIX = "centres/"
+#: Characters at most in a class name (a legend line, a QuPath class).
+MAX_CLASS_NAME_CHARS = 100
 
 
 @dataclass(frozen=True)
@@ -214,11 +217,28 @@ def _check_classes(k: int, classes: Sequence[ConceptClass]) -> None:
                 f"class {index} of the bank for k={k} needs a name that is not blank, "
                 f"not {concept.name!r}"
             )
+        _check_name_characters(k, index, concept.name)
         if not is_rgb(concept.color):
             raise InvalidInput(
                 f"the bank's class {concept.name!r} for k={k} needs an RGB colour "
                 f"of three integers 0-255, not {concept.color!r}"
             )
+
+
+def _check_name_characters(k: int, index: int, name: str) -> None:
+    """A class name is one line of printable text, short enough for a legend: it
+    becomes a QuPath classification, a GeoJSON property, a legend line and a CSV cell."""
+    if len(name) > MAX_CLASS_NAME_CHARS:
+        raise InvalidInput(
+            f"class {index} of the bank for k={k} has a name of {len(name)} characters; "
+            f"at most {MAX_CLASS_NAME_CHARS} are allowed"
+        )
+    control = first_control_character(name)
+    if control is not None:
+        raise InvalidInput(
+            f"class {index} of the bank for k={k} has a control character "
+            f"(U+{ord(control):04X}) in its name {name!r}; names are one line of printable text"
+        )
 
 
 def _default_classes(k: int) -> list[ConceptClass]:

@@ -13,6 +13,9 @@ from .canvas import NODATA
 
 #: Labels are one byte per cell and NODATA (255) marks cells without one.
 MAX_K = NODATA
+#: Most NMF components per image in classify mode: its cost grows with the rank,
+#: and a rank beyond the concepts it is matched to only splits them further.
+MAX_COMPONENTS = 64
 
 
 class Frame(str, Enum):
@@ -106,7 +109,11 @@ class SegmentOptions:
                 self.k <= MAX_K,
                 f"k must be at most {MAX_K} (labels take one byte per cell), not {self.k}",
             ),
-            (self.components >= 1, f"components must be at least 1, not {self.components}"),
+            (
+                1 <= self.components <= MAX_COMPONENTS,
+                f"components (the NMF rank per image in classify mode) must be between 1 and "
+                f"{MAX_COMPONENTS}, not {self.components}",
+            ),
             (
                 0 <= self.simplify < math.inf,
                 f"simplify must be a finite number >= 0 label pixels, not {self.simplify}",

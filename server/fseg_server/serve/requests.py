@@ -35,6 +35,9 @@ DEFAULT_K = 8
 DEFAULT_COMPONENTS = 8
 DEFAULT_MIN_AREA_UM2 = 200.0
 MAX_ROI_BYTES = 8 << 20
+#: Largest ROI coordinate, level-0 px (either sign): the largest scans are about
+#: 250,000 px across, and beyond this the geometry's areas overflow to NaN.
+MAX_ROI_COORDINATE = 10_000_000
 
 
 def segment_options(request: fseg_pb2.SegmentRequest) -> SegmentOptions:
@@ -100,6 +103,12 @@ def parse_roi(text: str) -> tuple[shapely.Polygon, ...]:
     for polygon in polygons:
         if not all(math.isfinite(v) for v in polygon.bounds):
             raise InvalidInput("the ROI has non-finite coordinates")
+        reach = max(abs(v) for v in polygon.bounds)
+        if reach > MAX_ROI_COORDINATE:
+            raise InvalidInput(
+                f"the ROI has a coordinate of {reach:.3g}; ROI coordinates are level-0 pixels "
+                f"and must lie within ±{MAX_ROI_COORDINATE:,}"
+            )
         if not polygon.is_valid:
             reason = shapely.is_valid_reason(polygon)
             raise InvalidInput(f"the ROI polygon is not valid ({reason}); fix it in QuPath first")

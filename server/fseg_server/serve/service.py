@@ -25,6 +25,7 @@ from ..pipeline.fit import fit_bank, sample_slides
 from ..pipeline.options import SegmentOptions
 from ..pipeline.segment import segment_slide
 from ..slide.reader import open_slide
+from ..text import first_control_character
 from .admission import Admission, Ticket
 from .info import Limits, server_info
 from .requests import requested_outputs, segment_options, slide_mpp
@@ -36,6 +37,7 @@ from .uploads import UploadStore
 log = logging.getLogger("fseg.server")
 OUTPUT_ORDER = ("geojson", "labels.png", "overlay.png")
 MAX_FIT_SLIDES = 10_000
+MAX_NAME_CHARS = 255  # a slide's display name: a file name on every common file system
 
 
 class SegmentationService(fseg_pb2_grpc.SegmentationServicer):
@@ -244,8 +246,16 @@ class SegmentationService(fseg_pb2_grpc.SegmentationServicer):
 
 def _display_name(ref: fseg_pb2.SlideRef) -> str:
     """The slide's file name as the client knows it ("": the file's own name serves;
-    uploads are stored under their hash, so they send one)."""
-    return PurePosixPath(ref.name.replace("\\", "/")).name if ref.name else ""
+    uploads are stored under their hash, so they send one). It names outputs and
+    log lines, so it is one line of at most MAX_NAME_CHARS characters."""
+    name = PurePosixPath(ref.name.replace("\\", "/")).name if ref.name else ""
+    if len(name) > MAX_NAME_CHARS:
+        raise InvalidInput(
+            f"the slide's name is {len(name):,} characters long; at most {MAX_NAME_CHARS}"
+        )
+    if first_control_character(name) is not None:
+        raise InvalidInput(f"the slide's name {name!r} holds a control character")
+    return name
 
 
 class _Unavailable(FsegError):

@@ -7,11 +7,17 @@ a crafted path nor a symlink planted in a root can reach the rest of the disk.
 
 from __future__ import annotations
 
+import errno
 import os
 from pathlib import Path, PurePosixPath
 
-from ..errors import InvalidInput, NotFound, PermissionDenied
+from ..errors import FsegError, InvalidInput, NotFound, PermissionDenied
 from .uploads import UploadStore
+
+#: Longest slide path accepted, characters (Linux's PATH_MAX): longer cannot name a file.
+MAX_PATH_CHARS = 4096
+#: Characters of a client's path quoted back in a refusal (and so in any log line).
+SHOWN_PATH_CHARS = 200
 
 
 class SlideAccess:
@@ -28,30 +34,43 @@ class SlideAccess:
         """The file for a client-given path, or an error a person can act on."""
         if not text:
             raise InvalidInput("the request names no slide (empty path)")
+        if len(text) > MAX_PATH_CHARS:
+            raise InvalidInput(
+                f"the slide path is {len(text):,} characters long; at most {MAX_PATH_CHARS:,} "
+                "can name a file"
+            )
         if "\x00" in text:
             raise InvalidInput("the slide path contains a NUL byte")
+        shown = _shown(text)
         if ".." in PurePosixPath(text.replace("\\", "/")).parts:
-            raise PermissionDenied(f"slide paths may not contain '..': {text}")
+            raise PermissionDenied(f"slide paths may not contain '..': {shown}")
         if not self.roots:
             raise PermissionDenied(
                 "this server was started without --slide-root, so it reads no paths; "
                 "upload the slide instead"
             )
-        candidate = self._locate(Path(text))
         try:
-            real = candidate.resolve(strict=True)
+            return self._checked(text, shown)
         except FileNotFoundError:
-            raise NotFound(f"slide {text} does not exist on the server") from None
-        except OSError as exc:  # symlink loops and the like
-            raise PermissionDenied(f"slide {text} cannot be resolved ({exc.strerror})") from None
+            raise NotFound(f"slide {shown} does not exist on the server") from None
+        except OSError as exc:  # the file system's own refusals, one sentence each
+            raise _refusal(shown, exc) from None
+
+    def _checked(self, text: str, shown: str) -> Path:
+        """``text`` located under a root, resolved and checked; OSError from the file system."""
+        located = self._locate(Path(text), shown)
+        try:
+            real = located.resolve(strict=True)
+        except RuntimeError:  # Python before 3.13 reports a symlink loop so
+            raise OSError(errno.ELOOP, os.strerror(errno.ELOOP)) from None
         if not any(_inside(real, root) for root in self.roots):
             raise PermissionDenied(
-                f"slide {text} resolves outside the server's slide roots (a symlink that escapes?)"
+                f"slide {shown} resolves outside the server's slide roots (a symlink that escapes?)"
             )
         if real.is_dir():
-            raise InvalidInput(f"slide {text} is a directory, not a file")
+            raise InvalidInput(f"slide {shown} is a directory, not a file")
         if not os.access(real, os.R_OK):
-            raise PermissionDenied(f"slide {text} is not readable by the server")
+            raise PermissionDenied(f"slide {shown} is not readable by the server")
         return real
 
     def resolve_upload(self, sha256: str) -> Path:
@@ -59,16 +78,42 @@ class SlideAccess:
             raise NotFound("this server takes no uploads (started without --upload-dir)")
         return self.uploads.path_of(sha256)
 
-    def _locate(self, path: Path) -> Path:
+    def _locate(self, path: Path, shown: str) -> Path:
         if path.is_absolute():
             spelled = Path(os.path.abspath(path))
             if not any(_inside(spelled, root) for root in (*self.roots, *self.given_roots)):
-                raise PermissionDenied(f"slide {path} lies outside the server's slide roots")
+                raise PermissionDenied(f"slide {shown} lies outside the server's slide roots")
             return path
         for root in self.roots:
-            if (root / path).exists() or (root / path).is_symlink():
-                return root / path
-        raise NotFound(f"slide {path} does not exist under any of the server's slide roots")
+            # lstat, not exists(): it raises what exists() would hide or half-hide
+            # (a name too long, a folder without rights), for _refusal to word.
+            try:
+                (root / path).lstat()
+            except (FileNotFoundError, NotADirectoryError):
+                continue
+            return root / path
+        raise NotFound(f"slide {shown} does not exist under any of the server's slide roots")
+
+
+def _shown(text: str) -> str:
+    """A client's path as quoted back: whole when short, its start and end when long."""
+    if len(text) <= SHOWN_PATH_CHARS:
+        return text
+    half = SHOWN_PATH_CHARS // 2
+    return f"{text[:half]}...{text[-half:]} ({len(text):,} characters)"
+
+
+def _refusal(shown: str, exc: OSError) -> FsegError:
+    """The file system's refusal to reach a slide, as a status and one sentence."""
+    if exc.errno == errno.ENAMETOOLONG:
+        return InvalidInput(f"slide {shown} has a name too long for the server's file system")
+    if exc.errno == errno.ELOOP:
+        return PermissionDenied(f"slide {shown} cannot be resolved: its symlinks form a loop")
+    if exc.errno in (errno.EACCES, errno.EPERM):
+        return PermissionDenied(
+            f"slide {shown} cannot be reached: the server may not enter a folder on its path"
+        )
+    return PermissionDenied(f"slide {shown} cannot be reached ({exc.strerror})")
 
 
 def _inside(path: Path, root: Path) -> bool:
