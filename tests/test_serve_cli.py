@@ -108,14 +108,18 @@ def test_uploads_beyond_the_servers_slots_are_refused_not_queued(tmp_path):
         release.wait(30)
         yield data
 
-    first = threading.Thread(target=store.receive, args=("a.svs", digest, len(data), slow_chunks()))
+    def upload(name: str, sha256: str, size: int, chunks) -> tuple:
+        with store.slot():  # as the service holds it, from before the header
+            return store.receive(name, sha256, size, chunks)
+
+    first = threading.Thread(target=upload, args=("a.svs", digest, len(data), slow_chunks()))
     first.start()
     assert started.wait(30)
     with pytest.raises(ResourceExhausted, match="1 uploads are arriving already"):
-        store.receive("b.svs", "0" * 64, 1, iter([b"y"]))
+        upload("b.svs", "0" * 64, 1, iter([b"y"]))
     release.set()
     first.join(30)
-    path, present = store.receive("a.svs", digest, len(data), iter([data]))
+    path, present = upload("a.svs", digest, len(data), iter([data]))
     assert present and path.read_bytes() == data
 
 

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import dataclasses
+import struct
+import zlib
 from pathlib import Path
 
 import numpy as np
@@ -272,3 +274,35 @@ def test_pixels_near_keeps_every_pixel_a_polygon_touches_and_little_else():
         assert not (touched & ~near).any()
         # The extra ones lie within half a pixel's diagonal of the polygon.
         assert (shapely.distance(pixels[near & ~touched], polygon) <= d * 0.71).all()
+
+
+def png_header_only(path: Path, width: int, height: int) -> Path:
+    """A PNG's signature and IHDR (8-bit RGB, width x height) and IEND, no pixel data:
+    what its header declares is all a reader may look at before decoding."""
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        crc = zlib.crc32(kind + data)
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", crc)
+
+    header = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
+    path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IEND", b""))
+    return path
+
+
+def test_a_plain_image_too_large_to_decode_is_refused_from_its_header(tmp_path):
+    path = png_header_only(tmp_path / "huge.png", 50_000, 50_000)
+    with pytest.raises(InvalidInput, match=r"50,000 x 50,000 px plain image \(2,500 Mpx\)"):
+        open_slide(path)
+
+
+def test_a_plain_image_at_the_limit_is_not_refused_for_its_size(tmp_path):
+    # 10,000 x 10,000 px is allowed: this header-only file then fails as undecodable.
+    path = png_header_only(tmp_path / "large.png", 10_000, 10_000)
+    with pytest.raises(InvalidInput, match="neither a slide OpenSlide can read nor an image"):
+        open_slide(path)
+
+
+def test_an_image_declaring_billions_of_pixels_gets_the_same_sentence(tmp_path):
+    path = png_header_only(tmp_path / "bomb.png", 100_000, 100_000)  # 10 Gpx
+    with pytest.raises(InvalidInput, match=r"100,000 x 100,000 px plain image"):
+        open_slide(path)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import math
 import os
 import sys
 from pathlib import Path
@@ -43,6 +44,10 @@ def add_serve(commands: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--upload-max-bytes", type=int, default=20 << 30, help="largest upload (default 20 GiB)"
     )
+    p.add_argument(
+        "--upload-idle-seconds", type=float, default=60.0,
+        help="an upload that sends nothing this long is cancelled, freeing its slot (60)",
+    )  # fmt: skip
     p.add_argument(
         "--feature-cache", type=Path, metavar="DIR",
         help="keep tile features (fp16) here, so re-running a slide at another k, bank "
@@ -90,6 +95,7 @@ def serve(args: argparse.Namespace) -> int:
         slide_roots=args.slide_root,
         upload_dir=args.upload_dir,
         upload_max_bytes=args.upload_max_bytes,
+        upload_idle_s=args.upload_idle_seconds,
         feature_cache=args.feature_cache,
         feature_cache_bytes=args.feature_cache_bytes,
         max_queued_jobs=args.max_queued_jobs,
@@ -145,3 +151,7 @@ def _check_positive(args: argparse.Namespace) -> None:
     for name in (*names, "feature_cache_bytes"):
         if getattr(args, name) < 1:
             raise InvalidInput(f"--{name.replace('_', '-')} must be at least 1")
+    if not 0 < args.upload_idle_seconds < math.inf:
+        raise InvalidInput(
+            f"--upload-idle-seconds must be a positive number, not {args.upload_idle_seconds}"
+        )

@@ -23,6 +23,8 @@ class Limits:
     upload_max_bytes: int
     max_message_bytes: int
     chunk_bytes: int
+    #: Seconds an upload stream may send nothing before it is cancelled.
+    upload_idle_s: float = 60.0
 
 
 def server_info(

@@ -49,6 +49,7 @@ class ServeConfig:
     slide_roots: list[Path] = field(default_factory=list)
     upload_dir: Path | None = None
     upload_max_bytes: int = 20 << 30
+    upload_idle_s: float = 60.0
     feature_cache: Path | None = None
     feature_cache_bytes: int = 50 << 30
     max_queued_jobs: int = 16
@@ -99,6 +100,7 @@ def start_server(config: ServeConfig) -> RunningServer:
         max_queued_jobs=config.max_queued_jobs,
         max_running_jobs=config.max_running_jobs,
         upload_max_bytes=config.upload_max_bytes,
+        upload_idle_s=config.upload_idle_s,
         max_message_bytes=MAX_RECEIVE_BYTES,
         chunk_bytes=config.chunk_bytes,
     )

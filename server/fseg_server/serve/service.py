@@ -10,6 +10,7 @@ import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path, PurePosixPath
+from typing import TypeVar
 
 import grpc
 
@@ -37,6 +38,7 @@ from .uploads import UploadStore
 log = logging.getLogger("fseg.server")
 OUTPUT_ORDER = ("geojson", "labels.png", "overlay.png")
 MAX_FIT_SLIDES = 10_000
+T = TypeVar("T")
 MAX_NAME_CHARS = 255  # a slide's display name: a file name on every common file system
 
 
@@ -194,14 +196,16 @@ class SegmentationService(fseg_pb2_grpc.SegmentationServicer):
                 raise PermissionDenied(
                     "this server takes no uploads (started without --upload-dir)"
                 )
-            first = next(request_iterator, None)
-            if first is None or not first.HasField("header"):
-                raise InvalidInput("an upload must start with its header (name, sha256, size)")
-            header = first.header
-            chunks = (part.data for part in request_iterator if part.HasField("data"))
-            path, present = self.uploads.receive(
-                header.name, header.sha256, header.size_bytes, chunks
-            )
+            with self.uploads.slot():
+                messages = idle_limited(request_iterator, context, self.limits.upload_idle_s)
+                first = next(messages, None)
+                if first is None or not first.HasField("header"):
+                    raise InvalidInput("an upload must start with its header (name, sha256, size)")
+                header = first.header
+                chunks = (part.data for part in messages if part.HasField("data"))
+                path, present = self.uploads.receive(
+                    header.name, header.sha256, header.size_bytes, chunks
+                )
             return fseg_pb2.UploadResult(
                 sha256=header.sha256, already_present=present, size_bytes=path.stat().st_size
             )
@@ -242,6 +246,40 @@ class SegmentationService(fseg_pb2_grpc.SegmentationServicer):
     def _refuse_if_draining(self) -> None:
         if self.draining.is_set():
             raise _Unavailable("the server is shutting down; send the job to another server")
+
+
+def idle_limited(
+    messages: Iterator[T], context: grpc.ServicerContext, idle_s: float
+) -> Iterator[T]:
+    """A client stream's messages; when none comes for ``idle_s`` seconds the call is
+    cancelled, which frees the thread blocked reading it (gRPC's read takes no timeout).
+
+    Raises:
+        Cancelled: the stream went idle (the client sees CANCELLED).
+    """
+    iterator = iter(messages)
+    while True:
+        idle = threading.Event()
+        watchdog = threading.Timer(idle_s, _give_up, args=(idle, context))
+        watchdog.daemon = True
+        watchdog.start()
+        try:
+            message = next(iterator)
+        except StopIteration:
+            return
+        except grpc.RpcError:
+            if idle.is_set():
+                log.info("an upload sent nothing for %.0f s and was cancelled", idle_s)
+                raise Cancelled(f"the stream sent nothing for {idle_s:.0f} s") from None
+            raise
+        finally:
+            watchdog.cancel()
+        yield message
+
+
+def _give_up(idle: threading.Event, context: grpc.ServicerContext) -> None:
+    idle.set()
+    context.cancel()
 
 
 def _display_name(ref: fseg_pb2.SlideRef) -> str:

@@ -9,6 +9,7 @@ readers look at it.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
 import re
@@ -56,17 +57,33 @@ class UploadStore:
             raise NotFound(f"no uploaded slide has SHA-256 {sha256}; upload it first")
         return found
 
+    @contextlib.contextmanager
+    def slot(self) -> Iterator[None]:
+        """One of the ``at_once`` upload streams, held from before the header is read to
+        the end: a stream that sends nothing then holds a slot, never a thread beyond them.
+
+        Raises:
+            ResourceExhausted: as many uploads as the server takes at once are
+                arriving (ask again shortly).
+        """
+        if not self._slots.acquire(blocking=False):
+            raise ResourceExhausted(
+                f"{self._at_once} uploads are arriving already; try again shortly"
+            )
+        try:
+            yield
+        finally:
+            self._slots.release()
+
     def receive(
         self, name: str, sha256: str, declared_size: int, chunks: Iterable[bytes]
     ) -> tuple[Path, bool]:
-        """Store an upload; returns (path, already_present).
+        """Store an upload, in a :meth:`slot` the caller holds; returns (path, already_present).
 
         Raises:
             InvalidInput: a malformed header, a size or hash that does not match.
             FailedPrecondition: the file is larger than the server accepts (a
                 refusal that asking again will not change).
-            ResourceExhausted: as many uploads as the server takes at once are
-                arriving (ask again shortly).
         """
         _check_hash(sha256)
         if declared_size > self.max_bytes:
@@ -76,14 +93,7 @@ class UploadStore:
         existing = self.find(sha256)
         if existing is not None:
             return existing, True
-        if not self._slots.acquire(blocking=False):
-            raise ResourceExhausted(
-                f"{self._at_once} uploads are arriving already; try again shortly"
-            )
-        try:
-            return self._store(name, sha256, declared_size, chunks)
-        finally:
-            self._slots.release()
+        return self._store(name, sha256, declared_size, chunks)
 
     def _store(
         self, name: str, sha256: str, declared_size: int, chunks: Iterable[bytes]
