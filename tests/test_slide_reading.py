@@ -13,6 +13,9 @@ from PIL import Image
 
 from conftest import shared
 from fseg_server.errors import FailedPrecondition, InvalidInput, NotFound
+from fseg_server.extract import extractor_spec
+from fseg_server.pipeline.options import SegmentOptions
+from fseg_server.pipeline.plan import plan_slide
 from fseg_server.pipeline.stream import read_tile
 from fseg_server.slide.reader import open_slide
 from fseg_server.slide.tiles import choose_resolution, plan_tiles
@@ -306,3 +309,15 @@ def test_an_image_declaring_billions_of_pixels_gets_the_same_sentence(tmp_path):
     path = png_header_only(tmp_path / "bomb.png", 100_000, 100_000)  # 10 Gpx
     with pytest.raises(InvalidInput, match=r"100,000 x 100,000 px plain image"):
         open_slide(path)
+
+
+def test_a_slide_larger_than_any_glass_slide_is_refused_before_planning():
+    # CMU-1-Small-Region is 2,220 px wide: at 100 µm/px it would span 222 mm.
+    expected = r"222 x \d+ mm, larger than any glass slide"
+    with (
+        open_slide(shared("slides/CMU-1-Small-Region.svs")) as slide,
+        pytest.raises(InvalidInput, match=expected),
+    ):
+        plan_slide(
+            slide, extractor_spec("stain"), None, SegmentOptions(slide_mpp=100.0, target_mpp=100.0)
+        )

@@ -28,7 +28,11 @@ THUMBNAIL_MIN = 512  # px, long side, for slides too small or uncalibrated
 #: thumbnail read serves tissue detection and the overlay, before any tile is
 #: read, so that it takes no CPU from the readers while the device works.
 PICTURE_MAX = 1536
-DARK_BACKGROUND = 0.25  # median thumbnail brightness below which a slide is not brightfield
+DARK_BACKGROUND = 0.25
+#: Longest side of a slide, mm: large-format whole-mount glass is 75 x 50 mm.
+MAX_SLIDE_MM = 160.0
+#: Longest side of an image without µm per pixel, px (160 mm at 0.25 µm/px is 640,000).
+MAX_UNCALIBRATED_PX = 640_000  # median thumbnail brightness below which a slide is not brightfield
 
 
 @dataclass(frozen=True)
@@ -131,6 +135,7 @@ def plan_slide(
     resolution = choose_resolution(
         info, options.target_mpp or bank_mpp or spec.mpp, options.slide_mpp
     )
+    _refuse_impossible_size(slide, resolution.level0_mpp_xy)
     width_t = math.ceil(info.dimensions[0] / resolution.target_downsample)
     height_t = math.ceil(info.dimensions[1] / resolution.target_downsample)
     # Small images need no tile larger than themselves.
@@ -204,6 +209,26 @@ def _shrunk(image: np.ndarray, downsample: float, max_size: int) -> tuple[np.nda
     size = (max(1, round(width / scale)), max(1, round(height / scale)))
     small = np.asarray(Image.fromarray(image).resize(size, Image.Resampling.BOX))
     return small, downsample * width / size[0]
+
+
+def _refuse_impossible_size(slide: Slide, mpp_xy: tuple[float, float] | None) -> None:
+    """A slide larger than any glass slide is a lie (a crafted header) or a wrong ``--mpp``:
+    planning and its thumbnail would take hours over pixels that are not there."""
+    width, height = slide.info.dimensions
+    name = slide.info.path.name
+    if mpp_xy is not None:
+        width_mm, height_mm = width * mpp_xy[0] / 1000, height * mpp_xy[1] / 1000
+        if max(width_mm, height_mm) > MAX_SLIDE_MM:
+            raise InvalidInput(
+                f"{name} declares {width:,} x {height:,} px at {mpp_xy[0]:g} µm/px, "
+                f"{width_mm:,.0f} x {height_mm:,.0f} mm, larger than any glass slide "
+                f"({MAX_SLIDE_MM:.0f} mm at most); check --mpp or the file"
+            )
+    elif max(width, height) > MAX_UNCALIBRATED_PX:
+        raise InvalidInput(
+            f"{name} declares {width:,} x {height:,} px, more than the {MAX_UNCALIBRATED_PX:,} "
+            "px a side that fseg reads from an image without a µm per pixel"
+        )
 
 
 def _refuse_dark_field(slide: Slide, thumbnail: np.ndarray) -> None:
