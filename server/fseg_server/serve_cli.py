@@ -71,15 +71,15 @@ def add_serve(commands: argparse._SubParsersAction) -> None:
 
 def serve(args: argparse.Namespace) -> int:
     from .device import resolve_device
+    from .extract import is_network
     from .extract.stain import STAIN_SPEC
     from .memory import tune_for_server
     from .serve import ServeConfig, serve_forever
 
     extractors = args.extractors or [STAIN_SPEC.name]
     # Before any thread starts: the policy depends on where activations live and
-    # on whether there are any worth keeping (memory.py); stain is the one
-    # extractor that is not a network.
-    runs_networks = any(name != STAIN_SPEC.name for name in extractors)
+    # on whether there are any worth keeping (memory.py).
+    runs_networks = any(is_network(name) for name in extractors)
     tune_for_server(resolve_device(args.device).type, runs_networks)
     logging.basicConfig(
         level=args.log_level.upper(), format="%(asctime)s %(name)s %(levelname)s %(message)s"

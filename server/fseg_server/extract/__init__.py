@@ -12,7 +12,13 @@ server that runs only ``stain`` never needs and ``fseg segment`` waits for.
 
 from . import cnn, stain, timm_any, vit  # noqa: F401  (registration side effects)
 from .base import Extractor, ExtractorSpec, pad_to_multiple
-from .registry import available_extractors, create_extractor, extractor_spec, register
+from .registry import (
+    available_extractors,
+    create_extractor,
+    extractor_spec,
+    is_network,
+    register,
+)
 
 __all__ = [
     "Extractor",
@@ -20,6 +26,7 @@ __all__ = [
     "available_extractors",
     "create_extractor",
     "extractor_spec",
+    "is_network",
     "pad_to_multiple",
     "register",
 ]

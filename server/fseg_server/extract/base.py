@@ -17,6 +17,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+#: Feature cells along each side of the probe images that check an extractor
+#: once, when it is built (its grid geometry) and placed (batch-norm folding).
+PROBE_CELLS = 8
 #: Values sampled per weight tensor for :meth:`Extractor.weights_fingerprint`.
 FINGERPRINT_SAMPLES = 4096
 
@@ -48,6 +51,10 @@ class ExtractorSpec:
             features are the samples k-means fits a concept bank on (the F-SEG
             authors averaged 256-px tiles).
         batch_size: tiles per forward pass by default.
+        network: whether the extractor is a learnt network. False for those
+            whose arithmetic is measurement (``stain``'s colour deconvolution):
+            they stay in fp32, and a server of them alone needs no memory
+            kept for activations (``memory.py``).
     """
 
     name: str
@@ -62,6 +69,7 @@ class ExtractorSpec:
     weights: str = "none needed"
     concept_window: int = 256
     batch_size: int = 8
+    network: bool = True
 
     @property
     def region(self) -> int:
@@ -83,9 +91,6 @@ class Extractor(nn.Module):
     #: Convolutional networks run faster on channels-last memory, on CPUs
     #: (oneDNN) as on GPUs; elementwise and attention models gain nothing.
     prefers_channels_last: bool = False
-    #: Whether the forward may run in bf16 (networks); False for extractors
-    #: whose arithmetic is measurement (colour deconvolution) rather than learnt.
-    low_precision_ok: bool = True
     _fingerprint: str | None = None
 
     def __init__(self, spec: ExtractorSpec) -> None:
@@ -93,6 +98,11 @@ class Extractor(nn.Module):
         self.spec = spec
         self.register_buffer("_mean", torch.tensor(spec.mean).view(1, 3, 1, 1), persistent=False)
         self.register_buffer("_std", torch.tensor(spec.std).view(1, 3, 1, 1), persistent=False)
+
+    @property
+    def low_precision_ok(self) -> bool:
+        """Whether the forward may run in bf16: networks only (``spec.network``)."""
+        return self.spec.network
 
     def weights_fingerprint(self) -> str:
         """A digest of the weights themselves, so that caches notice a new checkpoint.

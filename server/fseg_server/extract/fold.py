@@ -20,10 +20,8 @@ from collections.abc import Callable
 import torch
 from torch import nn
 
-from .base import Extractor
+from .base import PROBE_CELLS, Extractor
 
-#: Feature cells along each side of the probe image of :func:`fold_extractor`.
-PROBE_CELLS = 8
 #: Largest difference between folded and unfolded features on the probe, relative
 #: to the largest feature; folding itself changes them by about 1e-6.
 FOLD_TOLERANCE = 1e-4

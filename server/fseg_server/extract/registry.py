@@ -57,6 +57,13 @@ def extractor_spec(name: str) -> ExtractorSpec:
         return create_extractor(name, "random").spec
 
 
+def is_network(name: str) -> bool:
+    """Whether extractor ``name`` is a learnt network (``ExtractorSpec.network``), without
+    building it: every ``prefix:<architecture>`` family is one."""
+    spec = _SPECS.get(name)
+    return True if spec is None else spec.network
+
+
 def available_extractors() -> list[str]:
     """Registered ids, with families shown as ``prefix:<architecture>``."""
     return sorted(_FACTORIES) + [f"{p}:<architecture>" for p in sorted(_PREFIX_FACTORIES)]

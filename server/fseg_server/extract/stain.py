@@ -53,6 +53,7 @@ STAIN_SPEC = ExtractorSpec(
     std=(1.0, 1.0, 1.0),
     tile_size=1024,
     region_size=2048,
+    network=False,  # optical densities need fp32, and this is cheap anyway
     # The widest context reaches 48 px; the rest covers the edge gradients and
     # the label upsampling, so that tiles join without seams.
     margin=64,
@@ -68,7 +69,6 @@ class StainExtractor(Extractor):
     """Colour-deconvolution and texture features; see the module docstring."""
 
     weights_state = "built in (no weights)"
-    low_precision_ok = False  # optical densities need fp32, and this is cheap anyway
 
     def __init__(self) -> None:
         super().__init__(STAIN_SPEC)

@@ -13,14 +13,13 @@ import torch
 from torch import nn
 
 from ..errors import InvalidInput, NotFound
-from .base import Extractor, ExtractorSpec
+from .base import PROBE_CELLS, Extractor, ExtractorSpec
 from .registry import register_prefix
 from .vit import ViTExtractor
 from .weights import apply_weights, load_from_hub
 
 PREFERRED_STRIDE = 16
 GENERIC_MPP = 1.0  # ImageNet models have no native scale; 10x is the F-SEG recipe.
-PROBE_CELLS = 8  # feature cells along each side of the geometry check's input
 
 
 class TimmStage(Extractor):

@@ -28,11 +28,11 @@ THUMBNAIL_MIN = 512  # px, long side, for slides too small or uncalibrated
 #: thumbnail read serves tissue detection and the overlay, before any tile is
 #: read, so that it takes no CPU from the readers while the device works.
 PICTURE_MAX = 1536
-DARK_BACKGROUND = 0.25
+DARK_BACKGROUND = 0.25  # median thumbnail brightness below which a slide is not brightfield
 #: Longest side of a slide, mm: large-format whole-mount glass is 75 x 50 mm.
 MAX_SLIDE_MM = 160.0
 #: Longest side of an image without µm per pixel, px (160 mm at 0.25 µm/px is 640,000).
-MAX_UNCALIBRATED_PX = 640_000  # median thumbnail brightness below which a slide is not brightfield
+MAX_UNCALIBRATED_PX = 640_000
 
 
 @dataclass(frozen=True)

@@ -10,7 +10,6 @@ import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path, PurePosixPath
-from typing import TypeVar
 
 import grpc
 
@@ -32,13 +31,12 @@ from .info import Limits, server_info
 from .requests import requested_outputs, segment_options, slide_mpp
 from .resources import Resources
 from .slide_access import SlideAccess
-from .streaming import CallStopper, ProgressEvents, file_chunks, run_job
+from .streaming import CallStopper, ProgressEvents, file_chunks, idle_limited, run_job
 from .uploads import UploadStore
 
 log = logging.getLogger("fseg.server")
 OUTPUT_ORDER = ("geojson", "labels.png", "overlay.png")
 MAX_FIT_SLIDES = 10_000
-T = TypeVar("T")
 MAX_NAME_CHARS = 255  # a slide's display name: a file name on every common file system
 
 
@@ -246,40 +244,6 @@ class SegmentationService(fseg_pb2_grpc.SegmentationServicer):
     def _refuse_if_draining(self) -> None:
         if self.draining.is_set():
             raise _Unavailable("the server is shutting down; send the job to another server")
-
-
-def idle_limited(
-    messages: Iterator[T], context: grpc.ServicerContext, idle_s: float
-) -> Iterator[T]:
-    """A client stream's messages; when none comes for ``idle_s`` seconds the call is
-    cancelled, which frees the thread blocked reading it (gRPC's read takes no timeout).
-
-    Raises:
-        Cancelled: the stream went idle (the client sees CANCELLED).
-    """
-    iterator = iter(messages)
-    while True:
-        idle = threading.Event()
-        watchdog = threading.Timer(idle_s, _give_up, args=(idle, context))
-        watchdog.daemon = True
-        watchdog.start()
-        try:
-            message = next(iterator)
-        except StopIteration:
-            return
-        except grpc.RpcError:
-            if idle.is_set():
-                log.info("an upload sent nothing for %.0f s and was cancelled", idle_s)
-                raise Cancelled(f"the stream sent nothing for {idle_s:.0f} s") from None
-            raise
-        finally:
-            watchdog.cancel()
-        yield message
-
-
-def _give_up(idle: threading.Event, context: grpc.ServicerContext) -> None:
-    idle.set()
-    context.cancel()
 
 
 def _display_name(ref: fseg_pb2.SlideRef) -> str:

@@ -1,19 +1,26 @@
-"""Running a job in its own thread while the call's thread streams its events."""
+"""Running a job in its own thread while the call's thread streams its events, and
+reading a client's stream without waiting on it for ever."""
 
 from __future__ import annotations
 
 import hashlib
+import logging
 import queue
 import threading
 import time
 from collections.abc import Callable, Generator, Iterator
+from typing import TypeVar
 
 import grpc
 
 from fseg_proto import fseg_pb2
 
+from ..errors import Cancelled
+
+log = logging.getLogger("fseg.server")
 PROGRESS_INTERVAL = 0.2  # seconds between progress events of one stage
 _DONE = object()
+T = TypeVar("T")
 
 
 class CallStopper:
@@ -92,3 +99,53 @@ def file_chunks(name: str, data: bytes, chunk_bytes: int) -> Iterator[fseg_pb2.R
             total_bytes=total,
             sha256=digest if last else "",
         )
+
+
+def idle_limited(
+    messages: Iterator[T], context: grpc.ServicerContext, idle_s: float
+) -> Iterator[T]:
+    """A client stream's messages; when none comes for ``idle_s`` seconds the call is
+    cancelled, which frees the thread blocked reading it (gRPC's read takes no timeout).
+
+    One watchdog thread per stream, not one per message: an upload is thousands
+    of 1 MiB chunks.
+
+    Raises:
+        Cancelled: the stream went idle (the client sees CANCELLED).
+    """
+    watchdog = _IdleWatchdog(context, idle_s)
+    try:
+        for message in messages:
+            watchdog.heard()
+            yield message
+    except grpc.RpcError:
+        if watchdog.fired:
+            raise Cancelled(f"the stream sent nothing for {idle_s:.0f} s") from None
+        raise
+    finally:
+        watchdog.stop()
+
+
+class _IdleWatchdog:
+    """Cancels a call once ``idle_s`` seconds pass without :meth:`heard`."""
+
+    def __init__(self, context: grpc.ServicerContext, idle_s: float) -> None:
+        self._context, self._idle_s = context, idle_s
+        self._last = time.monotonic()
+        self._stopped = threading.Event()
+        self.fired = False
+        threading.Thread(target=self._watch, name="fseg-idle-watch", daemon=True).start()
+
+    def heard(self) -> None:
+        self._last = time.monotonic()
+
+    def stop(self) -> None:
+        self._stopped.set()
+
+    def _watch(self) -> None:
+        while not self._stopped.wait(max(0.0, self._last + self._idle_s - time.monotonic())):
+            if time.monotonic() - self._last >= self._idle_s:
+                log.info("a stream sent nothing for %.0f s and was cancelled", self._idle_s)
+                self.fired = True
+                self._context.cancel()
+                return

@@ -134,7 +134,8 @@ class _Cutter:
 
     def tile(self, box: Box) -> Tile:
         r0, r1, c0, c1 = (int(v) for v in box)
-        width, height = self._core(r0, r1, c0, c1)
+        width, height = (int(v) for v in self._core(r0, r1, c0, c1))
+        margins = tuple(int(m) for m in self._margins(*_column(box))[:, 0])
         return Tile(
             row=r0,
             col=c0,
@@ -142,7 +143,7 @@ class _Cutter:
             core_y=r0 * self.geometry.block,
             core_w=width,
             core_h=height,
-            margins=self._side_margins(r0, r1, c0, c1),
+            margins=margins,
             scale=self.grid.resolution.scale,
         )
 
@@ -173,21 +174,13 @@ class _Cutter:
 
     def cost(self, box: Box) -> float:
         """Model pixels of one region, cores and margins, plus the charge per region."""
-        width, height = self._core(*box)
-        left, top, right, bottom = self._side_margins(*box)
-        return float((width + left + right) * (height + top + bottom) + REGION_CHARGE_PX)
+        return float(self._costs(*_column(box))[0])
 
-    def _core(self, r0: int, r1: int, c0: int, c1: int) -> tuple[int, int]:
-        """(width, height) of a box's core in target pixels, clipped to the slide."""
+    def _core(self, r0, r1, c0, c1):
+        """(width, height) of boxes' cores in target pixels, clipped to the slide
+        (ints or arrays of n boxes)."""
         b = self.geometry.block
-        return min(c1 * b, self.width) - c0 * b, min(r1 * b, self.height) - r0 * b
-
-    def _side_margins(self, r0: int, r1: int, c0: int, c1: int) -> tuple[int, int, int, int]:
-        """The context of one box per side (plain ints: this runs for every box tried)."""
-        full, glass = self.geometry.margin, min(self.geometry.margin, self.geometry.glass_margin)
-        strips = self._strips(r0, r1, c0, c1)
-        left, top, right, bottom = (full if self._tissue(*s) else glass for s in strips)
-        return left, top, right, bottom
+        return np.minimum(c1 * b, self.width) - c0 * b, np.minimum(r1 * b, self.height) - r0 * b
 
     def _strips(self, r0, r1, c0, c1) -> tuple:
         """The block rectangles beyond each side (left, top, right, bottom) that its
@@ -202,9 +195,8 @@ class _Cutter:
         )
 
     def _costs(self, r0: np.ndarray, r1: np.ndarray, c0: np.ndarray, c1: np.ndarray) -> np.ndarray:
-        b = self.geometry.block
-        width = np.minimum(c1 * b, self.width) - c0 * b
-        height = np.minimum(r1 * b, self.height) - r0 * b
+        """Model pixels of n boxes (see :meth:`cost`)."""
+        width, height = self._core(r0, r1, c0, c1)
         left, top, right, bottom = self._margins(r0, r1, c0, c1)
         return (width + left + right) * (height + top + bottom) + REGION_CHARGE_PX
 
@@ -284,6 +276,11 @@ class _Cutter:
                 if part:
                     parts.extend(self._cover(part)[1])
         return parts
+
+
+def _column(box: Box) -> tuple[np.ndarray, ...]:
+    """One box as the (r0, r1, c0, c1) arrays of n = 1 boxes that the vector costs take."""
+    return tuple(np.array([v]) for v in box)
 
 
 def _extent(lines: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
