@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import dataclasses
+import hashlib
+import json
 import os
 from pathlib import Path
 
@@ -12,6 +14,7 @@ from fseg_client.bankfile import BankSpec
 from fseg_client.fingerprint import HashCache, request_fingerprint, sha256_file, slide_identity
 from fseg_client.inputs import SlideInput
 from fseg_client.options import RequestOptions
+from fseg_proto import PROTOCOL
 
 
 @pytest.fixture
@@ -89,3 +92,19 @@ def test_hash_cache_reuses_a_remembered_digest(slide: SlideInput) -> None:
     assert cache.sha256(slide.path) == "f" * 64
     slide.path.write_bytes(b"changed")  # new size: hashed for real
     assert cache.sha256(slide.path) == sha256_file(slide.path)
+
+
+def test_fingerprint_is_the_hash_of_one_canonical_document(slide: SlideInput) -> None:
+    """Written in parts for speed, the document must stay byte for byte what earlier
+    versions hashed whole, or every finished slide of an old batch would run again."""
+    options = RequestOptions(k=16)
+    identity = slide_identity(slide, False, HashCache())
+    document = {
+        "protocol": PROTOCOL,
+        "options": options.canonical(),
+        "bank": "b" * 64,
+        "slide": identity,
+    }
+    text = json.dumps(document, sort_keys=True, separators=(",", ":"), ensure_ascii=True)
+    expected = hashlib.sha256(text.encode("ascii")).hexdigest()
+    assert request_fingerprint(options, "b" * 64, identity) == expected

@@ -11,14 +11,13 @@ from __future__ import annotations
 import argparse
 import contextlib
 import os
-import threading
-import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from .atomic import clean_stale_temp_files
 from .bankfile import BANK_FILE_NAME, BankSpec, bank_metadata
+from .board import Board
 from .calls import CallRegistry
 from .connect import Connection, Credentials, connect_all, credentials_from_args, parse_servers
 from .errors import EXIT_FAILED, EXIT_OK, ClientError
@@ -37,65 +36,11 @@ from .report import (
     FAILED,
     INTERRUPTED,
     INTERRUPTED_REASON,
-    PENDING,
     SlideOutcome,
     counts,
-    write_batch_csv,
 )
 from .retry import RetryPolicy
 from .scheduler import Scheduler
-
-
-class Board:
-    """Every slide's outcome so far; rewrites the batch CSV as slides finish.
-
-    Rewrites are at most one per ``CSV_INTERVAL_S`` seconds, so a batch of
-    thousands of slides does not rewrite a large file thousands of times.
-    """
-
-    CSV_INTERVAL_S = 2.0
-
-    def __init__(self, out_dir: Path, slides: Sequence[SlideInput], progress: Progress) -> None:
-        self.out_dir, self.progress = out_dir, progress
-        self._outcomes = {s.stem: SlideOutcome(s) for s in slides}
-        self._lock = threading.Lock()
-        self._csv_warned = False
-        self._written_at = -float("inf")
-        #: Why the last CSV write failed ("" when it succeeded).
-        self.csv_error = ""
-
-    def record(self, outcome: SlideOutcome, announce: bool = True) -> None:
-        with self._lock:
-            self._outcomes[outcome.slide.stem] = outcome
-            if time.monotonic() - self._written_at >= self.CSV_INTERVAL_S:
-                self._write()
-        if announce:
-            self.progress.finished(outcome)
-
-    def close(self, reason: str, status: str = FAILED) -> list[SlideOutcome]:
-        """Give slides still pending ``status`` and ``reason``; write the final CSV."""
-        with self._lock:
-            for outcome in self._outcomes.values():
-                if outcome.status == PENDING:
-                    outcome.status, outcome.error = status, reason
-            self._write()
-            return list(self._outcomes.values())
-
-    def warn_if_unwritten(self) -> None:
-        """On a run that stopped early (no final report), say the CSV was not written."""
-        if self.csv_error:
-            self.progress.warn(f"fseg: the final {CSV_NAME} was not written ({self.csv_error})")
-
-    def _write(self) -> None:
-        self._written_at = time.monotonic()
-        try:
-            write_batch_csv(self.out_dir, list(self._outcomes.values()))
-            self.csv_error = ""
-        except OSError as exc:  # the results matter more than their index: go on
-            self.csv_error = exc.strerror or str(exc)
-            if not self._csv_warned:
-                self._csv_warned = True
-                self.progress.warn(f"fseg: cannot write {CSV_NAME} ({self.csv_error})")
 
 
 def _why_unwritable(folder: Path) -> str:
@@ -215,8 +160,7 @@ class _Batch:
         """Which of ``slides`` are still to do; completed ones are recorded as skipped."""
         by_content = self.args.upload == "always"
         tasks, skipped = plan_tasks(slides, options, bank, self.out_dir, by_content, self.hashes)
-        for outcome in skipped:
-            self.board.record(outcome, announce=False)
+        self.board.record_many(skipped)
         self.progress.skipped_upfront(len(skipped))
         return tasks
 

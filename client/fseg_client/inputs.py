@@ -204,6 +204,8 @@ def _manifest_slide(manifest: Path, line: int, row: dict, allow_remote: bool) ->
 
 def _control_character(text: str) -> str | None:
     """The first control, format or line-separator character of ``text``, if any."""
+    if text.isprintable():  # False for every such character: the common case, fast
+        return None
     return next((ch for ch in text if unicodedata.category(ch) in ("Cc", "Cf", "Zl", "Zp")), None)
 
 

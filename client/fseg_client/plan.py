@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Sequence
+import os
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import TypeVar
 
 from .bankfile import BANK_FILE_NAME, BankSpec, check_bank, load_bank_file, looks_like_bank_file
 from .errors import ClientError
@@ -17,6 +19,7 @@ from .outputs import client_section, read_summary, summary_path, vouches_for
 from .report import SKIPPED, SlideOutcome
 
 HASH_THREADS = 4
+T, R = TypeVar("T"), TypeVar("R")
 
 
 def with_bank_extractor(options: RequestOptions, meta: dict) -> RequestOptions:
@@ -96,8 +99,12 @@ def plan_tasks(
 
     bank_digest = bank.digest  # hashes the bank file: once per batch, not per slide
 
+    # One listing instead of a failed open per slide of a fresh batch.
+    present = _names_casefolded(out_dir)
+
     def one(slide: SlideInput) -> SlideTask | SlideOutcome:
-        earlier = read_summary(summary_path(out_dir, slide.stem))
+        path = summary_path(out_dir, slide.stem)
+        earlier = read_summary(path) if path.name.casefold() in present else None
         if by_content and slide.local and earlier is not None:
             _remember_digest(slide, earlier, hashes)
         try:
@@ -114,9 +121,30 @@ def plan_tasks(
             return SlideOutcome(slide, SKIPPED, server=server, summary=earlier)
         return SlideTask(slide, fingerprint, identity)
 
-    threads = HASH_THREADS if by_content else 1
-    with ThreadPoolExecutor(max_workers=threads) as pool:
-        results = list(pool.map(one, slides))
+    if by_content:
+        results = _in_threads(one, slides, HASH_THREADS)
+    else:  # a stat per slide: a pool's hand-over would cost more than the work
+        results = [one(slide) for slide in slides]
     tasks = [r for r in results if isinstance(r, SlideTask)]
     skipped = [r for r in results if isinstance(r, SlideOutcome)]
     return tasks, skipped
+
+
+def _names_casefolded(folder: Path) -> set[str]:
+    """Names in ``folder``, without case (a folder on macOS or Windows ignores it)."""
+    try:
+        with os.scandir(folder) as entries:
+            return {entry.name.casefold() for entry in entries}
+    except OSError:
+        return set()
+
+
+def _in_threads(work: Callable[[T], R], items: Sequence[T], threads: int) -> list[R]:
+    """``[work(item) for item in items]`` on ``threads`` threads. On Ctrl-C or SIGTERM
+    the items not yet started are dropped at once, so the batch stops within one
+    item's time rather than after every slide of the batch was hashed."""
+    pool = ThreadPoolExecutor(max_workers=threads)
+    try:
+        return list(pool.map(work, items))
+    finally:
+        pool.shutdown(wait=False, cancel_futures=True)

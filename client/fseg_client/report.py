@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import csv
 import io
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -64,41 +64,54 @@ def _areas(summary: dict | None) -> dict[str, float]:
     return areas
 
 
-def csv_table(outcomes: Sequence[SlideOutcome]) -> tuple[list[str], list[dict[str, str]]]:
-    """Column names and rows of the batch summary.
-
-    Area columns follow the base columns: tissue first, then classes in the
-    order they first appear, so a bank's class order is kept.
-    """
-    area_columns: dict[str, None] = {}
-    rows = []
+def csv_columns(outcomes: Iterable[SlideOutcome]) -> list[str]:
+    """The batch summary's columns: the base ones, then tissue, then classes in the
+    order they first appear, so a bank's class order is kept."""
+    seen: dict[str, None] = {}
     for outcome in outcomes:
-        areas = _areas(outcome.summary)
-        for column in areas:
-            area_columns.setdefault(column, None)
-        row = {
-            "slide": outcome.slide.stem,
-            "path": str(outcome.slide.path),
-            "status": outcome.status,
-            "server": outcome.server,
-            "attempts": str(outcome.attempts),
-            "error": outcome.error,
-            "seconds": f"{outcome.seconds:.2f}",
-        }
-        row.update({column: f"{value:.3f}" for column, value in areas.items()})
-        rows.append(row)
-    tissue = [c for c in area_columns if c.startswith("tissue_")]
-    classes = [c for c in area_columns if not c.startswith("tissue_")]
-    return BASE_COLUMNS + tissue + classes, rows
+        for column in _areas(outcome.summary):
+            seen.setdefault(column, None)
+    tissue = [c for c in seen if c.startswith("tissue_")]
+    classes = [c for c in seen if not c.startswith("tissue_")]
+    return BASE_COLUMNS + tissue + classes
+
+
+def csv_row(outcome: SlideOutcome) -> dict[str, str]:
+    """One slide's cells, by column (area columns only where the slide has them)."""
+    row = {
+        "slide": outcome.slide.stem,
+        "path": str(outcome.slide.path),
+        "status": outcome.status,
+        "server": outcome.server,
+        "attempts": str(outcome.attempts),
+        "error": outcome.error,
+        "seconds": f"{outcome.seconds:.2f}",
+    }
+    row.update({column: f"{value:.3f}" for column, value in _areas(outcome.summary).items()})
+    return row
+
+
+def csv_lines(columns: Sequence[str], outcomes: Iterable[SlideOutcome]) -> str:
+    """CSV lines (no header) of ``outcomes`` under ``columns``; cells of columns a
+    slide lacks are empty."""
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\n")
+    for outcome in outcomes:
+        row = csv_row(outcome)
+        writer.writerow([row.get(column, "") for column in columns])
+    return buffer.getvalue()
 
 
 def csv_text(outcomes: Sequence[SlideOutcome]) -> str:
-    """The batch summary as CSV text."""
-    columns, rows = csv_table(outcomes)
+    """The batch summary as CSV text, header first."""
+    columns = csv_columns(outcomes)
+    return csv_header(columns) + csv_lines(columns, outcomes)
+
+
+def csv_header(columns: Sequence[str]) -> str:
+    """The header line of a CSV with ``columns``."""
     buffer = io.StringIO()
-    writer = csv.DictWriter(buffer, fieldnames=columns, restval="", lineterminator="\n")
-    writer.writeheader()
-    writer.writerows(rows)
+    csv.writer(buffer, lineterminator="\n").writerow(columns)
     return buffer.getvalue()
 
 
