@@ -199,7 +199,7 @@ def test_a_missing_companion_is_refused_before_any_byte_is_sent(
     error = capsys.readouterr().err.strip().splitlines()[-1]
     assert error.startswith("fseg: error: the slide ") and error.count(". ") == 0
     assert f"needs {folder / 'Data0000.dat'}, which does not exist" in error
-    assert csv_rows(tmp_path / "out")[0]["status"] == "failed"
+    assert not (tmp_path / "out").exists()  # refused with the inputs, before any work
     assert stored_files(upload_server) == before
 
 

@@ -30,6 +30,17 @@ from .errors import ClientError
 _VMS_FILE_KEY = re.compile(r"^(imagefile(\(\d+,\d+\))?|mapfile|optimisationfile|macroimage)$")
 
 
+def check_named_companions(main: Path) -> None:
+    """Refuse a MIRAX or Hamamatsu slide whose key file names a file that is missing
+    (cheap: one key file read). DICOM series are found, not named, so none is missing.
+
+    Raises:
+        ClientError: which file is missing, in one sentence.
+    """
+    if main.suffix.lower() in (".mrxs", ".vms", ".vmu"):
+        slide_files(main)
+
+
 def slide_files(main: Path) -> list[tuple[str, Path]]:
     """(path relative to the main file's folder, local file) of every file of the
     slide, the main file first.
