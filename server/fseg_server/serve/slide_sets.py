@@ -118,9 +118,7 @@ class SlideSets:
         """
         sent = self._checked_sending(manifest, sending)
         sent_paths = {f.path for f in sent}
-        held = {
-            f.path: self._held(f) for f in manifest.files.values() if f.path not in sent_paths
-        }
+        held = {f.path: self._held(f) for f in manifest.files.values() if f.path not in sent_paths}
         absent = sorted(path for path, found in held.items() if found is None)
         if absent:
             raise FailedPrecondition(
