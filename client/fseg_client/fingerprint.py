@@ -14,8 +14,10 @@ import os
 import threading
 from pathlib import Path
 
-from fseg_proto import PROTOCOL
+from fseg_proto import PROTOCOL, fseg_pb2
+from fseg_proto.slide_sets import manifest_sha256
 
+from .companions import slide_files
 from .inputs import SlideInput
 from .options import RequestOptions
 
@@ -75,13 +77,43 @@ def slide_identity(slide: SlideInput, by_content: bool, hashes: HashCache) -> di
     Args:
         by_content: identify by SHA-256 (``--upload always``: the server sees only
             the bytes) instead of by file name, size and modification time.
+
+    A slide of several files (companions.py) is identified by all of them: by its
+    set's address, or by each companion's name, size and modification time too.
+
+    Raises:
+        ClientError: a companion the slide needs is missing.
+        OSError: a file cannot be read.
     """
     if not slide.local:
         return {"path": str(slide.path)}
+    files = slide_files(slide.path)
+    if by_content and len(files) > 1:
+        # Not "sha256": that key is reused as the main file's own digest (plan.py).
+        return {"name": slide.name, "set_sha256": set_address(slide_set(files, hashes))}
     if by_content:
         return {"name": slide.name, "sha256": hashes.sha256(slide.path)}
     stat = os.stat(slide.path)
-    return {"name": slide.name, "size": stat.st_size, "mtime_ns": stat.st_mtime_ns}
+    identity: dict = {"name": slide.name, "size": stat.st_size, "mtime_ns": stat.st_mtime_ns}
+    if len(files) > 1:
+        identity["companions"] = [
+            [relative, (s := path.stat()).st_size, s.st_mtime_ns] for relative, path in files[1:]
+        ]
+    return identity
+
+
+def slide_set(files: list[tuple[str, Path]], hashes: HashCache) -> fseg_pb2.SlideSet:
+    """The SlideSet message of a slide's files (relative path, local file; main first)."""
+    entries = [
+        fseg_pb2.SlideFile(path=name, sha256=hashes.sha256(path), size_bytes=path.stat().st_size)
+        for name, path in files
+    ]
+    return fseg_pb2.SlideSet(main=files[0][0], files=entries)
+
+
+def set_address(message: fseg_pb2.SlideSet) -> str:
+    """The SHA-256 that names a slide set on every server."""
+    return manifest_sha256(message.main, [(f.path, f.sha256, f.size_bytes) for f in message.files])
 
 
 def request_fingerprint(options: RequestOptions, bank_digest: str, identity: dict) -> str:

@@ -16,6 +16,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from .companions import check_named_companions
 from .errors import ClientError
 from .options import OUTPUT_FILES
 
@@ -228,7 +229,8 @@ def collect_inputs(
     """Every slide of the batch, in the order given, each file once.
 
     Raises:
-        ClientError: nothing to do, a missing file, or two slides with one stem.
+        ClientError: nothing to do, a missing file or companion file, or two slides
+            with one stem.
     """
     slides: list[SlideInput] = []
     if manifest is not None:
@@ -236,6 +238,9 @@ def collect_inputs(
     for text in arguments:
         slides.extend(expand_argument(text, allow_remote))
     slides = _unique_paths(slides)
+    for slide in slides:  # a slide that cannot be uploaded whole stops the batch before work
+        if slide.local:
+            check_named_companions(slide.path)
     if not slides:
         # A file gives a slide and a pattern gives one or fails: only empty folders give none.
         where = (

@@ -2,14 +2,14 @@
 
 ``--upload auto`` asks the server (StatSlide) whether it can read the slide's
 path and uploads only when it cannot; ``always`` uploads; ``never`` sends the
-path. Uploaded slides are referenced by SHA-256 afterwards.
+path. Uploaded slides are referenced by SHA-256 afterwards: a single file's,
+or, for a slide of several files (companions.py), its set's manifest's.
 """
 
 from __future__ import annotations
 
 import os
 import threading
-from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import grpc
@@ -17,17 +17,16 @@ import grpc
 from fseg_proto import fseg_pb2
 
 from .calls import CallRegistry
+from .companions import slide_files
 from .connect import Connection
 from .errors import ClientError, ProtocolError, rpc_error_code
-from .fingerprint import HashCache
+from .fingerprint import HashCache, set_address, slide_set
 from .inputs import SlideInput
+from .upload_streams import ByteProgress, set_messages, upload_messages
 
-UPLOAD_CHUNK_BYTES = 1024 * 1024
 STAT_TIMEOUT_S = 30.0
 UPLOAD_MODES = ("auto", "always", "never")
 # An upload refused for one of these reasons will be refused again: say so plainly.
-# Called with (bytes sent, bytes in all) as an upload goes.
-ByteProgress = Callable[[int, int], None]
 _REFUSALS = frozenset(
     {
         grpc.StatusCode.UNIMPLEMENTED,
@@ -41,25 +40,6 @@ _REFUSALS = frozenset(
 def path_ref(slide: SlideInput, path: Path | None = None) -> fseg_pb2.SlideRef:
     """A SlideRef by (absolute) path: the slide's own, or ``path`` standing for it."""
     return fseg_pb2.SlideRef(path=str(path or slide.path), name=slide.name)
-
-
-def upload_messages(
-    path: Path,
-    header: fseg_pb2.UploadHeader,
-    registry: CallRegistry,
-    progress: ByteProgress | None = None,
-) -> Iterator[fseg_pb2.UploadChunk]:
-    """The UploadSlide stream: the header, then the file in 1 MiB pieces."""
-    yield fseg_pb2.UploadChunk(header=header)
-    sent = 0
-    with open(path, "rb") as handle:
-        while block := handle.read(UPLOAD_CHUNK_BYTES):
-            if registry.stopping.is_set():
-                return  # the call is being cancelled; stop reading the disk
-            yield fseg_pb2.UploadChunk(data=block)
-            sent += len(block)
-            if progress is not None:
-                progress(sent, header.size_bytes)
 
 
 class SlideResolver:
@@ -131,7 +111,11 @@ class SlideResolver:
     def upload(
         self, conn: Connection, slide: SlideInput, progress: ByteProgress | None = None
     ) -> fseg_pb2.SlideRef:
-        """Upload ``slide`` to ``conn``'s server (instant when it holds the hash already)."""
+        """Upload ``slide`` to ``conn``'s server, with its companion files if it has any;
+        files the server holds already are not sent again."""
+        files = slide_files(slide.path)
+        if len(files) > 1:
+            return self.upload_set(conn, slide, files, progress)
         try:
             digest = self.hashes.sha256(slide.path)
             size = slide.path.stat().st_size
@@ -146,4 +130,44 @@ class SlideResolver:
             result = future.result()
         if result.sha256 and result.sha256.lower() != digest:
             raise ProtocolError(f"the upload of {slide.name} came back as {result.sha256}")
+        return fseg_pb2.SlideRef(sha256=digest, name=slide.name)
+
+    def upload_set(
+        self,
+        conn: Connection,
+        slide: SlideInput,
+        files: list[tuple[str, Path]],
+        progress: ByteProgress | None = None,
+    ) -> fseg_pb2.SlideRef:
+        """Upload a slide of several files (``files``: relative path, local file; the
+        main file first) as one set, sending only the files the server lacks."""
+        try:
+            message = slide_set(files, self.hashes)
+        except OSError as exc:
+            raise ClientError(f"cannot read a file of {slide.path} ({exc.strerror})") from None
+        digest = set_address(message)
+        self.registry.check()
+        try:
+            status = conn.stub.StatSlideSet(message, timeout=STAT_TIMEOUT_S, metadata=conn.metadata)
+        except grpc.RpcError as exc:
+            if rpc_error_code(exc) != grpc.StatusCode.UNIMPLEMENTED:
+                raise
+            raise ClientError(
+                f"the server at {conn.address} takes no slides of several files "
+                f"({slide.name} has {len(files)}); upgrade it, or let it read the slide by path"
+            ) from None
+        if not status.complete:
+            local = dict(files)
+            if not set(status.missing) <= local.keys():
+                raise ProtocolError(f"the server asked for files that {slide.name} lacks")
+            header = fseg_pb2.SlideSetHeader(set=message, sending=status.missing)
+            messages = set_messages(
+                header, [local[p] for p in status.missing], self.registry, progress
+            )
+            self.registry.check()
+            future = conn.stub.UploadSlideSet.future(messages, metadata=conn.metadata)
+            with self.registry.track(future):
+                status = future.result()
+        if status.sha256 != digest:
+            raise ProtocolError(f"the upload of {slide.name} came back as {status.sha256}")
         return fseg_pb2.SlideRef(sha256=digest, name=slide.name)

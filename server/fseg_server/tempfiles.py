@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import shutil
 import time
 from collections.abc import Iterable
 from pathlib import Path
@@ -18,4 +19,8 @@ def remove_stale(paths: Iterable[Path], older_than_s: float) -> None:
     for path in paths:
         with contextlib.suppress(FileNotFoundError):
             if path.stat().st_mtime < cutoff:
-                path.unlink()
+                # A folder is a multi-file upload staged whole (see serve/slide_sets.py).
+                if path.is_dir() and not path.is_symlink():
+                    shutil.rmtree(path)
+                else:
+                    path.unlink()

@@ -236,6 +236,52 @@ class UploadResult(_message.Message):
     size_bytes: int
     def __init__(self, sha256: _Optional[str] = ..., already_present: _Optional[bool] = ..., size_bytes: _Optional[int] = ...) -> None: ...
 
+class SlideFile(_message.Message):
+    __slots__ = ("path", "sha256", "size_bytes")
+    PATH_FIELD_NUMBER: _ClassVar[int]
+    SHA256_FIELD_NUMBER: _ClassVar[int]
+    SIZE_BYTES_FIELD_NUMBER: _ClassVar[int]
+    path: str
+    sha256: str
+    size_bytes: int
+    def __init__(self, path: _Optional[str] = ..., sha256: _Optional[str] = ..., size_bytes: _Optional[int] = ...) -> None: ...
+
+class SlideSet(_message.Message):
+    __slots__ = ("main", "files")
+    MAIN_FIELD_NUMBER: _ClassVar[int]
+    FILES_FIELD_NUMBER: _ClassVar[int]
+    main: str
+    files: _containers.RepeatedCompositeFieldContainer[SlideFile]
+    def __init__(self, main: _Optional[str] = ..., files: _Optional[_Iterable[_Union[SlideFile, _Mapping]]] = ...) -> None: ...
+
+class SlideSetHeader(_message.Message):
+    __slots__ = ("set", "sending")
+    SET_FIELD_NUMBER: _ClassVar[int]
+    SENDING_FIELD_NUMBER: _ClassVar[int]
+    set: SlideSet
+    sending: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, set: _Optional[_Union[SlideSet, _Mapping]] = ..., sending: _Optional[_Iterable[str]] = ...) -> None: ...
+
+class SlideSetChunk(_message.Message):
+    __slots__ = ("header", "data")
+    HEADER_FIELD_NUMBER: _ClassVar[int]
+    DATA_FIELD_NUMBER: _ClassVar[int]
+    header: SlideSetHeader
+    data: bytes
+    def __init__(self, header: _Optional[_Union[SlideSetHeader, _Mapping]] = ..., data: _Optional[bytes] = ...) -> None: ...
+
+class SlideSetStatus(_message.Message):
+    __slots__ = ("sha256", "complete", "missing", "size_bytes")
+    SHA256_FIELD_NUMBER: _ClassVar[int]
+    COMPLETE_FIELD_NUMBER: _ClassVar[int]
+    MISSING_FIELD_NUMBER: _ClassVar[int]
+    SIZE_BYTES_FIELD_NUMBER: _ClassVar[int]
+    sha256: str
+    complete: bool
+    missing: _containers.RepeatedScalarFieldContainer[str]
+    size_bytes: int
+    def __init__(self, sha256: _Optional[str] = ..., complete: _Optional[bool] = ..., missing: _Optional[_Iterable[str]] = ..., size_bytes: _Optional[int] = ...) -> None: ...
+
 class ServerInfoRequest(_message.Message):
     __slots__ = ()
     def __init__(self) -> None: ...

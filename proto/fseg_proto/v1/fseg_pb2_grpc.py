@@ -54,6 +54,16 @@ class SegmentationStub:
                 request_serializer=fseg_dot_v1_dot_fseg__pb2.UploadChunk.SerializeToString,
                 response_deserializer=fseg_dot_v1_dot_fseg__pb2.UploadResult.FromString,
                 _registered_method=True)
+        self.StatSlideSet = channel.unary_unary(
+                '/fseg.v1.Segmentation/StatSlideSet',
+                request_serializer=fseg_dot_v1_dot_fseg__pb2.SlideSet.SerializeToString,
+                response_deserializer=fseg_dot_v1_dot_fseg__pb2.SlideSetStatus.FromString,
+                _registered_method=True)
+        self.UploadSlideSet = channel.stream_unary(
+                '/fseg.v1.Segmentation/UploadSlideSet',
+                request_serializer=fseg_dot_v1_dot_fseg__pb2.SlideSetChunk.SerializeToString,
+                response_deserializer=fseg_dot_v1_dot_fseg__pb2.SlideSetStatus.FromString,
+                _registered_method=True)
         self.GetServerInfo = channel.unary_unary(
                 '/fseg.v1.Segmentation/GetServerInfo',
                 request_serializer=fseg_dot_v1_dot_fseg__pb2.ServerInfoRequest.SerializeToString,
@@ -96,6 +106,28 @@ class SegmentationServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def StatSlideSet(self, request, context):
+        """For a slide made of several files (MIRAX, a DICOM series, Hamamatsu
+        VMS): whether the server holds the whole set, and which of its files it
+        lacks. Reads nothing but the manifest; stores nothing.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def UploadSlideSet(self, request_iterator, context):
+        """Upload a slide made of several files as one. The first message carries
+        the set's manifest and the paths of the files whose bytes follow, in
+        that order, each file's bytes right after the previous one's; the files
+        not sent must be held by the server already (StatSlideSet says which).
+        The server verifies every file (size and SHA-256) and keeps the files
+        and the set only when all of them are right. The set is then a slide:
+        SlideRef.sha256 = SlideSetStatus.sha256.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def GetServerInfo(self, request, context):
         """Extractors, concept banks, device, limits and versions.
         """
@@ -125,6 +157,16 @@ def add_SegmentationServicer_to_server(servicer, server):
                     servicer.UploadSlide,
                     request_deserializer=fseg_dot_v1_dot_fseg__pb2.UploadChunk.FromString,
                     response_serializer=fseg_dot_v1_dot_fseg__pb2.UploadResult.SerializeToString,
+            ),
+            'StatSlideSet': grpc.unary_unary_rpc_method_handler(
+                    servicer.StatSlideSet,
+                    request_deserializer=fseg_dot_v1_dot_fseg__pb2.SlideSet.FromString,
+                    response_serializer=fseg_dot_v1_dot_fseg__pb2.SlideSetStatus.SerializeToString,
+            ),
+            'UploadSlideSet': grpc.stream_unary_rpc_method_handler(
+                    servicer.UploadSlideSet,
+                    request_deserializer=fseg_dot_v1_dot_fseg__pb2.SlideSetChunk.FromString,
+                    response_serializer=fseg_dot_v1_dot_fseg__pb2.SlideSetStatus.SerializeToString,
             ),
             'GetServerInfo': grpc.unary_unary_rpc_method_handler(
                     servicer.GetServerInfo,
@@ -240,6 +282,60 @@ class Segmentation:
             '/fseg.v1.Segmentation/UploadSlide',
             fseg_dot_v1_dot_fseg__pb2.UploadChunk.SerializeToString,
             fseg_dot_v1_dot_fseg__pb2.UploadResult.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def StatSlideSet(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/fseg.v1.Segmentation/StatSlideSet',
+            fseg_dot_v1_dot_fseg__pb2.SlideSet.SerializeToString,
+            fseg_dot_v1_dot_fseg__pb2.SlideSetStatus.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def UploadSlideSet(request_iterator,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.stream_unary(
+            request_iterator,
+            target,
+            '/fseg.v1.Segmentation/UploadSlideSet',
+            fseg_dot_v1_dot_fseg__pb2.SlideSetChunk.SerializeToString,
+            fseg_dot_v1_dot_fseg__pb2.SlideSetStatus.FromString,
             options,
             channel_credentials,
             insecure,

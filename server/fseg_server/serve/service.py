@@ -31,6 +31,7 @@ from .info import Limits, server_info
 from .requests import requested_outputs, segment_options, slide_mpp
 from .resources import Resources
 from .slide_access import SlideAccess
+from .slide_sets import SetManifest, SlideSets, checked_manifest
 from .streaming import CallStopper, ProgressEvents, file_chunks, idle_limited, run_job
 from .uploads import UploadStore
 
@@ -189,24 +190,50 @@ class SegmentationService(fseg_pb2_grpc.SegmentationServicer):
 
     def UploadSlide(self, request_iterator: Iterator[fseg_pb2.UploadChunk], context):
         with _status(context):
-            self._refuse_if_draining()
-            if self.uploads is None:
-                raise PermissionDenied(
-                    "this server takes no uploads (started without --upload-dir)"
-                )
-            with self.uploads.slot():
-                messages = idle_limited(request_iterator, context, self.limits.upload_idle_s)
-                first = next(messages, None)
-                if first is None or not first.HasField("header"):
-                    raise InvalidInput("an upload must start with its header (name, sha256, size)")
-                header = first.header
-                chunks = (part.data for part in messages if part.HasField("data"))
-                path, present = self.uploads.receive(
-                    header.name, header.sha256, header.size_bytes, chunks
-                )
+            opening = "an upload must start with its header (name, sha256, size)"
+            with self._upload_stream(request_iterator, context, opening) as (store, header, data):
+                path, present = store.receive(header.name, header.sha256, header.size_bytes, data)
             return fseg_pb2.UploadResult(
                 sha256=header.sha256, already_present=present, size_bytes=path.stat().st_size
             )
+
+    def StatSlideSet(self, request: fseg_pb2.SlideSet, context: grpc.ServicerContext):
+        with _status(context):
+            store = self._upload_store()
+            manifest = checked_manifest(request, store.max_bytes)
+            return self._set_status(manifest, SlideSets(store).missing(manifest))
+
+    def UploadSlideSet(self, request_iterator: Iterator[fseg_pb2.SlideSetChunk], context):
+        with _status(context):
+            opening = "a slide set's upload must start with its manifest"
+            with self._upload_stream(request_iterator, context, opening) as (store, header, data):
+                manifest = checked_manifest(header.set, store.max_bytes)
+                SlideSets(store).receive(manifest, list(header.sending), data)
+            return self._set_status(manifest, [])
+
+    @contextlib.contextmanager
+    def _upload_stream(self, request_iterator: Iterator, context, opening: str) -> Iterator[tuple]:
+        """(store, header, data chunks) of an upload stream, read in one of the store's
+        slots and cancelled when idle; ``opening`` says what must come first."""
+        self._refuse_if_draining()
+        store = self._upload_store()
+        with store.slot():
+            messages = idle_limited(request_iterator, context, self.limits.upload_idle_s)
+            first = next(messages, None)
+            if first is None or not first.HasField("header"):
+                raise InvalidInput(opening)
+            yield store, first.header, (part.data for part in messages if part.HasField("data"))
+
+    def _upload_store(self) -> UploadStore:
+        if self.uploads is None:
+            raise PermissionDenied("this server takes no uploads (started without --upload-dir)")
+        return self.uploads
+
+    @staticmethod
+    def _set_status(manifest: SetManifest, missing: list[str]) -> fseg_pb2.SlideSetStatus:
+        return fseg_pb2.SlideSetStatus(
+            sha256=manifest.sha256, complete=not missing, missing=missing, size_bytes=manifest.size
+        )
 
     # -- Info ----------------------------------------------------------------------------
 

@@ -4,7 +4,8 @@ Bytes stream into a temporary file in ``<dir>/tmp`` while they are hashed;
 only a complete file whose hash and size match the header is renamed into
 ``<dir>/objects/<aa>/<sha256><suffix>``, so a broken or lying upload leaves
 nothing behind. The suffix of the client's file name is kept because some
-readers look at it.
+readers look at it. Slides of several files are sets of such objects, laid out
+in ``<dir>/sets`` (see slide_sets.py).
 """
 
 from __future__ import annotations
@@ -38,9 +39,10 @@ class UploadStore:
         self._slots = threading.BoundedSemaphore(at_once)
         self._at_once = at_once
         self.objects = self.root / "objects"
+        self.sets = self.root / "sets"
         self.tmp = self.root / "tmp"
-        self.objects.mkdir(parents=True, exist_ok=True)
-        self.tmp.mkdir(parents=True, exist_ok=True)
+        for folder in (self.objects, self.sets, self.tmp):
+            folder.mkdir(parents=True, exist_ok=True)
         remove_stale(self.tmp.iterdir(), STALE_AFTER_S)
 
     def find(self, sha256: str) -> Path | None:
@@ -50,9 +52,26 @@ class UploadStore:
             return None
         return next((p for p in folder.iterdir() if p.name.split(".")[0] == sha256), None)
 
+    def find_set_main(self, sha256: str) -> Path | None:
+        """The main file of the stored slide set named ``sha256``, if any.
+
+        A set's folder appears whole (it is renamed into place), holding its
+        manifest and, under ``slide/``, its files as the scanner laid them out.
+        """
+        folder = self.set_folder(sha256)
+        try:
+            main_line = (folder / "manifest").read_text("utf-8").splitlines()[1]
+        except (FileNotFoundError, IndexError):
+            return None
+        return folder / "slide" / main_line.removeprefix("main ")
+
+    def set_folder(self, sha256: str) -> Path:
+        return self.sets / sha256[:2] / sha256
+
     def path_of(self, sha256: str) -> Path:
-        _check_hash(sha256)
-        found = self.find(sha256)
+        """The file to open for an uploaded slide: a set's main file, or a single file."""
+        check_hash(sha256)
+        found = self.find_set_main(sha256) or self.find(sha256)
         if found is None:
             raise NotFound(f"no uploaded slide has SHA-256 {sha256}; upload it first")
         return found
@@ -85,7 +104,7 @@ class UploadStore:
             FailedPrecondition: the file is larger than the server accepts (a
                 refusal that asking again will not change).
         """
-        _check_hash(sha256)
+        check_hash(sha256)
         if declared_size > self.max_bytes:
             raise FailedPrecondition(
                 f"the upload is {declared_size} bytes; this server accepts at most {self.max_bytes}"
@@ -98,8 +117,7 @@ class UploadStore:
     def _store(
         self, name: str, sha256: str, declared_size: int, chunks: Iterable[bytes]
     ) -> tuple[Path, bool]:
-        suffix = Path(name).suffix.lower()
-        suffix = suffix if _SUFFIX.match(suffix) else ""
+        suffix = object_suffix(name)
         tmp = self.tmp / f"{uuid.uuid4().hex}{suffix}"
         try:
             size, digest = self._write(tmp, chunks)
@@ -111,21 +129,36 @@ class UploadStore:
                 raise InvalidInput(
                     f"the uploaded bytes hash to {digest}, not to the announced {sha256}"
                 )
-            final = self.objects / sha256[:2] / f"{sha256}{suffix}"
-            final.parent.mkdir(exist_ok=True)
-            os.replace(tmp, final)
-            return final, False
+            return self.keep(tmp, sha256, suffix), False
         finally:
             tmp.unlink(missing_ok=True)
 
+    def keep(self, verified: Path, sha256: str, suffix: str) -> Path:
+        """Move a file whose bytes hash to ``sha256`` into the objects (one rename)."""
+        final = self.objects / sha256[:2] / f"{sha256}{suffix}"
+        final.parent.mkdir(exist_ok=True)
+        os.replace(verified, final)
+        return final
+
     def _write(self, tmp: Path, chunks: Iterable[bytes]) -> tuple[int, str]:
-        hasher, size = hashlib.sha256(), 0
-        with open(tmp, "wb") as out:
-            for chunk in _bounded(chunks, self.max_bytes):
-                hasher.update(chunk)
-                out.write(chunk)
-                size += len(chunk)
-        return size, hasher.hexdigest()
+        return write_hashed(tmp, _bounded(chunks, self.max_bytes))
+
+
+def object_suffix(name: str) -> str:
+    """The suffix an object keeps from its client-side name ("" when odd)."""
+    suffix = Path(name).suffix.lower()
+    return suffix if _SUFFIX.match(suffix) else ""
+
+
+def write_hashed(path: Path, chunks: Iterable[bytes]) -> tuple[int, str]:
+    """Write ``chunks`` to ``path``; returns (bytes written, their hex SHA-256)."""
+    hasher, size = hashlib.sha256(), 0
+    with open(path, "wb") as out:
+        for chunk in chunks:
+            hasher.update(chunk)
+            out.write(chunk)
+            size += len(chunk)
+    return size, hasher.hexdigest()
 
 
 def _bounded(chunks: Iterable[bytes], limit: int) -> Iterator[bytes]:
@@ -137,6 +170,6 @@ def _bounded(chunks: Iterable[bytes], limit: int) -> Iterator[bytes]:
         yield chunk
 
 
-def _check_hash(sha256: str) -> None:
+def check_hash(sha256: str) -> None:
     if not _HEX64.match(sha256 or ""):
         raise InvalidInput(f"{sha256!r} is not a SHA-256 in lowercase hex (64 characters)")
