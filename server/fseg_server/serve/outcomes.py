@@ -48,8 +48,10 @@ class JobRecord:
         return follow
 
     @contextlib.contextmanager
-    def job_thread(self) -> Iterator[None]:
-        """Around the work in the job's own thread: its lines carry the job's fields."""
+    def job_thread(self, stage: str) -> Iterator[None]:
+        """Around the work in the job's own thread, which begins at ``stage``: its
+        lines carry the job's fields."""
+        self.stage = stage
         with job_fields(**self.fields):
             try:
                 yield

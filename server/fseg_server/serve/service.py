@@ -97,7 +97,7 @@ class SegmentationService(fseg_pb2_grpc.SegmentationServicer):
                     def work(emit):
                         events = ProgressEvents(lambda p: emit(fseg_pb2.SegmentEvent(progress=p)))
                         progress = record.following(self.metrics.count_tiles(events))
-                        with record.job_thread(), open_slide(path) as slide:
+                        with record.job_thread("open"), open_slide(path) as slide:
                             return segment_slide(
                                 slide, extractor, bank, options, self.worker,
                                 bank_name=bank_name, name=slide_name,
@@ -171,7 +171,6 @@ class SegmentationService(fseg_pb2_grpc.SegmentationServicer):
         """A FitConcepts job once admitted: sample the slides, fit, send the bank."""
         stop = CallStopper(context)
         self._wait_for_slot(ticket, stop)
-        record.stage = "fit"
         total = len(request.slides)
 
         def work(emit):
@@ -184,7 +183,7 @@ class SegmentationService(fseg_pb2_grpc.SegmentationServicer):
                 progress = fseg_pb2.Progress(stage="fit", done=index + 1, total=total)
                 emit(fseg_pb2.FitEvent(progress=progress))
 
-            with record.job_thread():
+            with record.job_thread("fit"):
                 sampled = sample_slides(
                     total, lambda i: open_slide(self._slide_path(request.slides[i])),
                     extractor, self.worker, reservoir, per_slide.__getitem__,
