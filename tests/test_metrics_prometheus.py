@@ -15,7 +15,9 @@ Prometheus is Debian's (``tools/system-deps.sh`` installs it).
 
 from __future__ import annotations
 
+import hashlib
 import json
+import re
 import subprocess
 import sys
 import threading
@@ -26,6 +28,7 @@ import grpc
 import psutil
 import pytest
 from prometheus import Prometheus, prometheus_binary, start_prometheus
+from test_deploy_metrics import adapter_rules, dashboard_queries
 from test_e2e_support import client_env, csv_rows, real_server, wait_until
 
 from conftest import SLIDES, shared
@@ -95,7 +98,7 @@ class Call:
 def scraped(tmp_path_factory: pytest.TempPathFactory) -> dict:
     work = tmp_path_factory.mktemp("metrics")
     server, metrics_port = metrics_server(
-        work, "--slide-root", str(SLIDES), "--extractor", "stain",
+        work, "--slide-root", str(SLIDES), "--extractor", "stain", "--upload-dir", str(work / "up"),
         "--max-running-jobs", "1", "--max-queued-jobs", "2",
     )  # fmt: skip
     with server, start_prometheus(work / "prometheus", [f"127.0.0.1:{metrics_port}"]) as prom:
@@ -116,6 +119,7 @@ def scraped(tmp_path_factory: pytest.TempPathFactory) -> dict:
         }
         bank = (out / "fseg-bank.safetensors").read_bytes()  # the batch's, fitted by the client
         facts["overlap"] = overlap(server, prom, bank)
+        facts["uploads"] = uploads(server)
         settled(prom, "the overlapping jobs")
         yield facts
 
@@ -146,6 +150,27 @@ def overlap(server: ServerProcess, prom: Prometheus, bank: bytes) -> dict:
     }
 
 
+def uploads(server: ServerProcess) -> dict:
+    """small.svs uploaded twice: under a header that lies about its size, then whole."""
+    data = shared("slides/small.svs").read_bytes()
+    digest = hashlib.sha256(data).hexdigest()
+    sent, codes = 0, []
+    for size in (1, len(data)):  # the lie first: a stored file would be skipped
+        messages = [
+            fseg_pb2.UploadChunk(
+                header=fseg_pb2.UploadHeader(name="small.svs", sha256=digest, size_bytes=size)
+            ),
+            fseg_pb2.UploadChunk(data=data),
+        ]
+        sent += sum(m.ByteSize() for m in messages)
+        try:
+            server.stub().UploadSlide(iter(messages), timeout=60)
+            codes.append(grpc.StatusCode.OK)
+        except grpc.RpcError as exc:
+            codes.append(exc.code())
+    return {"bytes": sent, "codes": codes}
+
+
 def test_slides_done_and_tiles_processed_match_the_job_summaries(scraped: dict) -> None:
     batch = scraped["batch"]
     assert [row["status"] for row in batch["rows"]] == ["done"] * len(BATCH)
@@ -174,6 +199,8 @@ def test_a_refused_request_shows_under_its_status(scraped: dict) -> None:
     assert prom.value(query) == 1
     ok = prom.value('fseg_grpc_requests_total{method="Segment",code="OK"}')
     assert ok == len(BATCH) + 1  # the batch and the job that waited in the queue
+    upload = 'fseg_grpc_requests_total{method="UploadSlide",code="INVALID_ARGUMENT"}'
+    assert prom.value(upload) == 1
 
 
 def test_the_cancelled_job_counts_as_cancelled_not_failed(scraped: dict) -> None:
@@ -217,3 +244,41 @@ def listening(server: ServerProcess) -> set[tuple[str, int]]:
         for c in connections
         if c.status == psutil.CONN_LISTEN
     }
+
+
+def test_upload_bytes_and_a_refused_upload_are_counted(scraped: dict) -> None:
+    prom, sent = scraped["prometheus"], scraped["uploads"]
+    assert sent["codes"] == [grpc.StatusCode.INVALID_ARGUMENT, grpc.StatusCode.OK]
+    assert prom.value('fseg_upload_rejections_total{code="INVALID_ARGUMENT"}') == 1
+    assert prom.value("sum(fseg_upload_rejections_total)") == 1
+    assert prom.value("fseg_upload_bytes_total") == sent["bytes"]
+
+
+def local(query: str) -> str:
+    """A cluster query (by namespace) as it reads against this one local server."""
+    return query.replace('namespace="$namespace"', 'job="fseg"')
+
+
+def test_the_dashboard_names_only_metrics_the_server_exports(scraped: dict) -> None:
+    exported = set(scraped["prometheus"].api("label/__name__/values"))
+    named = {n for q in dashboard_queries() for n in re.findall(r"\bfseg_\w+", q)}
+    assert named and named <= exported, named - exported
+
+
+def test_every_dashboard_query_runs_in_prometheus(scraped: dict) -> None:
+    prom = scraped["prometheus"]
+    for query in dashboard_queries():
+        prom.api("query", query=local(query))  # raises on a query Prometheus refuses
+    assert prom.value(local(dashboard_queries()[0].replace(" by (pod)", ""))) == 0  # idle now
+
+
+def test_the_adapter_rule_gives_queued_plus_running_jobs(scraped: dict) -> None:
+    (rule,) = adapter_rules()
+    query = rule["metricsQuery"].replace("<<.LabelMatchers>>", 'job="fseg"')
+    query = query.replace("<<.GroupBy>>", "instance")
+    assert rule["seriesQuery"].split("{")[0] in scraped["prometheus"].api("label/__name__/values")
+    assert scraped["prometheus"].value(query) == 0  # the server is idle: nothing waits
+    window = query.replace("sum(", "max_over_time(sum(", 1).replace(
+        "by (instance)", "by (instance)[10m:1s])"
+    )
+    assert scraped["prometheus"].value(window) >= 2  # one running and one queued, at once
