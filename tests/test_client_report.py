@@ -21,9 +21,11 @@ GIVEN_DURATION_S, WRITTEN_DURATION = 2.5, "2.50"
 DURATION_COLUMN = "seconds"
 
 
-def outcome(stem: str, status: str, summary=None, error: str = "") -> SlideOutcome:
+def outcome(
+    stem: str, status: str, summary=None, error: str = "", job_id: str = ""
+) -> SlideOutcome:
     slide = SlideInput(Path(f"/s/{stem}.svs"), stem)
-    return SlideOutcome(slide, status, "h:1", 1, error, GIVEN_DURATION_S, summary)
+    return SlideOutcome(slide, status, "h:1", 1, error, GIVEN_DURATION_S, summary, job_id)
 
 
 def test_csv_has_one_row_per_slide_and_one_column_per_class(tmp_path: Path) -> None:
@@ -39,16 +41,17 @@ def test_csv_has_one_row_per_slide_and_one_column_per_class(tmp_path: Path) -> N
     ]
     path = write_batch_csv(tmp_path, outcomes)
     rows = list(csv.DictReader(io.StringIO(path.read_text())))
-    assert list(rows[0])[:7] == [
+    assert list(rows[0])[:8] == [
         "slide",
         "path",
         "status",
         "server",
+        "job_id",
         "attempts",
         "error",
         "seconds",
     ]
-    assert list(rows[0])[7:] == [
+    assert list(rows[0])[8:] == [
         "tissue_area_um2",
         "tissue_area_px2",
         "area_um2:Stroma",
@@ -60,6 +63,26 @@ def test_csv_has_one_row_per_slide_and_one_column_per_class(tmp_path: Path) -> N
     assert rows[2]["error"] == 'the server said "no", twice'
     assert rows[2][DURATION_COLUMN] == WRITTEN_DURATION
     assert [p.name for p in tmp_path.iterdir()] == ["batch-summary.csv"]
+
+
+def test_csv_names_the_job_of_each_attempt_and_of_each_earlier_run() -> None:
+    """A failed slide's row names its job, to be found in the server's log; a slide
+    skipped as done names the job its summary records."""
+    earlier = {"client": {"job_id": "segment-0a1b2c3d-7"}}
+    rows = list(
+        csv.DictReader(
+            io.StringIO(
+                csv_text(
+                    [
+                        outcome("a", "failed", error="unreadable", job_id="segment-9f8e7d6c-2"),
+                        outcome("b", "skipped", earlier),
+                        outcome("c", "failed", error="refused before any job"),
+                    ]
+                )
+            )
+        )
+    )
+    assert [r["job_id"] for r in rows] == ["segment-9f8e7d6c-2", "segment-0a1b2c3d-7", ""]
 
 
 def test_csv_survives_odd_summaries() -> None:

@@ -70,6 +70,7 @@ class AttemptState:
     """What the scheduler learns from an attempt while it runs."""
 
     started: bool = False  # the Segment stream delivered at least one event
+    job_id: str = ""  # the server's id of the job, once it accepted it
     on_event: Callable[[], None] = lambda: None
 
 
@@ -78,15 +79,15 @@ def _consume(
     assembler: ResultAssembler,
     bar: SlideBar,
     state: AttemptState,
-) -> tuple[str, str]:
-    """Read a Segment stream to its end; returns (summary JSON text, job id)."""
-    summary, job_id = None, ""
+) -> str:
+    """Read a Segment stream to its end; returns the summary's JSON text."""
+    summary = None
     for event in events:
         state.started = True
         state.on_event()
         kind = event.WhichOneof("event")
         if kind == "accepted":
-            job_id = event.accepted.job_id
+            state.job_id = event.accepted.job_id
             bar.queued(event.accepted.queue_position)
         elif kind == "progress":
             bar.stage(event.progress.stage, event.progress.done, event.progress.total)
@@ -97,7 +98,7 @@ def _consume(
             summary = event.summary.json
     if summary is None:
         raise ProtocolError("the stream ended without a summary")
-    return summary, job_id
+    return summary
 
 
 def _warnings(summary: dict) -> list[str]:
@@ -139,13 +140,13 @@ def segment_slide(
         ctx.registry.check()
         call = conn.stub.Segment(request, metadata=conn.metadata, timeout=ctx.slide_timeout_s)
         with ctx.registry.track(call):
-            text, job_id = _consume(call, assembler, bar, state)
+            text = _consume(call, assembler, bar, state)
         assembler.require(ctx.options.output_files)
         server_summary = parse_server_summary(text)
         ended = time.monotonic()
         client_info = {
             "server": conn.address,
-            "job_id": job_id,
+            "job_id": state.job_id,
             "attempts": task.tries,
             "input": str(slide.path),
             "slide": task.identity,

@@ -21,7 +21,8 @@ DONE, SKIPPED, FAILED, PENDING = "done", "skipped", "failed", "pending"
 INTERRUPTED = "interrupted"
 INTERRUPTED_REASON = "interrupted before it finished (run the same command again to resume)"
 CSV_NAME = "batch-summary.csv"
-BASE_COLUMNS = ["slide", "path", "status", "server", "attempts", "error", "seconds"]
+#: ``job_id`` is the server's id of the slide's last attempt: search the server's log for it.
+BASE_COLUMNS = ["slide", "path", "status", "server", "job_id", "attempts", "error", "seconds"]
 _UNITS = ("um2", "px2")
 
 
@@ -32,6 +33,7 @@ class SlideOutcome:
     Attributes:
         seconds: wall time from the slide's first attempt to its last, in s.
         summary: the slide's summary JSON (done and skipped slides).
+        job_id: the server's id of the last attempt ("" if no server accepted one).
     """
 
     slide: SlideInput
@@ -41,6 +43,15 @@ class SlideOutcome:
     error: str = ""
     seconds: float = 0.0
     summary: dict | None = None
+    job_id: str = ""
+
+
+def _job_id(outcome: SlideOutcome) -> str:
+    """The attempt's job id, or for a slide skipped as done, the one its summary records."""
+    if outcome.job_id or not outcome.summary:
+        return outcome.job_id
+    client = outcome.summary.get("client")
+    return str(client.get("job_id", "")) if isinstance(client, dict) else ""
 
 
 def _areas(summary: dict | None) -> dict[str, float]:
@@ -83,6 +94,7 @@ def csv_row(outcome: SlideOutcome) -> dict[str, str]:
         "path": str(outcome.slide.path),
         "status": outcome.status,
         "server": outcome.server,
+        "job_id": _job_id(outcome),
         "attempts": str(outcome.attempts),
         "error": outcome.error,
         "seconds": f"{outcome.seconds:.2f}",

@@ -187,7 +187,7 @@ class Scheduler:
             return
         with self._cond:
             server.answered()
-        self._finish(task, DONE, server.address, summary=summary)
+        self._finish(task, DONE, server.address, summary=summary, job_id=state.job_id)
 
     def _failed(
         self, server: ServerState, task: SlideTask, exc: Exception, state: AttemptState
@@ -221,10 +221,10 @@ class Scheduler:
                 if rpc_error_code(exc) is grpc.StatusCode.RESOURCE_EXHAUSTED:
                     server.down_until = max(server.down_until, time.monotonic() + delay)
         if verdict.action is Action.FAIL:
-            self._finish(task, FAILED, server.address, error=message)
+            self._finish(task, FAILED, server.address, error=message, job_id=state.job_id)
         elif counts and self.policy.exhausted(task.attempts):
             error = f"gave up after {task.tries} attempts: {message}"
-            self._finish(task, FAILED, server.address, error=error)
+            self._finish(task, FAILED, server.address, error=error, job_id=state.job_id)
         else:
             self._requeue(task, server, delay)
 
@@ -242,6 +242,7 @@ class Scheduler:
         server: str = "",
         error: str = "",
         summary: dict | None = None,
+        job_id: str = "",
     ) -> None:
         """Record the task's outcome and say so on the console (not for each
         slide a Ctrl-C leaves: one closing line says that)."""
@@ -254,6 +255,7 @@ class Scheduler:
             error=error,
             seconds=time.monotonic() - started if started is not None else 0.0,
             summary=summary,
+            job_id=job_id,
         )
         with self._cond:
             if task.slide.stem in self._outcomes:

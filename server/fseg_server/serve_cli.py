@@ -11,6 +11,8 @@ from pathlib import Path
 
 from .cli import output_file
 from .errors import InvalidInput
+from .logs import FORMATS
+from .logs import configure as configure_logging
 
 
 def add_serve(commands: argparse._SubParsersAction) -> None:
@@ -65,7 +67,23 @@ def add_serve(commands: argparse._SubParsersAction) -> None:
     p.add_argument("--token-file", type=Path, help="bearer token every call must carry")
     p.add_argument("--grace-seconds", type=float, default=30.0, help="drain time on SIGTERM")
     p.add_argument("--chunk-bytes", type=int, default=1 << 20, help="result chunk size")
+    p.add_argument(
+        "--metrics-port", type=int, metavar="PORT",
+        help="serve Prometheus metrics over HTTP on this port (0: a free one; default: off)",
+    )  # fmt: skip
+    p.add_argument(
+        "--metrics-host", default="127.0.0.1",
+        help="address of the metrics port (default 127.0.0.1; 0.0.0.0 in a pod)",
+    )  # fmt: skip
+    p.add_argument(
+        "--metrics-port-file", type=output_file, help="write the metrics port here once serving"
+    )
     p.add_argument("--log-level", default="INFO")
+    p.add_argument(
+        "--log-format", choices=FORMATS, default="text",
+        help="text, or json: one JSON object per line with time, level, message and the "
+        "job id, slide, stage and outcome where they apply",
+    )  # fmt: skip
     p.set_defaults(handler=serve)
 
 
@@ -81,9 +99,7 @@ def serve(args: argparse.Namespace) -> int:
     # on whether there are any worth keeping (memory.py).
     runs_networks = any(is_network(name) for name in extractors)
     tune_for_server(resolve_device(args.device).type, runs_networks)
-    logging.basicConfig(
-        level=args.log_level.upper(), format="%(asctime)s %(name)s %(levelname)s %(message)s"
-    )
+    configure_logging(args.log_level, args.log_format)
     _check_positive(args)
     config = ServeConfig(
         host=args.host,
@@ -107,6 +123,9 @@ def serve(args: argparse.Namespace) -> int:
         chunk_bytes=args.chunk_bytes,
         grace_seconds=args.grace_seconds,
         port_file=args.port_file,
+        metrics_port=args.metrics_port,
+        metrics_host=args.metrics_host,
+        metrics_port_file=args.metrics_port_file,
     )
     exit_without_teardown(serve_forever(config))
     return 0  # not reached
@@ -145,8 +164,11 @@ def _banks(values: list[str]) -> dict[str, Path]:
 
 
 def _check_positive(args: argparse.Namespace) -> None:
-    if not 0 <= args.port <= 65535:
-        raise InvalidInput(f"--port must be between 0 and 65535, not {args.port}")
+    for flag, port in (("--port", args.port), ("--metrics-port", args.metrics_port)):
+        if port is not None and not 0 <= port <= 65535:
+            raise InvalidInput(f"{flag} must be between 0 and 65535, not {port}")
+    if args.metrics_port_file and args.metrics_port is None:
+        raise InvalidInput("--metrics-port-file needs --metrics-port")
     names = ("max_queued_jobs", "max_running_jobs", "chunk_bytes", "upload_max_bytes")
     for name in (*names, "feature_cache_bytes"):
         if getattr(args, name) < 1:

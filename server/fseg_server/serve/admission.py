@@ -8,6 +8,7 @@ jobs share the device worker, which batches their tiles together.
 from __future__ import annotations
 
 import itertools
+import secrets
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -35,6 +36,9 @@ class Admission:
         self._admitted = 0
         self._running = 0
         self._ids = itertools.count(1)
+        # Job ids are searched for in a fleet's pooled logs: a per-process tag keeps
+        # "segment-7" of one server (or of a restart) apart from another's.
+        self._tag = secrets.token_hex(4)
 
     @property
     def counts(self) -> tuple[int, int]:
@@ -51,7 +55,7 @@ class Admission:
                 )
             position = max(0, self._admitted - self._running)
             self._admitted += 1
-            return Ticket(f"{kind}-{next(self._ids)}", position)
+            return Ticket(f"{kind}-{self._tag}-{next(self._ids)}", position)
 
     def wait_for_slot(self, ticket: Ticket, should_stop: Callable[[], bool]) -> None:
         """Block until the job may run; raises Cancelled if its caller gives up first."""

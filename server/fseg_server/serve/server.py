@@ -16,6 +16,7 @@ from grpc_reflection.v1alpha import reflection
 
 from fseg_proto import fseg_pb2, fseg_pb2_grpc, tls_files
 
+from .. import __version__
 from ..device import describe_device, resolve_device
 from ..errors import InvalidInput
 from ..pipeline.device_worker import DeviceWorker
@@ -23,6 +24,7 @@ from ..pipeline.feature_cache import FeatureCache
 from .admission import Admission
 from .auth import TokenInterceptor
 from .info import Limits
+from .metrics import NO_METRICS, Metrics, NoMetrics
 from .resources import Resources
 from .service import SegmentationService
 from .slide_access import SlideAccess
@@ -61,6 +63,10 @@ class ServeConfig:
     chunk_bytes: int = 1 << 20
     grace_seconds: float = 30.0
     port_file: Path | None = None
+    #: Prometheus metrics over HTTP on this port (0: a free one); None: no metrics.
+    metrics_port: int | None = None
+    metrics_host: str = "127.0.0.1"
+    metrics_port_file: Path | None = None
 
 
 @dataclass
@@ -70,6 +76,7 @@ class RunningServer:
     worker: DeviceWorker
     port: int
     draining: threading.Event
+    metrics: NoMetrics = NO_METRICS
 
     def drain(self, grace: float) -> None:
         """Refuse new work, give running jobs ``grace`` seconds, then stop."""
@@ -80,6 +87,7 @@ class RunningServer:
         self.health.enter_graceful_shutdown()
         self.server.stop(grace).wait()
         self.worker.close()
+        self.metrics.close()
 
 
 def start_server(config: ServeConfig) -> RunningServer:
@@ -104,11 +112,15 @@ def start_server(config: ServeConfig) -> RunningServer:
         max_message_bytes=MAX_RECEIVE_BYTES,
         chunk_bytes=config.chunk_bytes,
     )
+    admission = Admission(config.max_queued_jobs, config.max_running_jobs)
+    metrics = _metrics(config, admission, worker, resources)
     service = SegmentationService(
-        resources, access, uploads, worker,
-        Admission(config.max_queued_jobs, config.max_running_jobs), limits, draining, cache,
-    )  # fmt: skip
-    interceptors = [TokenInterceptor(_read_token(config.token_file))] if config.token_file else []
+        resources, access, uploads, worker, admission, limits, draining, cache, metrics
+    )
+    # The metrics' interceptor first: it sees the token's refusals too.
+    interceptors = metrics.interceptors()
+    if config.token_file:
+        interceptors.append(TokenInterceptor(_read_token(config.token_file)))
     server = grpc.server(
         # Each streaming call holds a thread while it waits or runs.
         ThreadPoolExecutor(
@@ -141,7 +153,31 @@ def start_server(config: ServeConfig) -> RunningServer:
         SERVICE_NAME, config.host, port, describe_device(device),
         ", ".join(resources.extractors), ", ".join(resources.banks) or "none",
     )  # fmt: skip
-    return RunningServer(server, health_servicer, worker, port, draining)
+    return RunningServer(server, health_servicer, worker, port, draining, metrics)
+
+
+def _metrics(
+    config: ServeConfig, admission: Admission, worker: DeviceWorker, resources: Resources
+) -> NoMetrics:
+    """The server's metrics, already served, when ``--metrics-port`` asks for them."""
+    if config.metrics_port is None:
+        return NO_METRICS
+    build = {
+        "version": __version__,
+        "extractor": resources.default_extractor,
+        "extractors": ",".join(resources.extractors),
+        "device": describe_device(resources.device),
+    }
+    metrics = Metrics(admission, worker, build, feature_cache=config.feature_cache is not None)
+    address = f"{config.metrics_host}:{config.metrics_port}"
+    try:
+        port = metrics.serve(config.metrics_host, config.metrics_port)
+    except OSError as exc:
+        raise InvalidInput(f"cannot serve metrics on {address} ({exc.strerror or exc})") from None
+    if config.metrics_port_file:
+        _write_atomically(config.metrics_port_file, f"{port}\n")
+    log.info("metrics (Prometheus text format) on http://%s:%d/metrics", config.metrics_host, port)
+    return metrics
 
 
 def serve_forever(config: ServeConfig) -> int:

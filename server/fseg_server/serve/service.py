@@ -19,15 +19,18 @@ from .. import __version__
 from ..concepts.kmeans import Reservoir
 from ..device import describe_device
 from ..errors import Cancelled, FsegError, InvalidInput, NotFound, PermissionDenied
+from ..extract import Extractor
 from ..pipeline.device_worker import DeviceWorker
 from ..pipeline.feature_cache import FeatureCache
 from ..pipeline.fit import fit_bank, sample_slides
 from ..pipeline.options import SegmentOptions
-from ..pipeline.segment import segment_slide
+from ..pipeline.segment import SegmentResult, segment_slide
 from ..slide.reader import open_slide
 from ..text import first_control_character
 from .admission import Admission, Ticket
 from .info import Limits, server_info
+from .metrics import NO_METRICS, NoMetrics
+from .outcomes import JobRecord, recorded
 from .requests import requested_outputs, segment_options, slide_mpp
 from .resources import Resources
 from .slide_access import SlideAccess
@@ -52,6 +55,7 @@ class SegmentationService(fseg_pb2_grpc.SegmentationServicer):
         limits: Limits,
         draining: threading.Event,
         cache: FeatureCache | None = None,
+        metrics: NoMetrics = NO_METRICS,
     ) -> None:
         self.resources = resources
         self.access = access
@@ -61,6 +65,7 @@ class SegmentationService(fseg_pb2_grpc.SegmentationServicer):
         self.limits = limits
         self.draining = draining
         self.cache = cache
+        self.metrics = metrics
 
     # -- Segment -------------------------------------------------------------------------
 
@@ -79,50 +84,51 @@ class SegmentationService(fseg_pb2_grpc.SegmentationServicer):
             outputs = requested_outputs(request)
             ticket = self.admission.admit("segment")
             try:
-                yield fseg_pb2.SegmentEvent(
-                    accepted=fseg_pb2.Accepted(
-                        job_id=ticket.job_id, queue_position=ticket.queue_position
+                with recorded(ticket.job_id, slide_name, self.metrics) as record:
+                    yield fseg_pb2.SegmentEvent(
+                        accepted=fseg_pb2.Accepted(
+                            job_id=ticket.job_id, queue_position=ticket.queue_position
+                        )
                     )
-                )
-                stop = CallStopper(context)
-                queued = time.perf_counter()
-                self._wait_for_slot(ticket, stop)
-                waited = time.perf_counter() - queued
+                    stop = CallStopper(context)
+                    queued = time.perf_counter()
+                    self._wait_for_slot(ticket, stop)
+                    waited = time.perf_counter() - queued
 
-                def work(emit):
-                    progress = ProgressEvents(lambda p: emit(fseg_pb2.SegmentEvent(progress=p)))
-                    try:
-                        with open_slide(path) as slide:
+                    def work(emit):
+                        events = ProgressEvents(lambda p: emit(fseg_pb2.SegmentEvent(progress=p)))
+                        progress = record.following(self.metrics.count_tiles(events))
+                        with record.job_thread("open"), open_slide(path) as slide:
                             return segment_slide(
                                 slide, extractor, bank, options, self.worker,
                                 bank_name=bank_name, name=slide_name,
                                 cache=self.cache, progress=progress,
                                 should_stop=stop,
                             )  # fmt: skip
-                    except Cancelled as exc:  # the caller has gone: the log is the record
-                        log.info("%s stopped: %s: %s", ticket.job_id, slide_name, exc)
-                        raise
 
-                result = yield from run_job(work, ticket.job_id)
-                for name in OUTPUT_ORDER:
-                    if name in outputs:
-                        for chunk in file_chunks(name, result.files[name], self.limits.chunk_bytes):
-                            yield fseg_pb2.SegmentEvent(chunk=chunk)
-                summary = {
-                    **result.summary,
-                    "server": {
-                        "version": __version__,
-                        "device": describe_device(self.worker.device),
-                        "job_id": ticket.job_id,
-                        "queued_s": round(waited, 4),
-                    },
-                }
-                yield fseg_pb2.SegmentEvent(summary=fseg_pb2.Summary(json=json.dumps(summary)))
-                log.info(
-                    "%s done: %s (%.1f s)", ticket.job_id, slide_name, summary["timings_s"]["total"]
-                )
+                    result = yield from run_job(work, ticket.job_id)
+                    yield from self._results(result, outputs)
+                    record.summary = {
+                        **result.summary,
+                        "server": {
+                            "version": __version__,
+                            "device": describe_device(self.worker.device),
+                            "job_id": ticket.job_id,
+                            "queued_s": round(waited, 4),
+                        },
+                    }
+                    yield fseg_pb2.SegmentEvent(
+                        summary=fseg_pb2.Summary(json=json.dumps(record.summary))
+                    )
             finally:
                 self.admission.release(ticket)
+
+    def _results(self, result: SegmentResult, outputs: set[str]) -> Iterator[object]:
+        """The result files asked for, in chunks, in OUTPUT_ORDER."""
+        for name in OUTPUT_ORDER:
+            if name in outputs:
+                for chunk in file_chunks(name, result.files[name], self.limits.chunk_bytes):
+                    yield fseg_pb2.SegmentEvent(chunk=chunk)
 
     # -- FitConcepts ---------------------------------------------------------------------
 
@@ -144,39 +150,57 @@ class SegmentationService(fseg_pb2_grpc.SegmentationServicer):
                 for slide in request.slides
             ]
             ticket = self.admission.admit("fit")
+            described = f"{len(request.slides)} slides"
             try:
-                stop = CallStopper(context)
-                self._wait_for_slot(ticket, stop)
-
-                def work(emit):
-                    reservoir = Reservoir(200_000, extractor.spec.feature_dim)
-                    total = len(request.slides)
-
-                    def report(index: int, outcome: int | FsegError) -> None:
-                        if isinstance(outcome, FsegError):
-                            skip = fseg_pb2.FitSkip(index=index, reason=str(outcome))
-                            emit(fseg_pb2.FitEvent(skipped=skip))
-                        progress = fseg_pb2.Progress(stage="fit", done=index + 1, total=total)
-                        emit(fseg_pb2.FitEvent(progress=progress))
-
-                    sampled = sample_slides(
-                        total, lambda i: open_slide(self._slide_path(request.slides[i])),
-                        extractor, self.worker, reservoir, per_slide.__getitem__,
-                        max_tiles=request.tiles_per_slide or 64, report=report, should_stop=stop,
-                    )  # fmt: skip
-                    source = f"fitted on {sampled} slides by fseg {__version__}"
-                    mpp = request.target_mpp or extractor.spec.mpp
-                    return fit_bank(reservoir, ks, extractor, mpp, source)
-
-                bank = yield from run_job(work, ticket.job_id)
-                data = bank.to_bytes()
-                yield fseg_pb2.FitEvent(
-                    bank=fseg_pb2.FittedBank(
-                        sha256=hashlib.sha256(data).hexdigest(), k=bank.ks, safetensors=data
-                    )
-                )
+                with recorded(
+                    ticket.job_id, described, self.metrics, counts_as_slide=False
+                ) as record:
+                    yield from self._fit(request, context, ticket, record, extractor, ks, per_slide)
             finally:
                 self.admission.release(ticket)
+
+    def _fit(
+        self,
+        request: fseg_pb2.FitRequest,
+        context: grpc.ServicerContext,
+        ticket: Ticket,
+        record: JobRecord,
+        extractor: Extractor,
+        ks: list[int],
+        per_slide: list[SegmentOptions],
+    ) -> Iterator[fseg_pb2.FitEvent]:
+        """A FitConcepts job once admitted: sample the slides, fit, send the bank."""
+        stop = CallStopper(context)
+        self._wait_for_slot(ticket, stop)
+        total = len(request.slides)
+
+        def work(emit):
+            reservoir = Reservoir(200_000, extractor.spec.feature_dim)
+
+            def report(index: int, outcome: int | FsegError) -> None:
+                if isinstance(outcome, FsegError):
+                    skip = fseg_pb2.FitSkip(index=index, reason=str(outcome))
+                    emit(fseg_pb2.FitEvent(skipped=skip))
+                progress = fseg_pb2.Progress(stage="fit", done=index + 1, total=total)
+                emit(fseg_pb2.FitEvent(progress=progress))
+
+            with record.job_thread("fit"):
+                sampled = sample_slides(
+                    total, lambda i: open_slide(self._slide_path(request.slides[i])),
+                    extractor, self.worker, reservoir, per_slide.__getitem__,
+                    max_tiles=request.tiles_per_slide or 64, report=report, should_stop=stop,
+                )  # fmt: skip
+                source = f"fitted on {sampled} slides by fseg {__version__}"
+                mpp = request.target_mpp or extractor.spec.mpp
+                return fit_bank(reservoir, ks, extractor, mpp, source)
+
+        bank = yield from run_job(work, ticket.job_id)
+        data = bank.to_bytes()
+        yield fseg_pb2.FitEvent(
+            bank=fseg_pb2.FittedBank(
+                sha256=hashlib.sha256(data).hexdigest(), k=bank.ks, safetensors=data
+            )
+        )
 
     # -- Slides --------------------------------------------------------------------------
 
