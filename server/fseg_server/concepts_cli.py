@@ -102,11 +102,10 @@ def import_concepts(args: argparse.Namespace) -> int:
 
 
 def fit_concepts(args: argparse.Namespace) -> int:
-    from .concepts import Reservoir
     from .device import place, resolve_device
     from .extract import create_extractor
     from .pipeline.device_worker import DeviceWorker
-    from .pipeline.fit import fit_bank, sample_slides
+    from .pipeline.fit import fit_bank, provenance_reservoir, sample_slides
     from .pipeline.options import SegmentOptions
     from .slide.reader import open_slide
 
@@ -115,7 +114,7 @@ def fit_concepts(args: argparse.Namespace) -> int:
     device = resolve_device(args.device)
     extractor = place(create_extractor(args.extractor, args.weights), device)
     options = SegmentOptions(k=max(ks), slide_mpp=args.mpp, target_mpp=args.target_mpp)
-    reservoir = Reservoir(args.max_samples, extractor.spec.feature_dim, seed=args.seed)
+    reservoir = provenance_reservoir(args.max_samples, extractor.spec.feature_dim, args.seed)
     worker = DeviceWorker(device)
 
     def report(index: int, outcome: int | FsegError) -> None:
@@ -130,8 +129,9 @@ def fit_concepts(args: argparse.Namespace) -> int:
         )  # fmt: skip
     finally:
         worker.close()
-    source = f"fitted on {sampled} inputs ({reservoir.seen} window samples)"
-    bank = fit_bank(reservoir, ks, extractor, args.target_mpp or extractor.spec.mpp, source)
+    source = f"fitted on {sampled.count} inputs ({reservoir.seen} window samples)"
+    mpp = args.target_mpp or extractor.spec.mpp
+    bank = fit_bank(reservoir, ks, extractor, mpp, source, inputs=sampled.inputs)
     bank.save(args.out)
     print(
         f"wrote {args.out}: {bank.extractor}, k = {bank.ks}, {len(reservoir.sample)} samples used"
