@@ -6,14 +6,14 @@ import shutil
 from pathlib import Path
 
 import numpy as np
-from conftest import shared
-from servers import run_server_cli
 
+from conftest import shared
 from fseg_server.concepts import ConceptBank, Reservoir, bank_from_bytes, load_bank
 from fseg_server.concepts.bank import ConceptClass
 from fseg_server.concepts.provenance import Provenance, SampledInput, file_fingerprint
 from fseg_server.extract.stain import STAIN_SPEC
 from fseg_server.slide.reader import open_slide
+from servers import run_server_cli
 
 
 def bank_with_provenance() -> ConceptBank:
@@ -97,6 +97,8 @@ def test_fit_concepts_records_each_input_and_windows_on_its_tissue(tmp_path: Pat
 def test_an_imported_published_bank_has_no_provenance(tmp_path: Path):
     joblib = shared("concept-banks/resnet.joblib")
     out = tmp_path / "resnet.safetensors"
-    done = run_server_cli("import-concepts", str(joblib), "--extractor", "resnet50", "--out", str(out))
+    done = run_server_cli(
+        "import-concepts", str(joblib), "--extractor", "resnet50", "--out", str(out)
+    )
     assert done.returncode == 0, done.stderr
     assert load_bank(out).provenance is None

@@ -1,18 +1,20 @@
 #!/usr/bin/env bash
 # Installs what the QuPath conformance tests need, only when it is missing:
-# a Java runtime and compiler, Groovy, and JTS (libjts-java).
+# a Java runtime and compiler, Groovy, and JTS (libjts-java); and Chromium, in
+# which the concept atlas page is opened headless.
 set -euo pipefail
 missing=()
 command -v java >/dev/null 2>&1 || missing+=(default-jre-headless)
 command -v javac >/dev/null 2>&1 || missing+=(default-jdk-headless)
 command -v groovy >/dev/null 2>&1 || missing+=(groovy)
 ls /usr/share/java/jts-core*.jar >/dev/null 2>&1 || missing+=(libjts-java)
+command -v chromium >/dev/null 2>&1 || missing+=(chromium)
 if [ ${#missing[@]} -eq 0 ]; then
   exit 0
 fi
 if ! command -v apt-get >/dev/null 2>&1; then
-  echo "system-deps: the QuPath conformance tests need ${missing[*]} (Debian names);" >&2
-  echo "system-deps: this machine has no apt-get, so install a JDK, Groovy and JTS yourself" >&2
+  echo "system-deps: the QuPath and atlas tests need ${missing[*]} (Debian names);" >&2
+  echo "system-deps: this machine has no apt-get, so install a JDK, Groovy, JTS and Chromium yourself" >&2
   exit 1
 fi
 echo "installing ${missing[*]} with apt-get"
