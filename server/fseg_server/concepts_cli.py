@@ -198,7 +198,10 @@ def show_concepts(args: argparse.Namespace) -> int:
 
     bank = load_bank(args.bank)
     if args.json:
-        print_json({**bank.metadata(), "sha256": bank.digest})
+        meta = bank.metadata()
+        if "provenance" in meta:  # thousands of window rows: their count says enough here
+            meta["provenance"]["windows"] = len(meta["provenance"]["windows"])
+        print_json({**meta, "sha256": bank.digest})
         return 0
     if args.k is not None:
         bank.concepts(args.k)  # refuses a k the bank lacks, naming the ones it has
@@ -219,6 +222,7 @@ def describe_bank(bank: ConceptBank, path: Path) -> list[str]:
         f"{path}: sha256 {bank.digest[:16]}",
         f"  extractor {bank.extractor}, {bank.feature_dim} channels{at}",
         f"  source: {bank.source or 'not recorded'}",
+        f"  samples' provenance: {_provenance_line(bank)}",
     ]
     for k in bank.ks:
         defaults = set(default_names(k))
@@ -229,6 +233,13 @@ def describe_bank(bank: ConceptBank, path: Path) -> list[str]:
         lines.append(f"  k = {k}: {said}{unusable}")
     lines.append("  (--k K lists one k's classes; --json prints everything)")
     return lines
+
+
+def _provenance_line(bank: ConceptBank) -> str:
+    if bank.provenance is None:
+        return "not recorded (fseg atlas draws windows from the inputs it is given)"
+    inputs = len(bank.provenance.inputs)
+    return f"{len(bank.provenance.windows)} windows on {inputs} input{'s' if inputs != 1 else ''}"
 
 
 def expand_inputs(patterns: list[str]) -> list[Path]:
