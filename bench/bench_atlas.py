@@ -1,7 +1,9 @@
 """The concept atlas: how long ``fseg atlas`` takes, beside segmenting the same inputs.
 
-For the shared WSSS4LUAD validation patches (31 images) and for
-CMU-1-Small-Region.svs: a stain bank (k = 8) is fitted on the inputs with
+For the shared WSSS4LUAD validation patches (31 images), for
+CMU-1-Small-Region.svs, and for a 16,000 px slide made of CMU-1's tissue
+(``tools/synthetic_slide.py``; large enough that 16 tiles are a small part
+of it): a stain bank (k = 8) is fitted on the inputs with
 ``fseg-server fit-concepts``; then, each as its own whole process with its
 embedded local server, ``fseg atlas`` with that bank (its provenance shows the
 windows k-means saw), ``fseg atlas`` with the same bank stripped of its
@@ -22,10 +24,14 @@ from dataclasses import replace
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tools"))
+from synthetic_slide import pattern_from, write_slide
+
 from common import SHARED_DIR, print_table, write_json
 from fseg_server.concepts import load_bank
 
 K = 8
+LARGE_PX = 16_000
 
 
 def timed(*command: str) -> float:
@@ -68,9 +74,15 @@ def main() -> None:
         "CMU-1-Small-Region.svs": [SHARED_DIR / "slides" / "CMU-1-Small-Region.svs"],
     }
     rows = []
-    for name, inputs in cases.items():
-        with tempfile.TemporaryDirectory(prefix="fseg-bench-atlas-") as work:
-            rows.append(case(name, inputs, Path(work)))
+    with tempfile.TemporaryDirectory(prefix="fseg-bench-atlas-") as tmp:
+        cmu = cases["CMU-1-Small-Region.svs"][0]
+        pattern, mpp = pattern_from(cmu, 2048)
+        large = write_slide(Path(tmp) / "large.tiff", pattern, LARGE_PX, mpp)
+        cases[f"{LARGE_PX:,} px slide of CMU-1 tissue"] = [large]
+        for index, (name, inputs) in enumerate(cases.items()):
+            work = Path(tmp) / str(index)
+            work.mkdir()
+            rows.append(case(name, inputs, work))
     print_table(rows, f"fseg atlas, stain, k = {K}: whole processes, local server included (s)")
     write_json("bench_atlas", {"k": K, "extractor": "stain", "rows": rows})
 

@@ -1,10 +1,10 @@
 """The atlas's one pass over the inputs: plan each, read its sampled tiles once, score windows.
 
-Which tiles are read: on an input the bank's provenance knows (by content
-fingerprint), the tiles holding the windows k-means saw there, and those
-windows are the candidates; on any other input, up to ``tiles_per_input``
-tissue tiles drawn with a seeded generator, and the candidates are the tiles'
-windows of the bank's ``concept_window``. Every tile goes through the
+Which tiles are read, at most ``tiles_per_input`` per input: on an input the
+bank's provenance knows (by content fingerprint), the tiles holding the most
+windows k-means saw there, and those windows are the candidates; on any other
+input, tissue tiles drawn with a seeded generator, and the candidates are the
+tiles' windows of the bank's ``concept_window``. Every tile goes through the
 extractor once; nothing else of a slide is read (a cohort is not segmented
 again). Tissue shares are counted on the cells read, and each input's
 counts are scaled up to its whole tissue area.
@@ -33,8 +33,6 @@ from .recipe import ShareRecipe
 from .windows import CandidatePool, window_shares
 
 Progress = Callable[[str, int, int], None]
-#: Tiles read at most on an input the provenance knows (the fit's own default).
-MAX_PROVENANCE_TILES = 64
 
 
 @dataclass(frozen=True)
@@ -103,7 +101,7 @@ def plan_inputs(
             known = bank.provenance.windows_of(file_fingerprint(source.path))
         rng = np.random.default_rng([seed, index])
         if known is not None and len(known):
-            tiles = _tiles_holding(plan, known, rng)
+            tiles = _tiles_holding(plan, known, tiles_per_input, rng)
             plans.append(InputPlan(source, plan, tiles, known))
         else:
             tiles = _drawn(list(plan.grid.tiles(plan.tissue)), tiles_per_input, rng)
@@ -148,6 +146,7 @@ def sample_inputs(
                 read_cells += int(tissue.sum())
                 boxes, cells = _candidates(plan, tile, shares.shape[1:], spec, item.windows)
                 means, useful = window_shares(shares, tissue, cells)
+                useful &= _inside(boxes, slide.info.dimensions)
                 sampled.pool.add(index, boxes[useful], means[useful])
                 sampled.tiles_read += 1
                 progress("sample", sampled.tiles_read, total)
@@ -165,14 +164,20 @@ def _drawn(tiles: list[Tile], limit: int, rng: np.random.Generator) -> list[Tile
     return [tiles[i] for i in np.sort(rng.choice(len(tiles), limit, replace=False))]
 
 
-def _tiles_holding(plan: SlidePlan, boxes: np.ndarray, rng: np.random.Generator) -> list[Tile]:
-    """The grid tiles whose cores hold the centres of the level-0 ``boxes``."""
+def _tiles_holding(
+    plan: SlidePlan, boxes: np.ndarray, limit: int, rng: np.random.Generator
+) -> list[Tile]:
+    """At most ``limit`` grid tiles whose cores hold the centres of the level-0 ``boxes``:
+    those holding the most (ties in a seeded order), in grid order."""
     grid = plan.grid
     size = grid.tile_size * plan.resolution.target_downsample  # level-0 px
     centres = boxes[:, :2] + boxes[:, 2:] / 2
-    cells = {(int(y // size), int(x // size)) for x, y in centres}
-    inside = sorted((r, c) for r, c in cells if 0 <= r < grid.rows and 0 <= c < grid.cols)
-    return _drawn([grid.tile(r, c) for r, c in inside], MAX_PROVENANCE_TILES, rng)
+    rows, cols = (centres[:, 1] // size).astype(np.int64), (centres[:, 0] // size).astype(np.int64)
+    inside = (rows >= 0) & (rows < grid.rows) & (cols >= 0) & (cols < grid.cols)
+    cells, held = np.unique(rows[inside] * grid.cols + cols[inside], return_counts=True)
+    order = rng.permutation(len(cells))
+    best = order[np.argsort(-held[order], kind="stable")][:limit]
+    return [grid.tile(int(c) // grid.cols, int(c) % grid.cols) for c in np.sort(cells[best])]
 
 
 def _tissue_cells(plan: SlidePlan, tile: Tile, shape: tuple[int, int], stride: int) -> np.ndarray:
@@ -187,6 +192,18 @@ def _tissue_cells(plan: SlidePlan, tile: Tile, shape: tuple[int, int], stride: i
     c = np.clip((xs / mask.downsample).astype(np.int64), 0, mask.mask.shape[1] - 1)
     inside = (ys < height)[:, None] & (xs < width)[None, :]
     return inside & mask.mask[r[:, None], c[None, :]]
+
+
+def _inside(boxes: np.ndarray, dimensions: tuple[int, int]) -> np.ndarray:
+    """Which level-0 boxes lie wholly on the slide: a window hanging off its edge
+    was seen through padding, and would be shown half empty."""
+    width, height = dimensions
+    return (
+        (boxes[:, 0] >= 0)
+        & (boxes[:, 1] >= 0)
+        & (boxes[:, 0] + boxes[:, 2] <= width)
+        & (boxes[:, 1] + boxes[:, 3] <= height)
+    )
 
 
 def _candidates(
@@ -228,10 +245,3 @@ def _candidates(
         ]
     ).astype(np.int64)
     return known[mine], cells
-
-
-def tissue_fraction_read(plans: list[InputPlan]) -> float:
-    """Share of the inputs' tissue that lies in the tiles read (for the summary)."""
-    read = sum(len(p.tiles) * p.plan.grid.tile_size**2 for p in plans)
-    tissue = sum(p.plan.tissue_px for p in plans)
-    return min(1.0, read / tissue) if tissue else 0.0
