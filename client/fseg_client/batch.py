@@ -27,7 +27,7 @@ from .inputs import SlideInput, collect_inputs
 from .job import BatchContext, SlideTask
 from .local_server import LocalServer
 from .options import OUTPUT_FILES, RequestOptions, options_from_args
-from .outputs import output_names
+from .outputs import output_names, prepare_output_folder
 from .plan import choose_bank, plan_tasks, with_bank_extractor
 from .progress import Progress, resolve_style
 from .remote_slides import SlideResolver
@@ -41,16 +41,6 @@ from .report import (
 )
 from .retry import RetryPolicy
 from .scheduler import Scheduler
-
-
-def _why_unwritable(folder: Path) -> str:
-    """Why ``folder`` takes no files, in a few words."""
-    try:
-        if os.statvfs(folder).f_flag & os.ST_RDONLY:
-            return "its file system is mounted read-only"
-    except (OSError, AttributeError):  # no statvfs on Windows
-        pass
-    return "no permission to write there"
 
 
 def local_server_args(
@@ -67,14 +57,17 @@ def local_server_args(
     return {
         # Only folders that exist here: the server refuses to start on a missing
         # root. A slide that is a symlink also needs its target's folder.
-        "slide_roots": sorted(
-            {folder for slide in slides if slide.local for folder in _folders_of(slide.path)}
-        ),
+        "slide_roots": slide_roots(slides),
         "extractor": options.extractor,
         "weights": args.weights or [],
         "concepts": str(concepts.resolve()) if concepts else None,
         "device": args.device,
     }
+
+
+def slide_roots(slides: Sequence[SlideInput]) -> list[Path]:
+    """The folders a local server must read: those of the local slides."""
+    return sorted({folder for slide in slides if slide.local for folder in _folders_of(slide.path)})
 
 
 def _folders_of(path: Path) -> set[Path]:
@@ -105,15 +98,7 @@ def run_segment(args: argparse.Namespace) -> int:
     slides = collect_inputs(args.inputs, manifest, allow_remote=args.upload == "never")
     addresses = parse_servers(args.server)
     creds = credentials_from_args(args)
-    out_dir = Path(args.out).expanduser()
-    try:
-        out_dir.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise ClientError(f"cannot create the output folder {out_dir} ({exc.strerror})") from None
-    if not os.access(out_dir, os.W_OK | os.X_OK):  # also false on a read-only file system
-        raise ClientError(
-            f"cannot write in the output folder {out_dir} ({_why_unwritable(out_dir)})"
-        )
+    out_dir = prepare_output_folder(Path(args.out).expanduser())
     bank, options = choose_bank(args.concepts, out_dir, options)
     every_output = list(OUTPUT_FILES.values())  # also leftovers of runs with other --outputs
     names = [n for s in slides for n in output_names(s.stem, every_output)]

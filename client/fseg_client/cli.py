@@ -15,6 +15,7 @@ import traceback
 from collections.abc import Callable, Sequence
 
 from . import __version__
+from .atlas_args import add_atlas_arguments
 from .errors import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK, ClientError
 from .segment_args import add_connection_arguments, add_segment_arguments
 
@@ -80,6 +81,12 @@ def _segment(args: argparse.Namespace) -> int:
     return run_segment(args)
 
 
+def _atlas(args: argparse.Namespace) -> int:
+    from .atlas import run_atlas
+
+    return run_atlas(args)
+
+
 def _info(args: argparse.Namespace) -> int:
     from .info import run_info
 
@@ -116,6 +123,17 @@ def build_parser() -> argparse.ArgumentParser:
     )
     add_segment_arguments(segment)
     segment.set_defaults(handler=_segment)
+
+    atlas = commands.add_parser(
+        "atlas",
+        help="show what each concept of a bank looks like, and write a names template",
+        description="For every concept of one k of a bank: its share of the inputs' tissue "
+        "and the windows that most typify it. Writes DIR/atlas-k<K>.html (one page, pictures "
+        "inline), DIR/atlas-k<K>.png (a mosaic) and DIR/names-k<K>.json (edit it, then "
+        "`fseg-server name-concepts BANK --k K --names DIR/names-k<K>.json`).",
+    )
+    add_atlas_arguments(atlas)
+    atlas.set_defaults(handler=_atlas)
 
     info = commands.add_parser("info", help="show a server's extractors, banks and limits")
     add_connection_arguments(info, "the server(s) to ask (host:port)")

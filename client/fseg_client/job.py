@@ -74,7 +74,7 @@ class AttemptState:
     on_event: Callable[[], None] = lambda: None
 
 
-def _consume(
+def consume_events(
     events: Iterable[fseg_pb2.SegmentEvent],
     assembler: ResultAssembler,
     bar: SlideBar,
@@ -140,7 +140,7 @@ def segment_slide(
         ctx.registry.check()
         call = conn.stub.Segment(request, metadata=conn.metadata, timeout=ctx.slide_timeout_s)
         with ctx.registry.track(call):
-            text = _consume(call, assembler, bar, state)
+            text = consume_events(call, assembler, bar, state)
         assembler.require(ctx.options.output_files)
         server_summary = parse_server_summary(text)
         ended = time.monotonic()

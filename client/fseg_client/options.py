@@ -151,7 +151,7 @@ class RequestOptions:
         )
 
 
-def _check_finite(value: float | None, flag: str, positive: bool) -> None:
+def check_finite(value: float | None, flag: str, positive: bool) -> None:
     """Refuse a value out of range, NaN included. µm per pixel must be positive:
     0 would silently mean "not given" on the wire."""
     if value is None:
@@ -174,9 +174,9 @@ def options_from_args(args: argparse.Namespace) -> RequestOptions:
     if args.label_upsample < 0:
         raise ClientError(f"--label-upsample must be at least 0, not {args.label_upsample}")
     for value, flag in ((args.mpp, "--mpp"), (args.target_mpp, "--target-mpp")):
-        _check_finite(value, flag, positive=True)
+        check_finite(value, flag, positive=True)
     for value, flag in ((args.simplify, "--simplify"), (args.min_area, "--min-area")):
-        _check_finite(value, flag, positive=False)
+        check_finite(value, flag, positive=False)
     return RequestOptions(
         extractor=args.extractor or "",
         k=args.k,

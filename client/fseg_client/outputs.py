@@ -9,14 +9,38 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
 import stat
 from pathlib import Path
 
 from .atomic import sync_folder, write_json_atomic
-from .errors import ProtocolError
+from .errors import ClientError, ProtocolError
 from .results import ResultAssembler
 
 FINGERPRINT_KEY = "request_fingerprint"
+
+
+def prepare_output_folder(out_dir: Path) -> Path:
+    """Create ``out_dir`` if needed; refuse one that cannot take files (exit 2)."""
+    try:
+        out_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise ClientError(f"cannot create the output folder {out_dir} ({exc.strerror})") from None
+    if not os.access(out_dir, os.W_OK | os.X_OK):  # also false on a read-only file system
+        raise ClientError(
+            f"cannot write in the output folder {out_dir} ({_why_unwritable(out_dir)})"
+        )
+    return out_dir
+
+
+def _why_unwritable(folder: Path) -> str:
+    """Why ``folder`` takes no files, in a few words."""
+    try:
+        if os.statvfs(folder).f_flag & os.ST_RDONLY:
+            return "its file system is mounted read-only"
+    except (OSError, AttributeError):  # no statvfs on Windows
+        pass
+    return "no permission to write there"
 
 
 def summary_path(out_dir: Path, stem: str) -> Path:

@@ -29,7 +29,13 @@ BARS, LOG, LINES, NONE = "bars", "log", "lines", "none"
 LINE_INTERVAL_S = 2.0
 _DESC_WIDTH = 28
 # Units of the stages the server reports; other stages are shown without one.
-_UNITS = {"segment": "tiles", "fit": "slides", "upload": "MiB"}
+_UNITS = {
+    "segment": "tiles",
+    "fit": "slides",
+    "upload": "MiB",
+    "sample": "tiles",
+    "crops": "windows",
+}
 
 
 def _short(name: str, width: int = _DESC_WIDTH) -> str:

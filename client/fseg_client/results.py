@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import os
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import BinaryIO
@@ -42,13 +43,17 @@ class ResultAssembler:
     :meth:`discard_all` (on any failure; safe to call twice).
     """
 
-    def __init__(self, out_dir: Path, stem: str) -> None:
+    def __init__(self, out_dir: Path, stem: str, names: Mapping[str, str] | None = None) -> None:
         self.out_dir = Path(out_dir)
         self.stem = stem
+        #: File names by suffix, when the caller knows every file to expect.
+        self.names = names
         self._files: dict[str, _PendingFile] = {}
 
     def final_path(self, suffix: str) -> Path:
         """Where the result file ``suffix`` ends up."""
+        if self.names is not None:
+            return self.out_dir / self.names[suffix]
         return self.out_dir / f"{self.stem}.{suffix}"
 
     def add(self, suffix: str, offset: int, data: bytes, last: bool, total: int, sha: str) -> None:
@@ -85,7 +90,8 @@ class ResultAssembler:
         pending = self._files.get(suffix)
         if pending is not None:
             return pending
-        if not _SAFE_SUFFIX.match(suffix) or len(suffix) > 64:
+        unexpected = self.names is not None and suffix not in self.names
+        if unexpected or not _SAFE_SUFFIX.match(suffix) or len(suffix) > 64:
             raise ProtocolError(f"the server named a result file {suffix!r}", retryable=False)
         final = self.final_path(suffix)
         tmp = temp_path(final)

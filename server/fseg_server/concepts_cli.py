@@ -102,11 +102,10 @@ def import_concepts(args: argparse.Namespace) -> int:
 
 
 def fit_concepts(args: argparse.Namespace) -> int:
-    from .concepts import Reservoir
     from .device import place, resolve_device
     from .extract import create_extractor
     from .pipeline.device_worker import DeviceWorker
-    from .pipeline.fit import fit_bank, sample_slides
+    from .pipeline.fit import fit_bank, provenance_reservoir, sample_slides
     from .pipeline.options import SegmentOptions
     from .slide.reader import open_slide
 
@@ -115,7 +114,7 @@ def fit_concepts(args: argparse.Namespace) -> int:
     device = resolve_device(args.device)
     extractor = place(create_extractor(args.extractor, args.weights), device)
     options = SegmentOptions(k=max(ks), slide_mpp=args.mpp, target_mpp=args.target_mpp)
-    reservoir = Reservoir(args.max_samples, extractor.spec.feature_dim, seed=args.seed)
+    reservoir = provenance_reservoir(args.max_samples, extractor.spec.feature_dim, args.seed)
     worker = DeviceWorker(device)
 
     def report(index: int, outcome: int | FsegError) -> None:
@@ -130,8 +129,9 @@ def fit_concepts(args: argparse.Namespace) -> int:
         )  # fmt: skip
     finally:
         worker.close()
-    source = f"fitted on {sampled} inputs ({reservoir.seen} window samples)"
-    bank = fit_bank(reservoir, ks, extractor, args.target_mpp or extractor.spec.mpp, source)
+    source = f"fitted on {sampled.count} inputs ({reservoir.seen} window samples)"
+    mpp = args.target_mpp or extractor.spec.mpp
+    bank = fit_bank(reservoir, ks, extractor, mpp, source, inputs=sampled.inputs)
     bank.save(args.out)
     print(
         f"wrote {args.out}: {bank.extractor}, k = {bank.ks}, {len(reservoir.sample)} samples used"
@@ -198,7 +198,10 @@ def show_concepts(args: argparse.Namespace) -> int:
 
     bank = load_bank(args.bank)
     if args.json:
-        print_json({**bank.metadata(), "sha256": bank.digest})
+        meta = bank.metadata()
+        if "provenance" in meta:  # thousands of window rows: their count says enough here
+            meta["provenance"]["windows"] = len(meta["provenance"]["windows"])
+        print_json({**meta, "sha256": bank.digest})
         return 0
     if args.k is not None:
         bank.concepts(args.k)  # refuses a k the bank lacks, naming the ones it has
@@ -219,6 +222,7 @@ def describe_bank(bank: ConceptBank, path: Path) -> list[str]:
         f"{path}: sha256 {bank.digest[:16]}",
         f"  extractor {bank.extractor}, {bank.feature_dim} channels{at}",
         f"  source: {bank.source or 'not recorded'}",
+        f"  samples' provenance: {_provenance_line(bank)}",
     ]
     for k in bank.ks:
         defaults = set(default_names(k))
@@ -229,6 +233,13 @@ def describe_bank(bank: ConceptBank, path: Path) -> list[str]:
         lines.append(f"  k = {k}: {said}{unusable}")
     lines.append("  (--k K lists one k's classes; --json prints everything)")
     return lines
+
+
+def _provenance_line(bank: ConceptBank) -> str:
+    if bank.provenance is None:
+        return "not recorded (fseg atlas draws windows from the inputs it is given)"
+    inputs = len(bank.provenance.inputs)
+    return f"{len(bank.provenance.windows)} windows on {inputs} input{'s' if inputs != 1 else ''}"
 
 
 def expand_inputs(patterns: list[str]) -> list[Path]:

@@ -154,6 +154,34 @@ class SegmentEvent(_message.Message):
     summary: Summary
     def __init__(self, accepted: _Optional[_Union[Accepted, _Mapping]] = ..., progress: _Optional[_Union[Progress, _Mapping]] = ..., chunk: _Optional[_Union[ResultChunk, _Mapping]] = ..., summary: _Optional[_Union[Summary, _Mapping]] = ...) -> None: ...
 
+class AtlasRequest(_message.Message):
+    __slots__ = ("slides", "extractor", "bank", "bank_safetensors", "k", "slide_mpp", "target_mpp", "frame", "tissue", "windows_per_concept", "tiles_per_slide", "seed")
+    SLIDES_FIELD_NUMBER: _ClassVar[int]
+    EXTRACTOR_FIELD_NUMBER: _ClassVar[int]
+    BANK_FIELD_NUMBER: _ClassVar[int]
+    BANK_SAFETENSORS_FIELD_NUMBER: _ClassVar[int]
+    K_FIELD_NUMBER: _ClassVar[int]
+    SLIDE_MPP_FIELD_NUMBER: _ClassVar[int]
+    TARGET_MPP_FIELD_NUMBER: _ClassVar[int]
+    FRAME_FIELD_NUMBER: _ClassVar[int]
+    TISSUE_FIELD_NUMBER: _ClassVar[int]
+    WINDOWS_PER_CONCEPT_FIELD_NUMBER: _ClassVar[int]
+    TILES_PER_SLIDE_FIELD_NUMBER: _ClassVar[int]
+    SEED_FIELD_NUMBER: _ClassVar[int]
+    slides: _containers.RepeatedCompositeFieldContainer[SlideRef]
+    extractor: str
+    bank: str
+    bank_safetensors: bytes
+    k: int
+    slide_mpp: float
+    target_mpp: float
+    frame: Frame
+    tissue: TissueDetection
+    windows_per_concept: int
+    tiles_per_slide: int
+    seed: int
+    def __init__(self, slides: _Optional[_Iterable[_Union[SlideRef, _Mapping]]] = ..., extractor: _Optional[str] = ..., bank: _Optional[str] = ..., bank_safetensors: _Optional[bytes] = ..., k: _Optional[int] = ..., slide_mpp: _Optional[float] = ..., target_mpp: _Optional[float] = ..., frame: _Optional[_Union[Frame, str]] = ..., tissue: _Optional[_Union[TissueDetection, str]] = ..., windows_per_concept: _Optional[int] = ..., tiles_per_slide: _Optional[int] = ..., seed: _Optional[int] = ...) -> None: ...
+
 class FitRequest(_message.Message):
     __slots__ = ("slides", "extractor", "k", "tiles_per_slide", "slide_mpp", "target_mpp")
     SLIDES_FIELD_NUMBER: _ClassVar[int]

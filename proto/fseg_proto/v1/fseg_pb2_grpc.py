@@ -69,6 +69,11 @@ class SegmentationStub:
                 request_serializer=fseg_dot_v1_dot_fseg__pb2.ServerInfoRequest.SerializeToString,
                 response_deserializer=fseg_dot_v1_dot_fseg__pb2.ServerInfo.FromString,
                 _registered_method=True)
+        self.Atlas = channel.unary_stream(
+                '/fseg.v1.Segmentation/Atlas',
+                request_serializer=fseg_dot_v1_dot_fseg__pb2.AtlasRequest.SerializeToString,
+                response_deserializer=fseg_dot_v1_dot_fseg__pb2.SegmentEvent.FromString,
+                _registered_method=True)
 
 
 class SegmentationServicer:
@@ -135,6 +140,16 @@ class SegmentationServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def Atlas(self, request, context):
+        """A concept atlas: for every concept of one k of a bank, its share of the
+        tissue of the given slides and the windows that most typify it. The
+        stream carries Accepted, Progress events, three files in chunks
+        (atlas-k<K>.html, atlas-k<K>.png, names-k<K>.json) and a Summary.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_SegmentationServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -172,6 +187,11 @@ def add_SegmentationServicer_to_server(servicer, server):
                     servicer.GetServerInfo,
                     request_deserializer=fseg_dot_v1_dot_fseg__pb2.ServerInfoRequest.FromString,
                     response_serializer=fseg_dot_v1_dot_fseg__pb2.ServerInfo.SerializeToString,
+            ),
+            'Atlas': grpc.unary_stream_rpc_method_handler(
+                    servicer.Atlas,
+                    request_deserializer=fseg_dot_v1_dot_fseg__pb2.AtlasRequest.FromString,
+                    response_serializer=fseg_dot_v1_dot_fseg__pb2.SegmentEvent.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -363,6 +383,33 @@ class Segmentation:
             '/fseg.v1.Segmentation/GetServerInfo',
             fseg_dot_v1_dot_fseg__pb2.ServerInfoRequest.SerializeToString,
             fseg_dot_v1_dot_fseg__pb2.ServerInfo.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Atlas(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_stream(
+            request,
+            target,
+            '/fseg.v1.Segmentation/Atlas',
+            fseg_dot_v1_dot_fseg__pb2.AtlasRequest.SerializeToString,
+            fseg_dot_v1_dot_fseg__pb2.SegmentEvent.FromString,
             options,
             channel_credentials,
             insecure,

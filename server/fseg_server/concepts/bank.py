@@ -6,10 +6,13 @@ the ``fseg`` key::
 
     {"format": "fseg-concept-bank/1", "extractor": "uni", "feature_dim": 1024,
      "k": [8, 16], "mpp": 1.0, "source": "...",
-     "classes": {"8": [{"name": "Stroma", "color": [r, g, b]}, ...], ...}}
+     "classes": {"8": [{"name": "Stroma", "color": [r, g, b]}, ...], ...},
+     "provenance": {"inputs": [...], "windows": [[input, x, y, w, h], ...]}}
 
 ``mpp`` is the resolution (µm/px) the centres were fitted at: features only
-match the concepts when they are extracted at that scale.
+match the concepts when they are extracted at that scale. ``provenance``
+(banks fitted by fseg only) says where the k-means samples came from; see
+``provenance.py``.
 """
 
 from __future__ import annotations
@@ -27,6 +30,7 @@ import numpy as np
 from ..errors import InvalidInput, NotFound
 from ..text import first_control_character
 from .palette import default_colors, default_names, is_rgb
+from .provenance import Provenance
 
 FORMAT = "fseg-concept-bank/1"
 _TENSOR_PREFIX = "centres/"
@@ -54,6 +58,8 @@ class ConceptBank:
     source: str = ""
     #: SHA-256 of the file the bank was loaded from ("" for a bank in memory).
     digest: str = ""
+    #: Where the k-means samples came from (None: not recorded, as in imported banks).
+    provenance: Provenance | None = field(default=None, compare=False)
 
     def __post_init__(self) -> None:
         for k, c in self.centres.items():
@@ -115,6 +121,7 @@ class ConceptBank:
                 str(k): [{"name": c.name, "color": list(c.color)} for c in self.classes[k]]
                 for k in self.ks
             },
+            **({"provenance": self.provenance.to_json()} if self.provenance else {}),
         }
 
     def to_bytes(self) -> bytes:
@@ -192,6 +199,7 @@ def _from_parts(
             mpp=None if meta.get("mpp") is None else float(meta["mpp"]),
             source=str(meta.get("source", "")),
             digest=digest,
+            provenance=_provenance(meta.get("provenance")),
         )
     except (KeyError, TypeError, ValueError) as exc:
         raise InvalidInput(f"{origin} has malformed concept-bank metadata: {exc}") from exc
@@ -205,6 +213,10 @@ def _from_parts(
     if listed is not None and sorted(listed) != bank.ks:
         raise InvalidInput(f"{origin} lists k = {listed} but holds centres for k = {bank.ks}")
     return bank
+
+
+def _provenance(value: object) -> Provenance | None:
+    return None if value is None else Provenance.from_json(value)
 
 
 def _check_classes(k: int, classes: Sequence[ConceptClass]) -> None:

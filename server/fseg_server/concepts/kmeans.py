@@ -21,31 +21,49 @@ class Reservoir:
     seen, each of them is in the sample with probability capacity / n.
     """
 
-    def __init__(self, capacity: int, dim: int, seed: int = 0) -> None:
+    def __init__(self, capacity: int, dim: int, seed: int = 0, tag_columns: int = 0) -> None:
         self.capacity = capacity
         self.seen = 0
         self._data = np.empty((capacity, dim), np.float32)
+        # Integers that travel with each vector (where it came from: provenance.py).
+        self._tags = np.zeros((capacity, tag_columns), np.int64)
         self._rng = np.random.default_rng(seed)
 
-    def add(self, vectors: np.ndarray) -> None:
-        """Offer a (n, dim) batch to the sample."""
-        for vector_block in np.array_split(vectors, max(1, len(vectors) // 4096)):
-            self._add_block(np.asarray(vector_block, np.float32))
+    def add(self, vectors: np.ndarray, tags: np.ndarray | None = None) -> None:
+        """Offer a (n, dim) batch to the sample, with (n, tag_columns) ``tags`` if kept."""
+        if tags is None:
+            tags = np.zeros((len(vectors), self._tags.shape[1]), np.int64)
+        parts = max(1, len(vectors) // 4096)
+        for vector_block, tag_block in zip(
+            np.array_split(vectors, parts), np.array_split(tags, parts), strict=True
+        ):
+            self._add_block(np.asarray(vector_block, np.float32), np.asarray(tag_block, np.int64))
 
-    def _add_block(self, block: np.ndarray) -> None:
+    def _add_block(self, block: np.ndarray, tags: np.ndarray) -> None:
         free = min(max(self.capacity - self.seen, 0), len(block))
         self._data[self.seen : self.seen + free] = block[:free]
+        self._tags[self.seen : self.seen + free] = tags[:free]
         rest = block[free:]
         positions = self.seen + free + np.arange(len(rest))
         slots = (self._rng.random(len(rest)) * (positions + 1)).astype(np.int64)
         keep = slots < self.capacity
         # Later vectors win when two land in one slot, as a sequential pass would.
         self._data[slots[keep]] = rest[keep]
+        self._tags[slots[keep]] = tags[free:][keep]
         self.seen += len(block)
 
     @property
     def sample(self) -> np.ndarray:
         return self._data[: min(self.seen, self.capacity)]
+
+    @property
+    def tag_columns(self) -> int:
+        return self._tags.shape[1]
+
+    @property
+    def tags(self) -> np.ndarray:
+        """The (n, tag_columns) tags of :attr:`sample`'s rows."""
+        return self._tags[: min(self.seen, self.capacity)]
 
 
 def kmeans(

@@ -2,7 +2,9 @@
 
 Tiles are sampled from each input's tissue, their features averaged over
 windows (``concept_window`` pixels), and the window vectors stream into one
-bounded reservoir; k-means then fits every requested k on that sample.
+bounded reservoir; k-means then fits every requested k on that sample. A
+reservoir that keeps tags keeps each vector's input and level-0 window with
+it, and the bank remembers a sample of them (``concepts/provenance.py``).
 """
 
 from __future__ import annotations
@@ -10,12 +12,20 @@ from __future__ import annotations
 import logging
 import math
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
 
 import numpy as np
 import torch
 
 from ..concepts.bank import ConceptBank
 from ..concepts.kmeans import Reservoir, kmeans
+from ..concepts.provenance import (
+    WINDOW_COLUMNS,
+    Provenance,
+    SampledInput,
+    file_fingerprint,
+    sampled_subset,
+)
 from ..errors import FailedPrecondition, FsegError, InvalidInput, NotFound, PermissionDenied
 from ..extract import Extractor
 from ..slide.reader import Slide
@@ -44,10 +54,13 @@ def sample_slide(
     should_stop: Callable[[], bool] = lambda: False,
     progress: Progress | None = None,
     plan: SlidePlan | None = None,
+    input_index: int = 0,
 ) -> int:
     """Add window-averaged feature vectors of up to ``max_tiles`` tissue tiles.
 
     ``plan``: the slide's plan at the extractor's resolution, if made already.
+    ``input_index``: the slide's place among the fit's inputs, tagged on each
+    vector when the reservoir keeps tags.
 
     Returns:
         the number of vectors offered to the reservoir.
@@ -70,9 +83,14 @@ def sample_slide(
         should_stop=should_stop,
     )
     for done, (tile, windows) in enumerate(stream, start=1):
-        keep = _useful_windows(plan, tile, windows.shape[:2], window_cells * spec.stride)
+        window_px = window_cells * spec.stride
+        keep = _useful_windows(plan, tile, windows.shape[:2], window_px)
         vectors = windows[keep]
-        reservoir.add(vectors)
+        tags = None
+        if reservoir.tag_columns:
+            boxes = _window_boxes(plan, tile, windows.shape[:2], window_px)[keep]
+            tags = np.column_stack([np.full(len(boxes), input_index), boxes])
+        reservoir.add(vectors, tags)
         added += len(vectors)
         if progress:
             progress("fit", done, len(tiles))
@@ -81,6 +99,14 @@ def sample_slide(
 
 #: Errors that belong to one input (unreadable, no µm/px, missing, outside the root).
 _INPUT_FAULTS = (InvalidInput, FailedPrecondition, NotFound, PermissionDenied)
+
+
+@dataclass
+class Sampled:
+    """What :func:`sample_slides` did: inputs sampled, and every input's identity."""
+
+    count: int = 0
+    inputs: list[SampledInput] = field(default_factory=list)
 
 
 def sample_slides(
@@ -94,7 +120,8 @@ def sample_slides(
     max_tiles: int,
     report: Callable[[int, int | FsegError], None],
     should_stop: Callable[[], bool] = lambda: False,
-) -> int:
+    name_of: Callable[[int], str] | None = None,
+) -> Sampled:
     """:func:`sample_slide` for each of ``count`` inputs, opened by ``open_input(i)``
     and read with ``options_for(i)`` (a cohort's slides may each have their own µm/px).
 
@@ -102,29 +129,37 @@ def sample_slides(
     that cannot be read is left out. After each input, ``report(i, outcome)``
     gets the vectors it added or the error that left it out.
 
+    ``name_of(i)``: the input's file name as its user knows it (an upload is
+    stored under its hash), for the bank's provenance.
+
     Returns:
-        the number of inputs sampled.
+        how many inputs were sampled, and each input's name and fingerprint
+        (an input left out has an empty fingerprint).
 
     Raises:
         the first input's error, when none could be read.
     """
     first_refusal: FsegError | None = None
-    left_out = 0
+    sampled = Sampled()
     for index in range(count):
+        identity = SampledInput(name_of(index) if name_of else "", "")
         try:
             with open_input(index) as slide:
                 outcome: int | FsegError = sample_slide(
                     slide, extractor, worker, reservoir, options_for(index),
-                    max_tiles=max_tiles, should_stop=should_stop,
+                    max_tiles=max_tiles, should_stop=should_stop, input_index=index,
                 )  # fmt: skip
+                path = slide.info.path
+                identity = SampledInput(identity.name or path.name, file_fingerprint(path))
+            sampled.count += 1
         except _INPUT_FAULTS as exc:
             first_refusal = first_refusal or exc
-            left_out += 1
             outcome = exc
+        sampled.inputs.append(identity)
         report(index, outcome)
-    if first_refusal is not None and left_out == count:
+    if first_refusal is not None and sampled.count == 0:
         raise first_refusal
-    return count - left_out
+    return sampled
 
 
 def fit_bank(
@@ -134,15 +169,20 @@ def fit_bank(
     mpp: float | None,
     source: str,
     seed: int = 0,
+    inputs: Sequence[SampledInput] = (),
 ) -> ConceptBank:
-    """k-means for every k on the reservoir's sample, on the extractor's device."""
-    sample = reservoir.sample
+    """k-means for every k on the reservoir's sample, on the extractor's device.
+
+    With the fit's ``inputs`` and a reservoir that kept its vectors' windows,
+    the bank remembers a sample of those windows (its provenance).
+    """
+    sample, tags = reservoir.sample, reservoir.tags
     finite = np.isfinite(sample).all(axis=1)
     if not finite.all():
         # An extractor overflowing in half precision: those samples describe nothing.
         log.warning("fit: %d of %d feature samples were not finite and were left out",
                     int((~finite).sum()), len(sample))  # fmt: skip
-        sample = sample[finite]
+        sample, tags = sample[finite], tags[finite]
     distinct = _distinct_rows(sample)
     if distinct < max(ks):
         raise InvalidInput(
@@ -158,7 +198,19 @@ def fit_bank(
         centres=centres,
         mpp=mpp,
         source=source,
+        provenance=_provenance(tags, inputs, seed),
     )
+
+
+def _provenance(tags: np.ndarray, inputs: Sequence[SampledInput], seed: int) -> Provenance | None:
+    if not inputs or tags.shape[1] != len(WINDOW_COLUMNS):
+        return None
+    return Provenance(tuple(inputs), sampled_subset(tags, seed=seed))
+
+
+def provenance_reservoir(capacity: int, dim: int, seed: int = 0) -> Reservoir:
+    """A reservoir that keeps each vector's input and level-0 window."""
+    return Reservoir(capacity, dim, seed=seed, tag_columns=len(WINDOW_COLUMNS))
 
 
 def _distinct_rows(sample: np.ndarray) -> int:
@@ -175,6 +227,22 @@ def _spread(tiles: list[Tile], limit: int) -> list[Tile]:
         return tiles
     picks = np.linspace(0, len(tiles) - 1, limit).round().astype(int)
     return [tiles[i] for i in np.unique(picks)]
+
+
+def _window_boxes(
+    plan: SlidePlan, tile: Tile, shape: tuple[int, int], window_px: int
+) -> np.ndarray:
+    """(rows, cols, 4) level-0 boxes (x, y, width, height) of a tile's windows,
+    in the slide's own level 0; a window at the slide's edge keeps its full size."""
+    rows, cols = shape
+    ds = plan.resolution.target_downsample
+    ys = (tile.core_y + np.arange(rows) * window_px) * ds
+    xs = (tile.core_x + np.arange(cols) * window_px) * ds
+    boxes = np.empty((rows, cols, 4), np.int64)
+    boxes[..., 0] = np.round(xs)[None, :]
+    boxes[..., 1] = np.round(ys)[:, None]
+    boxes[..., 2:] = max(1, round(window_px * ds))
+    return boxes
 
 
 def _useful_windows(

@@ -88,7 +88,7 @@ def _with_legend(
     lines = [f"{classes[i].name}  {100 * shares[i]:.0f}%" for i in present]
     title = "classes (share of tissue)" if present else "no tissue found"
     font_px = max(LEGEND_FONT_PX, picture.height // 64)
-    font = _legend_font(font_px)
+    font = legend_font(font_px)
     measure = ImageDraw.Draw(picture)
     text_px = max(measure.textlength(t, font=font) for t in [title, *lines])
     row, pad, swatch = round(font_px * 1.6), round(font_px * 0.7), font_px
@@ -107,7 +107,7 @@ def _with_legend(
     return panel
 
 
-def _legend_font(size_px: int) -> ImageFont.ImageFont | ImageFont.FreeTypeFont:
+def legend_font(size_px: int) -> ImageFont.ImageFont | ImageFont.FreeTypeFont:
     """Pillow's built-in font at ``size_px`` (a fixed bitmap font without FreeType)."""
     try:
         return ImageFont.load_default(size=size_px)

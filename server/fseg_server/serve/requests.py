@@ -46,14 +46,14 @@ def segment_options(request: fseg_pb2.SegmentRequest) -> SegmentOptions:
     given_mpp, given_by = slide_mpp(request.slide, request.slide_mpp)
     return SegmentOptions(
         k=request.k or DEFAULT_K,
-        mode=_lookup(MODES, request.mode, "mode"),
+        mode=lookup(MODES, request.mode, "mode"),
         components=request.components or DEFAULT_COMPONENTS,
         slide_mpp=given_mpp,
         slide_mpp_from=given_by,
-        target_mpp=_mpp(request.target_mpp, "target_mpp (--target-mpp)"),
-        frame=_lookup(FRAMES, request.frame, "frame"),
+        target_mpp=checked_mpp(request.target_mpp, "target_mpp (--target-mpp)"),
+        frame=lookup(FRAMES, request.frame, "frame"),
         roi=parse_roi(request.roi_geojson) if request.roi_geojson else None,
-        tissue=_lookup(TISSUE, request.tissue, "tissue"),
+        tissue=lookup(TISSUE, request.tissue, "tissue"),
         simplify=vectorize.simplify if vectorize.HasField("simplify") else DEFAULT_SIMPLIFY,
         min_area_um2=vectorize.min_area_um2
         if vectorize.HasField("min_area_um2")
@@ -134,13 +134,13 @@ def slide_mpp(slide: fseg_pb2.SlideRef, request_mpp: float) -> tuple[float | Non
     """µm per level-0 pixel given for one slide, and by what in the user's words: its
     own (a manifest's column) wins over the request's (--mpp); None leaves the slide's
     metadata in charge."""
-    own = _mpp(slide.mpp, "the slide's mpp (manifest)")
+    own = checked_mpp(slide.mpp, "the slide's mpp (manifest)")
     if own is not None:
         return own, "the manifest's mpp"
-    return _mpp(request_mpp, "slide_mpp (--mpp)"), "--mpp"
+    return checked_mpp(request_mpp, "slide_mpp (--mpp)"), "--mpp"
 
 
-def _mpp(value: float, name: str) -> float | None:
+def checked_mpp(value: float, name: str) -> float | None:
     if value == 0:
         return None
     if not math.isfinite(value) or value < 0:
@@ -148,7 +148,7 @@ def _mpp(value: float, name: str) -> float | None:
     return value
 
 
-def _lookup(table: dict, value: int, name: str) -> object:
+def lookup(table: dict, value: int, name: str) -> object:
     if value not in table:
         raise InvalidInput(f"unknown {name} {value}")
     return table[value]

@@ -16,18 +16,18 @@ import grpc
 from fseg_proto import fseg_pb2, fseg_pb2_grpc
 
 from .. import __version__
-from ..concepts.kmeans import Reservoir
 from ..device import describe_device
 from ..errors import Cancelled, FsegError, InvalidInput, NotFound, PermissionDenied
 from ..extract import Extractor
 from ..pipeline.device_worker import DeviceWorker
 from ..pipeline.feature_cache import FeatureCache
-from ..pipeline.fit import fit_bank, sample_slides
+from ..pipeline.fit import fit_bank, provenance_reservoir, sample_slides
 from ..pipeline.options import SegmentOptions
 from ..pipeline.segment import SegmentResult, segment_slide
 from ..slide.reader import open_slide
 from ..text import first_control_character
 from .admission import Admission, Ticket
+from .atlas_call import atlas_events
 from .info import Limits, server_info
 from .metrics import NO_METRICS, NoMetrics
 from .outcomes import JobRecord, recorded
@@ -78,7 +78,7 @@ class SegmentationService(fseg_pb2_grpc.SegmentationServicer):
             if bank is not None:
                 bank.check_extractor(extractor.spec.name, extractor.spec.feature_dim)
                 bank.concepts(options.k)
-            path = self._slide_path(request.slide)
+            path = self.slide_path(request.slide)
             # Uploads are stored under their hash: the log names them as the user does.
             slide_name = _display_name(request.slide) or path.name
             outputs = requested_outputs(request)
@@ -92,7 +92,7 @@ class SegmentationService(fseg_pb2_grpc.SegmentationServicer):
                     )
                     stop = CallStopper(context)
                     queued = time.perf_counter()
-                    self._wait_for_slot(ticket, stop)
+                    self.wait_for_slot(ticket, stop)
                     waited = time.perf_counter() - queued
 
                     def work(emit):
@@ -171,11 +171,11 @@ class SegmentationService(fseg_pb2_grpc.SegmentationServicer):
     ) -> Iterator[fseg_pb2.FitEvent]:
         """A FitConcepts job once admitted: sample the slides, fit, send the bank."""
         stop = CallStopper(context)
-        self._wait_for_slot(ticket, stop)
+        self.wait_for_slot(ticket, stop)
         total = len(request.slides)
 
         def work(emit):
-            reservoir = Reservoir(200_000, extractor.spec.feature_dim)
+            reservoir = provenance_reservoir(200_000, extractor.spec.feature_dim)
 
             def report(index: int, outcome: int | FsegError) -> None:
                 if isinstance(outcome, FsegError):
@@ -186,13 +186,14 @@ class SegmentationService(fseg_pb2_grpc.SegmentationServicer):
 
             with record.job_thread("fit"):
                 sampled = sample_slides(
-                    total, lambda i: open_slide(self._slide_path(request.slides[i])),
+                    total, lambda i: open_slide(self.slide_path(request.slides[i])),
                     extractor, self.worker, reservoir, per_slide.__getitem__,
                     max_tiles=request.tiles_per_slide or 64, report=report, should_stop=stop,
+                    name_of=lambda i: _display_name(request.slides[i]),
                 )  # fmt: skip
-                source = f"fitted on {sampled} slides by fseg {__version__}"
+                source = f"fitted on {sampled.count} slides by fseg {__version__}"
                 mpp = request.target_mpp or extractor.spec.mpp
-                return fit_bank(reservoir, ks, extractor, mpp, source)
+                return fit_bank(reservoir, ks, extractor, mpp, source, inputs=sampled.inputs)
 
         bank = yield from run_job(work, ticket.job_id)
         data = bank.to_bytes()
@@ -202,12 +203,19 @@ class SegmentationService(fseg_pb2_grpc.SegmentationServicer):
             )
         )
 
+    # -- Atlas ---------------------------------------------------------------------------
+
+    def Atlas(self, request: fseg_pb2.AtlasRequest, context: grpc.ServicerContext):
+        with _status(context):
+            self._refuse_if_draining()
+            yield from atlas_events(self, request, context, _display_name)
+
     # -- Slides --------------------------------------------------------------------------
 
     def StatSlide(self, request: fseg_pb2.SlideRef, context: grpc.ServicerContext):
         with _status(context):
             try:
-                path = self._slide_path(request)
+                path = self.slide_path(request)
             except (NotFound, PermissionDenied) as exc:
                 return fseg_pb2.SlideStatus(readable=False, reason=str(exc))
             return fseg_pb2.SlideStatus(readable=True, size_bytes=path.stat().st_size)
@@ -273,7 +281,7 @@ class SegmentationService(fseg_pb2_grpc.SegmentationServicer):
 
     # -- helpers -------------------------------------------------------------------------
 
-    def _slide_path(self, ref: fseg_pb2.SlideRef) -> Path:
+    def slide_path(self, ref: fseg_pb2.SlideRef) -> Path:
         source = ref.WhichOneof("source")
         if source == "path":
             return self.access.resolve_path(ref.path)
@@ -281,7 +289,7 @@ class SegmentationService(fseg_pb2_grpc.SegmentationServicer):
             return self.access.resolve_upload(ref.sha256)
         raise InvalidInput("the request names no slide: give a path or the sha256 of an upload")
 
-    def _wait_for_slot(self, ticket: Ticket, stop: CallStopper) -> None:
+    def wait_for_slot(self, ticket: Ticket, stop: CallStopper) -> None:
         """Wait to run; a job that has not started when the server begins to drain
         is sent away at once (UNAVAILABLE: the client retries elsewhere) rather
         than started during the grace period and cut at its end."""
