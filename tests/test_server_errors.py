@@ -173,7 +173,7 @@ BAD_REQUESTS = [
     pytest.param(
         {**CMU, "mode": fseg_pb2.MODE_CLASSIFY, "components": 2**32 - 1},
         INVALID,
-        "must be between 1 and 64, not 4294967295",
+        "must be between 1 and 64 (this server's limit), not 4294967295",
         id="components-2^32-1",
     ),
     pytest.param(

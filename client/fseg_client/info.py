@@ -48,6 +48,7 @@ def format_info(address: str, info: fseg_pb2.ServerInfo) -> str:
         + (f"enabled, up to {_mib(limits.upload_max_bytes)}" if info.uploads_enabled else "off"),
         f"messages    up to {_mib(limits.max_message_bytes)}, "
         f"result chunks of {_mib(limits.chunk_bytes)}",
+        *_cost_lines(limits),
         "extractors",
     ]
     for e in info.extractors:
@@ -67,6 +68,19 @@ def format_info(address: str, info: fseg_pb2.ServerInfo) -> str:
         lines.append("versions")
         lines.extend(f"  {name} {info.versions[name]}" for name in sorted(info.versions))
     return "\n".join(lines)
+
+
+def _cost_lines(limits: fseg_pb2.Limits) -> list[str]:
+    """What one job may cost on this server (absent from servers before fseg 0.1's limits)."""
+    if not limits.max_model_mpx:
+        return []
+    return [
+        f"per slide   at most {_fmt_float(limits.max_slide_mm)} mm a side, "
+        f"{limits.max_model_mpx:,.0f} Mpx through the model, a thumbnail from at most "
+        f"{limits.max_thumbnail_mpx:,.0f} Mpx, plain images up to {limits.max_image_mpx:,.0f} Mpx",
+        f"per request classify rank up to {limits.max_components}, "
+        f"ROI up to {limits.max_roi_vertices:,} vertices",
+    ]
 
 
 def run_info(args: argparse.Namespace) -> int:

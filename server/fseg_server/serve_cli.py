@@ -11,6 +11,7 @@ from pathlib import Path
 
 from .cli import output_file
 from .errors import InvalidInput
+from .limits import DEFAULT_LIMITS, CostLimits
 from .logs import FORMATS
 from .logs import configure as configure_logging
 
@@ -61,6 +62,7 @@ def add_serve(commands: argparse._SubParsersAction) -> None:
     )  # fmt: skip
     p.add_argument("--max-queued-jobs", type=int, default=16, help="admitted jobs at most (16)")
     p.add_argument("--max-running-jobs", type=int, default=2, help="jobs running at once (2)")
+    _add_cost_limits(p)
     p.add_argument("--tls-cert", type=Path, help="server certificate chain (PEM)")
     p.add_argument("--tls-key", type=Path, help="server private key (PEM)")
     p.add_argument("--tls-client-ca", type=Path, help="CA of client certificates (mutual TLS)")
@@ -116,6 +118,7 @@ def serve(args: argparse.Namespace) -> int:
         feature_cache_bytes=args.feature_cache_bytes,
         max_queued_jobs=args.max_queued_jobs,
         max_running_jobs=args.max_running_jobs,
+        cost_limits=_cost_limits(args),
         tls_cert=args.tls_cert,
         tls_key=args.tls_key,
         tls_client_ca=args.tls_client_ca,
@@ -161,6 +164,38 @@ def _banks(values: list[str]) -> dict[str, Path]:
         path_obj = Path(path)
         banks[name or path_obj.name.split(".")[0]] = path_obj
     return banks
+
+
+#: (option, CostLimits field, type, what the number is) of each cost limit a server takes.
+_COST_OPTIONS = (
+    ("--max-slide-mm", "max_slide_mm", float, "longest side of a slide, mm"),
+    ("--max-uncalibrated-px", "max_uncalibrated_px", int,
+     "longest side of a slide without µm per pixel, level-0 px"),
+    ("--max-image-mpx", "max_image_mpx", float, "pixels of a plain image, decoded whole, Mpx"),
+    ("--max-thumbnail-mpx", "max_thumbnail_mpx", float,
+     "pixels of the slide level a thumbnail is made from, Mpx"),
+    ("--max-model-mpx", "max_model_mpx", float,
+     "pixels through the model per slide at the working resolution, Mpx"),
+    ("--max-components", "max_components", int, "NMF rank per image in classify mode"),
+    ("--max-roi-vertices", "max_roi_vertices", int, "vertices of an ROI"),
+)  # fmt: skip
+
+
+def _add_cost_limits(parser: argparse.ArgumentParser) -> None:
+    """What one job may cost; each is refused, in one sentence, before that work starts."""
+    for flag, field_name, kind, what in _COST_OPTIONS:
+        default = getattr(DEFAULT_LIMITS, field_name)
+        parser.add_argument(flag, type=kind, default=default, help=f"{what} ({default:,})")
+
+
+def _cost_limits(args: argparse.Namespace) -> CostLimits:
+    values = {}
+    for flag, field_name, _kind, _what in _COST_OPTIONS:
+        value = getattr(args, field_name)
+        if not 0 < value < math.inf:
+            raise InvalidInput(f"{flag} must be a positive number, not {value}")
+        values[field_name] = value
+    return CostLimits(**values)
 
 
 def _check_positive(args: argparse.Namespace) -> None:

@@ -347,16 +347,38 @@ class BankInfo(_message.Message):
     def __init__(self, name: _Optional[str] = ..., extractor: _Optional[str] = ..., feature_dim: _Optional[int] = ..., k: _Optional[_Iterable[int]] = ..., sha256: _Optional[str] = ..., mpp: _Optional[float] = ...) -> None: ...
 
 class Limits(_message.Message):
-    __slots__ = ("max_queued_jobs", "upload_max_bytes", "max_message_bytes", "chunk_bytes")
+    __slots__ = ("max_queued_jobs", "upload_max_bytes", "max_message_bytes", "chunk_bytes", "max_running_jobs", "upload_idle_s", "max_slide_mm", "max_uncalibrated_px", "max_image_mpx", "max_thumbnail_mpx", "max_model_mpx", "max_components", "max_roi_vertices", "max_roi_coordinate", "max_class_name_chars")
     MAX_QUEUED_JOBS_FIELD_NUMBER: _ClassVar[int]
     UPLOAD_MAX_BYTES_FIELD_NUMBER: _ClassVar[int]
     MAX_MESSAGE_BYTES_FIELD_NUMBER: _ClassVar[int]
     CHUNK_BYTES_FIELD_NUMBER: _ClassVar[int]
+    MAX_RUNNING_JOBS_FIELD_NUMBER: _ClassVar[int]
+    UPLOAD_IDLE_S_FIELD_NUMBER: _ClassVar[int]
+    MAX_SLIDE_MM_FIELD_NUMBER: _ClassVar[int]
+    MAX_UNCALIBRATED_PX_FIELD_NUMBER: _ClassVar[int]
+    MAX_IMAGE_MPX_FIELD_NUMBER: _ClassVar[int]
+    MAX_THUMBNAIL_MPX_FIELD_NUMBER: _ClassVar[int]
+    MAX_MODEL_MPX_FIELD_NUMBER: _ClassVar[int]
+    MAX_COMPONENTS_FIELD_NUMBER: _ClassVar[int]
+    MAX_ROI_VERTICES_FIELD_NUMBER: _ClassVar[int]
+    MAX_ROI_COORDINATE_FIELD_NUMBER: _ClassVar[int]
+    MAX_CLASS_NAME_CHARS_FIELD_NUMBER: _ClassVar[int]
     max_queued_jobs: int
     upload_max_bytes: int
     max_message_bytes: int
     chunk_bytes: int
-    def __init__(self, max_queued_jobs: _Optional[int] = ..., upload_max_bytes: _Optional[int] = ..., max_message_bytes: _Optional[int] = ..., chunk_bytes: _Optional[int] = ...) -> None: ...
+    max_running_jobs: int
+    upload_idle_s: float
+    max_slide_mm: float
+    max_uncalibrated_px: int
+    max_image_mpx: float
+    max_thumbnail_mpx: float
+    max_model_mpx: float
+    max_components: int
+    max_roi_vertices: int
+    max_roi_coordinate: int
+    max_class_name_chars: int
+    def __init__(self, max_queued_jobs: _Optional[int] = ..., upload_max_bytes: _Optional[int] = ..., max_message_bytes: _Optional[int] = ..., chunk_bytes: _Optional[int] = ..., max_running_jobs: _Optional[int] = ..., upload_idle_s: _Optional[float] = ..., max_slide_mm: _Optional[float] = ..., max_uncalibrated_px: _Optional[int] = ..., max_image_mpx: _Optional[float] = ..., max_thumbnail_mpx: _Optional[float] = ..., max_model_mpx: _Optional[float] = ..., max_components: _Optional[int] = ..., max_roi_vertices: _Optional[int] = ..., max_roi_coordinate: _Optional[int] = ..., max_class_name_chars: _Optional[int] = ...) -> None: ...
 
 class ServerInfo(_message.Message):
     __slots__ = ("version", "protocol", "device", "extractors", "banks", "limits", "uploads_enabled", "running_jobs", "queued_jobs", "versions")

@@ -28,14 +28,13 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import InvalidInput, NotFound
+from ..limits import MAX_CLASS_NAME_CHARS
 from ..text import first_control_character
 from .palette import default_colors, default_names, is_rgb
 from .provenance import Provenance
 
 FORMAT = "fseg-concept-bank/1"
 _TENSOR_PREFIX = "centres/"
-#: Characters at most in a class name (a legend line, a QuPath class).
-MAX_CLASS_NAME_CHARS = 100
 
 
 @dataclass(frozen=True)

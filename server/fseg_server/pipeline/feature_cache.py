@@ -18,6 +18,7 @@ import logging
 import os
 import threading
 import uuid
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -55,7 +56,9 @@ class FeatureCache:
             resolution.level, round(resolution.target_downsample, 9), grid.margin,
         )  # fmt: skip
 
-    def thumbnail(self, slide: Slide, max_size: int) -> tuple[np.ndarray, float]:
+    def thumbnail(
+        self, slide: Slide, max_size: int, should_stop: Callable[[], bool] = lambda: False
+    ) -> tuple[np.ndarray, float]:
         """``slide.thumbnail(max_size)``, kept: the one read a re-run would repeat
         (about 0.2 s of a 0.5 s re-run of CMU-1-Small-Region)."""
         key = _digest(*_file_identity(slide.info.path), max_size)
@@ -65,7 +68,7 @@ class FeatureCache:
             with contextlib.suppress(OSError):
                 os.utime(path)
         except (OSError, ValueError):
-            image, _ = slide.thumbnail(max_size)
+            image, _ = slide.thumbnail(max_size, should_stop)
             self._store(path, image)
         # As Slide.thumbnail defines it: level-0 px per thumbnail px.
         return image, slide.info.dimensions[0] / image.shape[1]

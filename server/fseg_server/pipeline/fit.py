@@ -66,7 +66,7 @@ def sample_slide(
         the number of vectors offered to the reservoir.
     """
     spec = extractor.spec
-    plan = plan or plan_slide(slide, spec, None, options)
+    plan = plan or plan_slide(slide, spec, None, options, should_stop=should_stop)
     tiles = _spread(list(plan.grid.tiles(plan.tissue)), max_tiles)
     window_cells = max(1, spec.concept_window // spec.stride)
     recipe = FeatureRecipe(

@@ -9,13 +9,11 @@ from enum import Enum
 from ..errors import InvalidInput
 from ..extract import ExtractorSpec
 from ..factorize import Mode
+from ..limits import DEFAULT_LIMITS, CostLimits
 from .canvas import NODATA
 
 #: Labels are one byte per cell and NODATA (255) marks cells without one.
 MAX_K = NODATA
-#: Most NMF components per image in classify mode: its cost grows with the rank,
-#: and a rank beyond the concepts it is matched to only splits them further.
-MAX_COMPONENTS = 64
 
 
 class Frame(str, Enum):
@@ -74,6 +72,7 @@ class SegmentOptions:
             target pixels; None for one block (see ``slide/regions.py``).
             The full margin there makes labels at the tissue's edge exactly
             those of a whole-slide pass, at the cost of reading glass.
+        limits: what the job may cost (the server's ``--max-...`` options).
     """
 
     k: int = 8
@@ -94,6 +93,7 @@ class SegmentOptions:
     tile_size: int | None = None
     margin: int | None = None
     glass_margin: int | None = None
+    limits: CostLimits = DEFAULT_LIMITS
 
     def __post_init__(self) -> None:
         for name, kind in (("mode", Mode), ("frame", Frame), ("tissue", TissueDetection)):
@@ -110,9 +110,13 @@ class SegmentOptions:
                 f"k must be at most {MAX_K} (labels take one byte per cell), not {self.k}",
             ),
             (
-                1 <= self.components <= MAX_COMPONENTS,
+                # The rank matters in classify mode alone; other modes ignore it.
+                self.components >= 1
+                and (
+                    self.mode is not Mode.CLASSIFY or self.components <= self.limits.max_components
+                ),
                 f"components (the NMF rank per image in classify mode) must be between 1 and "
-                f"{MAX_COMPONENTS}, not {self.components}",
+                f"{self.limits.max_components} (this server's limit), not {self.components}",
             ),
             (
                 0 <= self.simplify < math.inf,

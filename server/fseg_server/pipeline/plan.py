@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -12,6 +13,7 @@ from PIL import Image
 
 from ..errors import FailedPrecondition, InvalidInput
 from ..extract import ExtractorSpec
+from ..limits import CostLimits
 from ..slide.reader import Slide
 from ..slide.regions import RegionGeometry, block_size, plan_regions, tissue_blocks
 from ..slide.tiles import Resolution, Tile, TileGrid, choose_resolution, plan_tiles
@@ -29,10 +31,6 @@ THUMBNAIL_MIN = 512  # px, long side, for slides too small or uncalibrated
 #: read, so that it takes no CPU from the readers while the device works.
 PICTURE_MAX = 1536
 DARK_BACKGROUND = 0.25  # median thumbnail brightness below which a slide is not brightfield
-#: Longest side of a slide, mm: large-format whole-mount glass is 75 x 50 mm.
-MAX_SLIDE_MM = 160.0
-#: Longest side of an image without µm per pixel, px (160 mm at 0.25 µm/px is 640,000).
-MAX_UNCALIBRATED_PX = 640_000
 
 
 @dataclass(frozen=True)
@@ -116,11 +114,17 @@ def plan_slide(
     bank_mpp: float | None,
     options: SegmentOptions,
     thumbnail: Thumbnail | None = None,
+    should_stop: Callable[[], bool] = lambda: False,
 ) -> SlidePlan:
     """Decide how ``slide`` is read and which tiles go to the extractor.
 
     ``thumbnail(max_size)`` gives the slide's thumbnail as ``Slide.thumbnail``
     does (a feature cache keeps it for re-runs); by default the slide's own.
+
+    Raises:
+        InvalidInput: the slide or its work is beyond ``options.limits``.
+        Cancelled: ``should_stop()`` turned true while the thumbnail was read
+            or the regions were planned.
     """
     info = slide.info
     # Plain images get a label per pixel; slides one byte per feature cell,
@@ -135,7 +139,7 @@ def plan_slide(
     resolution = choose_resolution(
         info, options.target_mpp or bank_mpp or spec.mpp, options.slide_mpp
     )
-    _refuse_impossible_size(slide, resolution.level0_mpp_xy)
+    _refuse_impossible_size(slide, resolution.level0_mpp_xy, options.limits)
     width_t = math.ceil(info.dimensions[0] / resolution.target_downsample)
     height_t = math.ceil(info.dimensions[1] / resolution.target_downsample)
     # Small images need no tile larger than themselves.
@@ -147,8 +151,9 @@ def plan_slide(
     detect = options.tissue is TissueDetection.ON or (
         options.tissue is TissueDetection.AUTO and not info.is_plain_image
     )
+    read = thumbnail or functools.partial(slide.thumbnail, should_stop=should_stop)
     tissue, picture, picture_downsample = _tissue(
-        slide, resolution.level0_mpp, detect, thumbnail or slide.thumbnail
+        slide, resolution.level0_mpp, detect, read, options.limits
     )
     offset = _frame_offset(slide, options.frame)
     extent, roi = _image_extent(slide, options.frame), None
@@ -167,10 +172,15 @@ def plan_slide(
     )
     # Whole blocks: a region may pass region_size by less than a block.
     geometry = RegionGeometry(block, -(-region_size // block), margin, glass, spec.stride)
+    occupied = tissue_blocks(tissue, grid, block)
+    # The blocks alone bound the regions' pixels from below: refuse before cutting.
+    _refuse_costly_model_work(slide, int(occupied.sum()) * block * block, options.limits)
+    tiles = plan_regions(occupied, grid, geometry, should_stop)
+    _refuse_costly_model_work(slide, sum(tile.input_pixels for tile in tiles), options.limits)
     return SlidePlan(
         grid=grid,
         tissue=tissue,
-        tiles=plan_regions(tissue_blocks(tissue, grid, block), grid, geometry),
+        tiles=tiles,
         block=block,
         frame_offset=offset,
         upsample=upsample,
@@ -183,7 +193,11 @@ def plan_slide(
 
 
 def _tissue(
-    slide: Slide, level0_mpp: float | None, detect: bool, thumbnail: Thumbnail
+    slide: Slide,
+    level0_mpp: float | None,
+    detect: bool,
+    thumbnail: Thumbnail,
+    limits: CostLimits,
 ) -> tuple[TissueMask, np.ndarray, float]:
     """The tissue mask, and the picture kept for the overlay with its downsample."""
     width, height = slide.info.dimensions
@@ -191,6 +205,7 @@ def _tissue(
     wanted = long_side * level0_mpp / TISSUE_MPP if level0_mpp else THUMBNAIL_MIN
     max_size = int(min(max(wanted, THUMBNAIL_MIN), THUMBNAIL_MAX, long_side))
     read_size = min(max(max_size, PICTURE_MAX), long_side)
+    _refuse_costly_thumbnail(slide, read_size, limits)
     image, downsample = thumbnail(read_size)
     picture, picture_downsample = _shrunk(image, downsample, PICTURE_MAX)
     image, downsample = _shrunk(image, downsample, max_size)
@@ -211,23 +226,50 @@ def _shrunk(image: np.ndarray, downsample: float, max_size: int) -> tuple[np.nda
     return small, downsample * width / size[0]
 
 
-def _refuse_impossible_size(slide: Slide, mpp_xy: tuple[float, float] | None) -> None:
+def _refuse_impossible_size(
+    slide: Slide, mpp_xy: tuple[float, float] | None, limits: CostLimits
+) -> None:
     """A slide larger than any glass slide is a lie (a crafted header) or a wrong ``--mpp``:
     planning and its thumbnail would take hours over pixels that are not there."""
     width, height = slide.info.dimensions
     name = slide.info.path.name
     if mpp_xy is not None:
         width_mm, height_mm = width * mpp_xy[0] / 1000, height * mpp_xy[1] / 1000
-        if max(width_mm, height_mm) > MAX_SLIDE_MM:
+        if max(width_mm, height_mm) > limits.max_slide_mm:
             raise InvalidInput(
                 f"{name} declares {width:,} x {height:,} px at {mpp_xy[0]:g} µm/px, "
                 f"{width_mm:,.0f} x {height_mm:,.0f} mm, larger than any glass slide "
-                f"({MAX_SLIDE_MM:.0f} mm at most); check --mpp or the file"
+                f"(this server's limit is {limits.max_slide_mm:g} mm); check --mpp or the file"
             )
-    elif max(width, height) > MAX_UNCALIBRATED_PX:
+    elif max(width, height) > limits.max_uncalibrated_px:
         raise InvalidInput(
-            f"{name} declares {width:,} x {height:,} px, more than the {MAX_UNCALIBRATED_PX:,} "
-            "px a side that fseg reads from an image without a µm per pixel"
+            f"{name} declares {width:,} x {height:,} px, more than the "
+            f"{limits.max_uncalibrated_px:,} px a side that this server reads from an image "
+            "without a µm per pixel"
+        )
+
+
+def _refuse_costly_thumbnail(slide: Slide, read_size: int, limits: CostLimits) -> None:
+    """A slide without a pyramid is read whole for its thumbnail: refuse one whose
+    thumbnail would be made from more pixels than the server allows."""
+    level_w, level_h = slide.thumbnail_source(read_size)
+    mpx = level_w * level_h / 1e6
+    if mpx > limits.max_thumbnail_mpx:
+        raise InvalidInput(
+            f"{slide.info.path.name} has no level coarser than {level_w:,} x {level_h:,} px "
+            f"({mpx:,.0f} Mpx) to make its thumbnail from, more than this server's limit of "
+            f"{limits.max_thumbnail_mpx:,.0f} Mpx; save it with a pyramid (e.g. vips tiffsave "
+            "--tile --pyramid)"
+        )
+
+
+def _refuse_costly_model_work(slide: Slide, model_px: int, limits: CostLimits) -> None:
+    mpx = model_px / 1e6
+    if mpx > limits.max_model_mpx:
+        raise InvalidInput(
+            f"{slide.info.path.name} would put {mpx:,.0f} Mpx through the model at the working "
+            f"resolution, more than this server's limit of {limits.max_model_mpx:,.0f} Mpx per "
+            "slide; segment it at a coarser --target-mpp or within an ROI"
         )
 
 

@@ -94,5 +94,6 @@ def _input(
         target_mpp=checked_mpp(request.target_mpp, "target_mpp (--target-mpp)"),
         frame=lookup(FRAMES, request.frame, "frame"),
         tissue=lookup(TISSUE, request.tissue, "tissue"),
+        limits=service.limits.cost,
     )
     return AtlasInput(path, name_of(ref) or path.name, options)

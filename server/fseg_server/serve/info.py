@@ -11,6 +11,7 @@ from fseg_proto import PROTOCOL, fseg_pb2
 
 from .. import __version__
 from ..device import describe_device
+from ..limits import DEFAULT_LIMITS, MAX_CLASS_NAME_CHARS, MAX_ROI_COORDINATE, CostLimits
 from .resources import Resources
 
 
@@ -25,6 +26,8 @@ class Limits:
     chunk_bytes: int
     #: Seconds an upload stream may send nothing before it is cancelled.
     upload_idle_s: float = 60.0
+    #: What one job may cost (slide size, pixels, rank, ROI).
+    cost: CostLimits = DEFAULT_LIMITS
 
 
 def server_info(
@@ -68,6 +71,17 @@ def server_info(
             upload_max_bytes=limits.upload_max_bytes,
             max_message_bytes=limits.max_message_bytes,
             chunk_bytes=limits.chunk_bytes,
+            max_running_jobs=limits.max_running_jobs,
+            upload_idle_s=limits.upload_idle_s,
+            max_slide_mm=limits.cost.max_slide_mm,
+            max_uncalibrated_px=limits.cost.max_uncalibrated_px,
+            max_image_mpx=limits.cost.max_image_mpx,
+            max_thumbnail_mpx=limits.cost.max_thumbnail_mpx,
+            max_model_mpx=limits.cost.max_model_mpx,
+            max_components=limits.cost.max_components,
+            max_roi_vertices=limits.cost.max_roi_vertices,
+            max_roi_coordinate=MAX_ROI_COORDINATE,
+            max_class_name_chars=MAX_CLASS_NAME_CHARS,
         ),
         uploads_enabled=uploads_enabled,
         running_jobs=jobs[0],

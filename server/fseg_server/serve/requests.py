@@ -12,6 +12,7 @@ from fseg_proto import fseg_pb2
 
 from ..errors import InvalidInput
 from ..factorize import Mode
+from ..limits import DEFAULT_LIMITS, MAX_ROI_COORDINATE, CostLimits
 from ..pipeline.options import Frame, SegmentOptions, TissueDetection
 from ..vectorize import DEFAULT_SIMPLIFY
 
@@ -35,13 +36,13 @@ DEFAULT_K = 8
 DEFAULT_COMPONENTS = 8
 DEFAULT_MIN_AREA_UM2 = 200.0
 MAX_ROI_BYTES = 8 << 20
-#: Largest ROI coordinate, level-0 px (either sign): the largest scans are about
-#: 250,000 px across, and beyond this the geometry's areas overflow to NaN.
-MAX_ROI_COORDINATE = 10_000_000
 
 
-def segment_options(request: fseg_pb2.SegmentRequest) -> SegmentOptions:
-    """The pipeline options of a Segment call; bad values raise InvalidInput."""
+def segment_options(
+    request: fseg_pb2.SegmentRequest, limits: CostLimits = DEFAULT_LIMITS
+) -> SegmentOptions:
+    """The pipeline options of a Segment call under the server's ``limits``; bad values
+    raise InvalidInput."""
     vectorize = request.vectorize
     given_mpp, given_by = slide_mpp(request.slide, request.slide_mpp)
     return SegmentOptions(
@@ -52,7 +53,9 @@ def segment_options(request: fseg_pb2.SegmentRequest) -> SegmentOptions:
         slide_mpp_from=given_by,
         target_mpp=checked_mpp(request.target_mpp, "target_mpp (--target-mpp)"),
         frame=lookup(FRAMES, request.frame, "frame"),
-        roi=parse_roi(request.roi_geojson) if request.roi_geojson else None,
+        roi=parse_roi(request.roi_geojson, limits.max_roi_vertices)
+        if request.roi_geojson
+        else None,
         tissue=lookup(TISSUE, request.tissue, "tissue"),
         simplify=vectorize.simplify if vectorize.HasField("simplify") else DEFAULT_SIMPLIFY,
         min_area_um2=vectorize.min_area_um2
@@ -60,6 +63,7 @@ def segment_options(request: fseg_pb2.SegmentRequest) -> SegmentOptions:
         else DEFAULT_MIN_AREA_UM2,
         split_regions=vectorize.split_regions,
         label_upsample=vectorize.label_upsample or None,
+        limits=limits,
     )
 
 
@@ -78,8 +82,11 @@ def requested_outputs(request: fseg_pb2.SegmentRequest) -> set[str]:
     return chosen or {"geojson", "labels.png", "overlay.png"}
 
 
-def parse_roi(text: str) -> tuple[shapely.Polygon, ...]:
-    """Polygons of a GeoJSON geometry, Feature, FeatureCollection or list of Features.
+def parse_roi(
+    text: str, max_vertices: int = CostLimits.max_roi_vertices
+) -> tuple[shapely.Polygon, ...]:
+    """Polygons of a GeoJSON geometry, Feature, FeatureCollection or list of Features,
+    with at most ``max_vertices`` vertices in all.
 
     Raises:
         InvalidInput: not GeoJSON, no polygon, non-finite or invalid geometry.
@@ -100,6 +107,12 @@ def parse_roi(text: str) -> tuple[shapely.Polygon, ...]:
     polygons = [p for p in polygons if isinstance(p, shapely.Polygon) and not p.is_empty]
     if not polygons:
         raise InvalidInput("the ROI holds no polygon (points and lines do not bound an area)")
+    vertices = int(shapely.get_num_coordinates(polygons).sum())
+    if vertices > max_vertices:
+        raise InvalidInput(
+            f"the ROI has {vertices:,} vertices, more than this server's limit of "
+            f"{max_vertices:,}; simplify it in QuPath first"
+        )
     for polygon in polygons:
         if not all(math.isfinite(v) for v in polygon.bounds):
             raise InvalidInput("the ROI has non-finite coordinates")

@@ -19,6 +19,7 @@ from fseg_proto import fseg_pb2, fseg_pb2_grpc, tls_files
 from .. import __version__
 from ..device import describe_device, resolve_device
 from ..errors import InvalidInput
+from ..limits import DEFAULT_LIMITS, CostLimits
 from ..pipeline.device_worker import DeviceWorker
 from ..pipeline.feature_cache import FeatureCache
 from .admission import Admission
@@ -56,6 +57,7 @@ class ServeConfig:
     feature_cache_bytes: int = 50 << 30
     max_queued_jobs: int = 16
     max_running_jobs: int = 2
+    cost_limits: CostLimits = DEFAULT_LIMITS
     tls_cert: Path | None = None
     tls_key: Path | None = None
     tls_client_ca: Path | None = None
@@ -111,6 +113,7 @@ def start_server(config: ServeConfig) -> RunningServer:
         upload_idle_s=config.upload_idle_s,
         max_message_bytes=MAX_RECEIVE_BYTES,
         chunk_bytes=config.chunk_bytes,
+        cost=config.cost_limits,
     )
     admission = Admission(config.max_queued_jobs, config.max_running_jobs)
     metrics = _metrics(config, admission, worker, resources)

@@ -24,7 +24,7 @@ from ..pipeline.feature_cache import FeatureCache
 from ..pipeline.fit import fit_bank, provenance_reservoir, sample_slides
 from ..pipeline.options import SegmentOptions
 from ..pipeline.segment import SegmentResult, segment_slide
-from ..slide.reader import open_slide
+from ..slide.reader import Slide, open_slide
 from ..text import first_control_character
 from .admission import Admission, Ticket
 from .atlas_call import atlas_events
@@ -72,7 +72,7 @@ class SegmentationService(fseg_pb2_grpc.SegmentationServicer):
     def Segment(self, request: fseg_pb2.SegmentRequest, context: grpc.ServicerContext):
         with _status(context):
             self._refuse_if_draining()
-            options = segment_options(request)
+            options = segment_options(request, self.limits.cost)
             extractor = self.resources.extractor(request.extractor)
             bank, bank_name = self.resources.bank(request.bank, request.bank_safetensors)
             if bank is not None:
@@ -98,7 +98,7 @@ class SegmentationService(fseg_pb2_grpc.SegmentationServicer):
                     def work(emit):
                         events = ProgressEvents(lambda p: emit(fseg_pb2.SegmentEvent(progress=p)))
                         progress = record.following(self.metrics.count_tiles(events))
-                        with record.job_thread("open"), open_slide(path) as slide:
+                        with record.job_thread("open"), self.open_slide(path) as slide:
                             return segment_slide(
                                 slide, extractor, bank, options, self.worker,
                                 bank_name=bank_name, name=slide_name,
@@ -146,6 +146,7 @@ class SegmentationService(fseg_pb2_grpc.SegmentationServicer):
                     k=max(ks),
                     slide_mpp=slide_mpp(slide, request.slide_mpp)[0],
                     target_mpp=request.target_mpp or None,
+                    limits=self.limits.cost,
                 )
                 for slide in request.slides
             ]
@@ -186,7 +187,7 @@ class SegmentationService(fseg_pb2_grpc.SegmentationServicer):
 
             with record.job_thread("fit"):
                 sampled = sample_slides(
-                    total, lambda i: open_slide(self.slide_path(request.slides[i])),
+                    total, lambda i: self.open_slide(self.slide_path(request.slides[i])),
                     extractor, self.worker, reservoir, per_slide.__getitem__,
                     max_tiles=request.tiles_per_slide or 64, report=report, should_stop=stop,
                     name_of=lambda i: _display_name(request.slides[i]),
@@ -280,6 +281,10 @@ class SegmentationService(fseg_pb2_grpc.SegmentationServicer):
             )
 
     # -- helpers -------------------------------------------------------------------------
+
+    def open_slide(self, path: Path) -> Slide:
+        """``path`` opened under this server's limit on plain images' pixels."""
+        return open_slide(path, self.limits.cost.max_image_pixels)
 
     def slide_path(self, ref: fseg_pb2.SlideRef) -> Path:
         source = ref.WhichOneof("source")

@@ -8,15 +8,17 @@ take) are single-level slides whose level 0 is the image itself.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 from PIL import Image
 
-from ..errors import FailedPrecondition, InvalidInput, NotFound
+from ..errors import Cancelled, FailedPrecondition, InvalidInput, NotFound
+from ..limits import DEFAULT_LIMITS
 
-# Plain images are checked against MAX_IMAGE_PIXELS (below) from their header,
+# Plain images are checked against a pixel limit (CostLimits) from their header,
 # before decoding, with a sentence that says what to do; Pillow's own guard would
 # only warn into the log, or refuse in its words.
 Image.MAX_IMAGE_PIXELS = None
@@ -35,9 +37,6 @@ _MODE_WORDS = {
 _SLIDE_ONLY_SUFFIXES = {
     ".svs", ".ndpi", ".scn", ".mrxs", ".vms", ".vmu", ".bif", ".svslide", ".dcm", ".czi",
 }  # fmt: skip
-#: Largest plain image (PNG, JPEG, untiled TIFF) decoded, pixels: 300 MB as RGB.
-#: A 16,000² PNG peaked at 4.2 GB of resident memory through the pipeline.
-MAX_IMAGE_PIXELS = 100_000_000
 THUMBNAIL_BAND_PIXELS = 4 << 20  # level pixels decoded at once for a thumbnail (12 MB)
 
 
@@ -104,18 +103,30 @@ class Slide:
             inside = np.pad(inside, pad, mode="edge")
         return inside
 
-    def thumbnail(self, max_size: int) -> tuple[np.ndarray, float]:
+    def thumbnail(
+        self, max_size: int, should_stop: Callable[[], bool] = lambda: False
+    ) -> tuple[np.ndarray, float]:
         """An RGB thumbnail no larger than ``max_size`` px on its long side.
 
         Returns:
             the (h, w, 3) uint8 image and its downsample (level-0 px per
             thumbnail px, the same along both axes).
+
+        Raises:
+            Cancelled: ``should_stop()`` turned true between the bands read.
         """
+        image = self._backend.thumbnail(self._thumbnail_size(max_size), should_stop)
+        return image, self.info.dimensions[0] / image.shape[1]
+
+    def thumbnail_source(self, max_size: int) -> tuple[int, int]:
+        """(width, height) in px of the level a ``max_size`` thumbnail is made from:
+        what reading it costs."""
+        return self._backend.thumbnail_source(self._thumbnail_size(max_size))
+
+    def _thumbnail_size(self, max_size: int) -> tuple[int, int]:
         width, height = self.info.dimensions
         downsample = max(width / max_size, height / max_size, 1.0)
-        size = (max(1, round(width / downsample)), max(1, round(height / downsample)))
-        image = self._backend.thumbnail(size)
-        return image, width / image.shape[1]
+        return (max(1, round(width / downsample)), max(1, round(height / downsample)))
 
     def close(self) -> None:
         self._backend.close()
@@ -127,8 +138,11 @@ class Slide:
         self.close()
 
 
-def open_slide(path: str | Path) -> Slide:
+def open_slide(path: str | Path, max_image_pixels: int = DEFAULT_LIMITS.max_image_pixels) -> Slide:
     """Open a whole-slide image (anything OpenSlide reads) or a plain image.
+
+    A plain image is decoded whole, so one of more than ``max_image_pixels`` is
+    refused from its header.
 
     Raises:
         NotFound: the file does not exist.
@@ -149,7 +163,7 @@ def open_slide(path: str | Path) -> Slide:
                 f"{path} is not a slide OpenSlide can read (damaged, truncated, or not "
                 f"really a {path.suffix} file)"
             )
-        backend = _ImageBackend.open(path)
+        backend = _ImageBackend.open(path, max_image_pixels)
     return Slide(backend.info, backend)
 
 
@@ -159,8 +173,11 @@ class _Backend:
     def read(self, level: int, x: int, y: int, width: int, height: int) -> np.ndarray:
         raise NotImplementedError
 
-    def thumbnail(self, size: tuple[int, int]) -> np.ndarray:
+    def thumbnail(self, size: tuple[int, int], should_stop: Callable[[], bool]) -> np.ndarray:
         raise NotImplementedError
+
+    def thumbnail_source(self, size: tuple[int, int]) -> tuple[int, int]:
+        return self.info.dimensions
 
     def close(self) -> None:
         pass
@@ -205,16 +222,23 @@ class _OpenSlideBackend(_Backend):
             raise InvalidInput(f"{self.info.path} cannot be read ({exc})") from exc
         return _to_rgb(region)
 
-    def thumbnail(self, size: tuple[int, int]) -> np.ndarray:
-        # The coarsest level at least as large as the thumbnail (never level 0
-        # when a coarser one serves), read in bands so memory stays bounded
-        # even for single-level slides.
-        width = self.info.dimensions[0]
-        level = self._handle.get_best_level_for_downsample(width / size[0])
+    def thumbnail_source(self, size: tuple[int, int]) -> tuple[int, int]:
+        return self.info.level_dimensions[self._thumbnail_level(size)]
+
+    def _thumbnail_level(self, size: tuple[int, int]) -> int:
+        """The coarsest level at least as large as the thumbnail (never level 0
+        when a coarser one serves)."""
+        return self._handle.get_best_level_for_downsample(self.info.dimensions[0] / size[0])
+
+    def thumbnail(self, size: tuple[int, int], should_stop: Callable[[], bool]) -> np.ndarray:
+        # Read in bands so memory stays bounded even for single-level slides.
+        level = self._thumbnail_level(size)
         level_w, level_h = self.info.level_dimensions[level]
         rows_per_band = max(1, THUMBNAIL_BAND_PIXELS // level_w)
         bands = []
         for top in range(0, level_h, rows_per_band):
+            if should_stop():
+                raise Cancelled("the job was cancelled while the slide's thumbnail was read")
             band_h = min(rows_per_band, level_h - top)
             out_top, out_bottom = (
                 round(top * size[1] / level_h),
@@ -247,10 +271,10 @@ class _ImageBackend(_Backend):
         )
 
     @classmethod
-    def open(cls, path: Path) -> _ImageBackend:
+    def open(cls, path: Path, max_pixels: int) -> _ImageBackend:
         try:
             with Image.open(path) as image:
-                _refuse_too_many_pixels(path, image.size)
+                _refuse_too_many_pixels(path, image.size, max_pixels)
                 image.load()
                 mode = image.mode
                 if mode not in _PLAIN_MODES:
@@ -275,19 +299,20 @@ class _ImageBackend(_Backend):
     def read(self, level: int, x: int, y: int, width: int, height: int) -> np.ndarray:
         return self._pixels[y : y + height, x : x + width]
 
-    def thumbnail(self, size: tuple[int, int]) -> np.ndarray:
+    def thumbnail(self, size: tuple[int, int], should_stop: Callable[[], bool]) -> np.ndarray:
         image = Image.fromarray(self._pixels)
         return np.asarray(image.resize(size, Image.Resampling.BOX))
 
 
-def _refuse_too_many_pixels(path: Path, size: tuple[int, int]) -> None:
-    """A plain image is decoded whole: refuse one larger than MAX_IMAGE_PIXELS before
+def _refuse_too_many_pixels(path: Path, size: tuple[int, int], max_pixels: int) -> None:
+    """A plain image is decoded whole: refuse one larger than ``max_pixels`` before
     decoding, from its header (a 7 MB PNG may declare 50,000 x 50,000 px)."""
     width, height = size
-    if width * height > MAX_IMAGE_PIXELS:
+    if width * height > max_pixels:
         raise InvalidInput(
             f"{path.name} is a {width:,} x {height:,} px plain image ({width * height / 1e6:,.0f} "
-            f"Mpx), and plain images are decoded whole, up to {MAX_IMAGE_PIXELS / 1e6:.0f} Mpx; "
+            f"Mpx), and plain images are decoded whole, up to {max_pixels / 1e6:,.0f} Mpx on "
+            "this server; "
             "save it as a tiled pyramidal TIFF (e.g. vips tiffsave --tile --pyramid) to have "
             "it read tile by tile"
         )
