@@ -21,6 +21,7 @@ from PIL import Image
 from shapely.geometry import shape
 
 from conftest import shared
+from fseg_server.errors import Cancelled
 from fseg_server.extract import create_extractor
 from fseg_server.pipeline.device_worker import DeviceWorker
 from fseg_server.pipeline.options import SegmentOptions, TissueDetection
@@ -267,3 +268,21 @@ def test_an_mpp_unlike_either_side_of_the_slides_own_is_a_warning():
     ]
     square = SimpleNamespace(info=dataclasses.replace(info, mpp=(0.2502, 0.2498)))
     assert warnings_for(square, options, tissue_found=True) == []  # within 1%
+
+
+def test_a_job_cancelled_while_vectorizing_stops_before_its_outputs(engine, cmu) -> None:
+    """Vectorizing a large slide takes seconds; a cancelled job does not finish it."""
+    extractor, worker = engine
+    _, _, bank = cmu
+    asked = []
+
+    def progress(stage: str, done: int, total: int) -> None:
+        if stage == "vectorize":
+            asked.append(stage)  # the labels are streamed: cancel now
+
+    cmu_slide = open_slide(shared("slides/CMU-1-Small-Region.svs"))
+    with cmu_slide as slide, pytest.raises(Cancelled, match="vectorized"):
+        segment_slide(
+            slide, extractor, bank, SegmentOptions(), worker,
+            progress=progress, should_stop=lambda: bool(asked),
+        )  # fmt: skip

@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 
 from ..concepts.bank import ConceptBank
 from ..concepts.kmeans import Reservoir
+from ..errors import Cancelled
 from ..extract import Extractor
 from ..memory import trim
 from ..slide.reader import Slide
@@ -130,8 +131,10 @@ def segment_slide(
         metadata = job_metadata(name, extractor, bank, bank_name, options, plan)
         labels_png = pool.submit(_timed, timings, label_png, canvas.labels, classes)
         with timings.time("vectorize"):
+            _stop_if_asked(should_stop, "before its labels were vectorized")
             progress("vectorize", 0, 1)
             polygons = _polygons(canvas, plan, options)
+            _stop_if_asked(should_stop, "while its labels were vectorized")
             areas_px2 = polygon_areas(polygons, len(classes))
             overlay = pool.submit(
                 _timed, timings, overlay_png, plan.picture, plan.picture_downsample, canvas.labels,
@@ -161,6 +164,12 @@ def segment_slide(
     tissue_found = summary["tissue"]["fraction_of_slide"] > 0
     summary["warnings"] = warnings_for(slide, options, tissue_found)
     return SegmentResult(name.rsplit(".", 1)[0], files, summary, canvas.labels, plan)
+
+
+def _stop_if_asked(should_stop: Callable[[], bool], where: str) -> None:
+    """Vectorizing a large slide takes seconds: a cancelled job stops between its steps."""
+    if should_stop():
+        raise Cancelled(f"the job was cancelled {where}")
 
 
 def _polygons(canvas: LabelCanvas, plan: SlidePlan, options: SegmentOptions) -> dict[int, list]:
