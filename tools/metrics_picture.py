@@ -45,12 +45,12 @@ def segment(server: ServerProcess, target_mpp: float) -> None:
 
 
 def graph_url(base: str, minutes: int) -> str:
-    end = time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(time.time() + 5))
+    """The graph page of every query over the last ``minutes``, ending now."""
     params = {}
     for index, query in enumerate(QUERIES):
         params.update({
             f"g{index}.expr": query, f"g{index}.tab": "0", f"g{index}.stacked": "0",
-            f"g{index}.range_input": f"{minutes}m", f"g{index}.end_input": end,
+            f"g{index}.range_input": f"{minutes}m",
         })  # fmt: skip
     return f"{base}/graph?{urllib.parse.urlencode(params)}"
 
@@ -62,8 +62,9 @@ def screenshot(url: str, out: Path) -> None:
     tmp = out.with_name(f".{out.name}.tmp.png")
     subprocess.run(
         [browser, "--headless", "--no-sandbox", "--disable-gpu", "--hide-scrollbars",
-         # Real time, not virtual: the page's queries end at Date.now().
-         "--window-size=1400,2000", "--timeout=15000",
+         # The page draws after its queries answer: give its scripts time to run
+         # (virtual time starts at the real clock, so the graphs end now).
+         "--window-size=1400,2000", "--virtual-time-budget=15000",
          f"--screenshot={tmp}", url],
         check=True, capture_output=True, timeout=120,
     )  # fmt: skip

@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import json
-import logging
-import time
 from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING
 
@@ -15,15 +13,18 @@ from fseg_proto import fseg_pb2
 from .. import __version__
 from ..atlas import AtlasInput, AtlasSettings, make_atlas
 from ..atlas.build import DEFAULT_TILES_PER_INPUT, DEFAULT_WINDOWS
+from ..concepts import ConceptBank
 from ..errors import InvalidInput
+from ..extract import Extractor
 from ..pipeline.options import SegmentOptions
+from .admission import Ticket
+from .outcomes import recorded
 from .requests import FRAMES, TISSUE, checked_mpp, lookup, slide_mpp
 from .streaming import CallStopper, ProgressEvents, file_chunks, run_job
 
 if TYPE_CHECKING:
     from .service import SegmentationService
 
-log = logging.getLogger("fseg.server")
 #: Slides one atlas reads at most: it plans every one before reading any tile.
 MAX_ATLAS_SLIDES = 1000
 
@@ -56,28 +57,42 @@ def atlas_events(
         raise InvalidInput(f"give between 1 and {MAX_ATLAS_SLIDES} slides for an atlas")
     inputs = [_input(service, ref, request, name_of) for ref in request.slides]
     ticket = service.admission.admit("atlas")
+    described = f"atlas of {len(inputs)} inputs"
     try:
-        yield fseg_pb2.SegmentEvent(
-            accepted=fseg_pb2.Accepted(job_id=ticket.job_id, queue_position=ticket.queue_position)
-        )
-        stop = CallStopper(context)
-        service.wait_for_slot(ticket, stop)
-
-        def work(emit: Callable[[object], None]) -> object:
-            progress = ProgressEvents(lambda p: emit(fseg_pb2.SegmentEvent(progress=p)))
-            return make_atlas(inputs, extractor, bank, settings, service.worker, progress, stop)
-
-        started = time.perf_counter()
-        result = yield from run_job(work, ticket.job_id)
-        for name, data in result.files.items():
-            for chunk in file_chunks(name, data, service.limits.chunk_bytes):
-                yield fseg_pb2.SegmentEvent(chunk=chunk)
-        summary = {**result.summary, "server": {"version": __version__, "job_id": ticket.job_id}}
-        yield fseg_pb2.SegmentEvent(summary=fseg_pb2.Summary(json=json.dumps(summary)))
-        log.info("%s atlas of %d inputs done (%.1f s)", ticket.job_id, len(inputs),
-                 time.perf_counter() - started)  # fmt: skip
+        # Logged (one line at its end, in JSON logs with its job id) as every job is;
+        # not counted among slides, since it segments none.
+        with recorded(ticket.job_id, described, service.metrics, counts_as_slide=False):
+            yield from _atlas_job(service, ticket, inputs, extractor, bank, settings, context)
     finally:
         service.admission.release(ticket)
+
+
+def _atlas_job(
+    service: SegmentationService,
+    ticket: Ticket,
+    inputs: list[AtlasInput],
+    extractor: Extractor,
+    bank: ConceptBank,
+    settings: AtlasSettings,
+    context: grpc.ServicerContext,
+) -> Iterator[fseg_pb2.SegmentEvent]:
+    """An admitted atlas: wait for a slot, make it, stream its files and summary."""
+    yield fseg_pb2.SegmentEvent(
+        accepted=fseg_pb2.Accepted(job_id=ticket.job_id, queue_position=ticket.queue_position)
+    )
+    stop = CallStopper(context)
+    service.wait_for_slot(ticket, stop)
+
+    def work(emit: Callable[[object], None]) -> object:
+        progress = ProgressEvents(lambda p: emit(fseg_pb2.SegmentEvent(progress=p)))
+        return make_atlas(inputs, extractor, bank, settings, service.worker, progress, stop)
+
+    result = yield from run_job(work, ticket.job_id)
+    for name, data in result.files.items():
+        for chunk in file_chunks(name, data, service.limits.chunk_bytes):
+            yield fseg_pb2.SegmentEvent(chunk=chunk)
+    summary = {**result.summary, "server": {"version": __version__, "job_id": ticket.job_id}}
+    yield fseg_pb2.SegmentEvent(summary=fseg_pb2.Summary(json=json.dumps(summary)))
 
 
 def _input(
