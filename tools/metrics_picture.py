@@ -64,7 +64,7 @@ def screenshot(url: str, out: Path) -> None:
         [browser, "--headless", "--no-sandbox", "--disable-gpu", "--hide-scrollbars",
          # The page draws after its queries answer: give its scripts time to run
          # (virtual time starts at the real clock, so the graphs end now).
-         "--window-size=1400,2000", "--virtual-time-budget=15000",
+         "--window-size=1400,2250", "--virtual-time-budget=15000",
          f"--screenshot={tmp}", url],
         check=True, capture_output=True, timeout=120,
     )  # fmt: skip
@@ -85,13 +85,15 @@ def main() -> int:
         )  # fmt: skip
         with (
             server,
-            start_prometheus(work / "prometheus", [f"127.0.0.1:{port_file.read_text()}"]) as prom,
+            start_prometheus(
+                work / "prometheus", [f"127.0.0.1:{port_file.read_text().strip()}"]
+            ) as prom,
         ):
             with ThreadPoolExecutor(4) as pool:
                 jobs = [m for _ in range(ROUNDS) for m in WORK_MPP]
                 list(pool.map(lambda mpp: segment(server, mpp), jobs))
             time.sleep(5)  # a few idle scrapes after the run
-            screenshot(graph_url(prom.url, minutes=5), args.out)
+            screenshot(graph_url(prom.url, minutes=2), args.out)
     print(f"wrote {args.out}")
     return 0
 
