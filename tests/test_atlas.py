@@ -147,6 +147,18 @@ def test_names_round_trip_through_name_concepts_into_the_atlas_and_segmentation(
     geojson = json.loads((tmp_path / "seg" / "01.geojson").read_text())
     names = {f["properties"]["classification"]["name"] for f in geojson["features"]}
     assert names <= {c.name for c in classes} and names & {"Stroma", "Tumour"}
+    # QuPath imports the colour with the name; the summary (and the overlay's legend,
+    # drawn from the same classes) and the batch CSV carry the names too.
+    colours = {
+        f["properties"]["classification"]["name"]: f["properties"]["classification"]["color"]
+        for f in geojson["features"]
+    }
+    assert colours.get("Tumour", [200, 16, 46]) == [200, 16, 46]
+    summary = json.loads((tmp_path / "seg" / "01.json").read_text())
+    assert [(c["name"], c["color"]) for c in summary["classes"]][5] == ("Tumour", [200, 16, 46])
+    assert summary["classes"][3]["name"] == "Stroma"
+    header = (tmp_path / "seg" / "batch-summary.csv").read_text().splitlines()[0]
+    assert "area_px2:Stroma" in header and "area_px2:Tumour" in header
 
 
 def test_a_published_bank_draws_its_atlas_from_the_inputs_given(tmp_path: Path):
