@@ -67,8 +67,9 @@ def dead_address() -> str:
 
 
 def finished_jobs(server: ServerProcess) -> list[str]:
-    """File names of the slides the server finished segmenting, in order (from its log)."""
-    return [name for _, name in _DONE.findall(server.log_text())]
+    """File names of the slides the server finished segmenting, in order (from its log;
+    fit and atlas jobs end with a line of their own, not counted here)."""
+    return [name for job, name in _DONE.findall(server.log_text()) if job.startswith("segment-")]
 
 
 def client_env(tmp_dir: Path | None = None, **extra: str) -> dict[str, str]:
