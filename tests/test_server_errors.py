@@ -113,6 +113,18 @@ ON_THE_EDGE = {
 # Finite, but areas computed with it overflow to NaN (INTERNAL once).
 FAR_AWAY = {"type": "Polygon", "coordinates": [[[0, 0], [1e308, 0], [1e308, 1], [0, 0]]]}
 BOWTIE = {"type": "Polygon", "coordinates": [[[0, 0], [10, 10], [10, 0], [0, 10], [0, 0]]]}
+
+
+def bank_bytes(dtype) -> bytes:
+    """A request's bank whose k=4 centres are stored as ``dtype``."""
+    from safetensors.numpy import save
+
+    dim = STAIN_SPEC.feature_dim
+    bank = ConceptBank("stain", dim, {4: np.eye(4, dim, dtype=np.float32)})
+    metadata = {"fseg": json.dumps(bank.metadata())}
+    return save({"centres/4": bank.concepts(4).astype(dtype)}, metadata=metadata)
+
+
 BAD_REQUESTS = [
     pytest.param(path("absent.svs"), NOT_FOUND, "does not exist", id="nonexistent"),
     pytest.param(path("folder"), INVALID, "is a directory", id="directory"),
@@ -150,6 +162,12 @@ BAD_REQUESTS = [
         id="dimension-mismatch",
     ),
     pytest.param({**CMU, "bank": "uni"}, INVALID, "fitted on uni", id="extractor-mismatch"),
+    pytest.param(
+        {**CMU, "bank_safetensors": bank_bytes(np.int8), "k": 4},
+        INVALID,
+        "the centres for k=4 are stored as int8; concept centres are feature vectors",
+        id="bank-int8-centres",
+    ),
     pytest.param({**CMU, "slide_mpp": -0.5}, INVALID, "positive number of µm", id="negative-mpp"),
     pytest.param({**CMU, "k": 256}, INVALID, "k must be at most 255", id="k-over-a-byte"),
     pytest.param(
