@@ -7,7 +7,12 @@ import time
 import grpc
 import pytest
 
-from fseg_client.errors import ClientError, ProtocolError, rpc_error_sentence
+from fseg_client.errors import (
+    ClientError,
+    ProtocolError,
+    certificate_refusal,
+    rpc_error_sentence,
+)
 from fseg_client.fit import MAX_FIT_SLIDES, fit_batch_bank
 from fseg_client.inputs import SlideInput
 from fseg_client.retry import Action, RetryPolicy, classify
@@ -59,6 +64,55 @@ def test_unreachable_server_is_the_servers_fault_until_the_slide_started() -> No
     during = verdict(grpc.StatusCode.UNAVAILABLE, started=True)
     assert before.action is during.action is Action.SERVER_DOWN
     assert not before.counts and during.counts
+
+
+# gRPC's details for refused handshakes, as a real TLS server gets them
+# (tests/test_client_tls_refusals.py checks the first two against real servers).
+HANDSHAKE = "failed to connect to all addresses; last error: UNKNOWN: ipv4:10.0.0.7:50051: "
+UNTRUSTED = (
+    HANDSHAKE + "Tls handshake failed (TSI_PROTOCOL_FAILURE): SSL_ERROR_SSL: error:1000007d:"
+    "SSL routines:OPENSSL_internal:CERTIFICATE_VERIFY_FAILED: unable to get local issuer "
+    "certificate: OK"
+)
+WRONG_NAME = HANDSHAKE + (
+    "Custom verification check failed with error: UNAUTHENTICATED: Hostname Verification "
+    "Check failed."
+)
+EXPIRED = UNTRUSTED.replace("unable to get local issuer certificate", "certificate has expired")
+REFUSED = HANDSHAKE + "Failed to connect to remote host: Connection refused"
+
+
+@pytest.mark.parametrize("details", [UNTRUSTED, WRONG_NAME, EXPIRED])
+def test_a_refused_certificate_is_no_outage_and_costs_the_slide_nothing(details) -> None:
+    error = FakeRpcError(grpc.StatusCode.UNAVAILABLE, details)
+    for started in (False, True):
+        result = classify(error, started=started, slide_timeout=False, cancelled_by_us=False)
+        assert result.action is Action.UNTRUSTED and not result.counts
+    refused = FakeRpcError(grpc.StatusCode.UNAVAILABLE, REFUSED)
+    kwargs = {"started": False, "slide_timeout": False, "cancelled_by_us": False}
+    assert classify(refused, **kwargs).action is Action.SERVER_DOWN  # a server that is down
+
+
+@pytest.mark.parametrize(
+    "details,name,sentence",
+    [
+        (UNTRUSTED, None, "that this client does not trust (unable to get local issuer "
+         "certificate); pass --tls-ca with the certificate of the CA that signed it."),
+        (WRONG_NAME, None, "that does not name gpu7; connect by a name the certificate "
+         "holds, or pass --tls-server-name with one."),
+        (WRONG_NAME, "fseg.internal", "that does not name fseg.internal; connect by a name "
+         "the certificate holds, or pass --tls-server-name with one."),
+        (EXPIRED, None, "that is not valid today (certificate has expired); the server needs "
+         "a renewed certificate, or this computer's clock is wrong."),
+    ],
+)  # fmt: skip
+def test_a_refused_certificate_is_said_in_one_sentence_naming_what_to_do(
+    details, name, sentence
+) -> None:
+    error = FakeRpcError(grpc.StatusCode.UNAVAILABLE, details)
+    said = certificate_refusal(error, "gpu7:50051", name)
+    assert said == f"the server at gpu7:50051 presented a TLS certificate {sentence}"
+    assert certificate_refusal(FakeRpcError(grpc.StatusCode.UNAVAILABLE, REFUSED), "a:1") is None
 
 
 def test_deadline_moves_the_slide_only_with_a_slide_timeout() -> None:

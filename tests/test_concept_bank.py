@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 
 import numpy as np
 import pytest
@@ -203,9 +204,10 @@ def test_inconsistent_class_names_and_colours_are_refused_when_the_bank_is_made(
         ConceptBank("stain", 3, {4: np.ones((4, 3), np.float32)}, classes={4: classes})
 
 
-def forged_bank(folder, name: str, k=None, poison: bool = False):
-    """A saved bank rewritten with its metadata's k list replaced, or one centre made
-    infinite: what a hand-edited or corrupted file holds."""
+def forged_bank(folder, name: str, k=None, poison: bool = False, dtype=None):
+    """A saved bank rewritten with its metadata's k list replaced, one centre made
+    infinite, or its centres stored as ``dtype``: what a hand-edited, corrupted or
+    home-made file holds."""
     from safetensors import safe_open
     from safetensors.numpy import load_file, save_file
 
@@ -218,6 +220,8 @@ def forged_bank(folder, name: str, k=None, poison: bool = False):
     tensors = load_file(path)
     if poison:
         next(iter(tensors.values()))[0, 0] = np.inf
+    if dtype is not None:
+        tensors = {name: values.astype(dtype) for name, values in tensors.items()}
     save_file(tensors, folder / name, metadata=stored)
     return folder / name
 
@@ -248,3 +252,70 @@ def test_fit_concepts_refuses_an_unwritable_out_before_fitting(tmp_path, out, me
     done = run_cli("fit-concepts", str(image), "--k", "2", "--out", str(tmp_path / out))
     assert done.returncode == 2 and message in done.stderr and "Traceback" not in done.stderr
     assert "[1/1]" not in done.stderr  # refused before the first input was read
+
+
+@pytest.mark.parametrize("dtype", [np.float16, np.float64])
+def test_centres_stored_in_another_float_width_load_as_float32(tmp_path, dtype):
+    stored = forged_bank(tmp_path, "wide.safetensors", dtype=dtype)
+    original = load_bank(tmp_path / "bank.safetensors")
+    loaded = load_bank(stored)
+    for k in original.ks:
+        assert loaded.concepts(k).dtype == np.float32
+        expected = original.concepts(k).astype(dtype).astype(np.float32)
+        assert np.array_equal(loaded.concepts(k), expected)
+
+
+DTYPE_RULE = (
+    "concept centres are feature vectors, stored as float32 (float16 and float64 are converted)"
+)
+
+
+@pytest.mark.parametrize(
+    "dtype,words",
+    [(np.int8, "int8"), (np.bool_, "bool"), (np.uint8, "uint8"), (np.int64, "int64")],
+)
+def test_centres_stored_as_integers_or_booleans_are_refused_naming_the_type(tmp_path, dtype, words):
+    """Not silently made float: a label map or a mask saved as centres is no concept bank."""
+    with pytest.raises(InvalidInput) as refused:
+        load_bank(forged_bank(tmp_path, "ints.safetensors", dtype=dtype))
+    said = rf".*ints\.safetensors: the centres for k=(4|8) are stored as {words}; "
+    assert re.fullmatch(said + re.escape(DTYPE_RULE), str(refused.value))
+
+
+def test_bfloat16_centres_are_refused_in_one_sentence_not_a_dtype_code(tmp_path):
+    import torch
+    from safetensors.torch import save_file
+
+    bank = ConceptBank("stain", 20, {4: np.ones((4, 20), np.float32)})
+    centres = {"centres/4": torch.ones((4, 20), dtype=torch.bfloat16)}
+    metadata = {"fseg": json.dumps(bank.metadata())}
+    save_file(centres, tmp_path / "bf16.safetensors", metadata=metadata)
+    with pytest.raises(
+        InvalidInput, match=f"centres for k=4 are stored as bfloat16; {re.escape(DTYPE_RULE)}"
+    ):
+        load_bank(tmp_path / "bf16.safetensors")
+
+
+@pytest.mark.parametrize(
+    "values,accepted",
+    [
+        (np.ones((2, 4), np.float64), True),
+        ([[1.0, 0.5, 0, 0], [0, 1, 0, 0.5]], True),
+        (np.ones((2, 4), np.int8), False),
+        (np.ones((2, 4), bool), False),
+    ],
+)
+def test_importing_converts_float_centres_and_refuses_the_rest(tmp_path, values, accepted):
+    import joblib
+
+    joblib.dump({2: values}, tmp_path / "bank.joblib")
+    if accepted:
+        bank = import_joblib(tmp_path / "bank.joblib", "stain", 4)
+        assert bank.concepts(2).dtype == np.float32
+        assert np.array_equal(bank.concepts(2), np.asarray(values, np.float32))
+    else:
+        words = np.asarray(values).dtype
+        with pytest.raises(
+            InvalidInput, match=f"k=2 are stored as {words}; {re.escape(DTYPE_RULE)}"
+        ):
+            import_joblib(tmp_path / "bank.joblib", "stain", 4)

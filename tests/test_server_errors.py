@@ -8,6 +8,7 @@ import json
 import os
 import re
 import shutil
+import socket
 
 import grpc
 import numpy as np
@@ -32,6 +33,9 @@ def env(tmp_path_factory):
     (root / "empty.svs").write_bytes(b"")
     (root / "random.svs").write_bytes(np.random.default_rng(0).bytes(50_000))
     (root / "folder").mkdir()
+    os.mkfifo(root / "pipe.svs")
+    with socket.socket(socket.AF_UNIX) as listener:  # the socket file outlives the socket
+        listener.bind(str(root / "socket.svs"))
     os.symlink(shared("slides/small.svs"), root / "escape.svs")
     os.symlink(root / "loop-b.svs", root / "loop-a.svs")
     os.symlink(root / "loop-a.svs", root / "loop-b.svs")
@@ -109,6 +113,18 @@ ON_THE_EDGE = {
 # Finite, but areas computed with it overflow to NaN (INTERNAL once).
 FAR_AWAY = {"type": "Polygon", "coordinates": [[[0, 0], [1e308, 0], [1e308, 1], [0, 0]]]}
 BOWTIE = {"type": "Polygon", "coordinates": [[[0, 0], [10, 10], [10, 0], [0, 10], [0, 0]]]}
+
+
+def bank_bytes(dtype) -> bytes:
+    """A request's bank whose k=4 centres are stored as ``dtype``."""
+    from safetensors.numpy import save
+
+    dim = STAIN_SPEC.feature_dim
+    bank = ConceptBank("stain", dim, {4: np.eye(4, dim, dtype=np.float32)})
+    metadata = {"fseg": json.dumps(bank.metadata())}
+    return save({"centres/4": bank.concepts(4).astype(dtype)}, metadata=metadata)
+
+
 BAD_REQUESTS = [
     pytest.param(path("absent.svs"), NOT_FOUND, "does not exist", id="nonexistent"),
     pytest.param(path("folder"), INVALID, "is a directory", id="directory"),
@@ -146,6 +162,12 @@ BAD_REQUESTS = [
         id="dimension-mismatch",
     ),
     pytest.param({**CMU, "bank": "uni"}, INVALID, "fitted on uni", id="extractor-mismatch"),
+    pytest.param(
+        {**CMU, "bank_safetensors": bank_bytes(np.int8), "k": 4},
+        INVALID,
+        "the centres for k=4 are stored as int8; concept centres are feature vectors",
+        id="bank-int8-centres",
+    ),
     pytest.param({**CMU, "slide_mpp": -0.5}, INVALID, "positive number of µm", id="negative-mpp"),
     pytest.param({**CMU, "k": 256}, INVALID, "k must be at most 255", id="k-over-a-byte"),
     pytest.param(
@@ -202,6 +224,26 @@ BAD_REQUESTS = [
 @pytest.mark.parametrize("fields,code,fragment", BAD_REQUESTS)
 def test_bad_request_gets_its_status(env, fields, code, fragment):
     expect(code, fragment, segment, env, **fields)
+
+
+@pytest.mark.parametrize(
+    "name,kind",
+    [("folder", "a directory"), ("pipe.svs", "a named pipe (FIFO)"), ("socket.svs", "a socket")],
+)
+def test_what_is_not_a_file_is_unreadable_to_statslide_and_refused_by_segment_alike(
+    env, name, kind
+):
+    """StatSlide and Segment give one answer: not a slide, in the same sentence (a FIFO
+    passed for readable, then Segment refused it)."""
+    server = env["server"]
+    status = server.stub().StatSlide(
+        fseg_pb2.SlideRef(path=name), timeout=10, metadata=server.metadata()
+    )
+    sentence = f"slide {name} is {kind}, not a file"
+    assert (status.readable, status.reason) == (False, sentence)
+    with pytest.raises(grpc.RpcError) as info:
+        segment(env, **path(name))
+    assert (info.value.code(), info.value.details()) == (INVALID, sentence)
 
 
 def upload(env, header: fseg_pb2.UploadHeader, data: bytes, chunk: int = 1 << 20):

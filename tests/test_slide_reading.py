@@ -215,6 +215,53 @@ def test_a_16_bit_multichannel_image_is_refused_as_not_brightfield(tmp_path):
         open_slide(path)
 
 
+# Plain (Pillow) and tiled (OpenSlide's generic TIFF) files; BigTIFF in both byte orders.
+SIXTEEN_BIT_LAYOUTS = [
+    pytest.param({}, "image", id="plain"),
+    pytest.param({"compression": "zlib"}, "image", id="plain-deflate"),
+    pytest.param({"tile": (64, 64)}, "generic-tiff", id="tiled"),
+    pytest.param({"tile": (64, 64), "bigtiff": True}, "generic-tiff", id="bigtiff"),
+    pytest.param(
+        {"tile": (64, 64), "bigtiff": True, "byteorder": ">"}, "generic-tiff", id="bigtiff-msb"
+    ),
+]
+
+
+@pytest.mark.parametrize("layout,vendor", SIXTEEN_BIT_LAYOUTS)
+def test_a_16_bit_rgb_tiff_reads_as_its_full_range_in_8_bits_and_says_it_had_16(
+    tmp_path, he_like_image, layout, vendor
+):
+    """Its 8-bit self times 257 (65,535 / 255) reads back as that 8-bit self, and the
+    slide says the file stored 16 bits, for the summary to warn."""
+    import tifffile
+
+    rgb = np.asarray(Image.open(he_like_image).convert("RGB"))
+    path = tmp_path / "deep.tif"
+    tifffile.imwrite(path, rgb.astype(np.uint16) * 257, photometric="rgb", **layout)
+    with open_slide(path) as slide:
+        assert (slide.info.vendor, slide.info.bits_per_channel) == (vendor, 16)
+        assert np.array_equal(slide.read(0, 0, 0, rgb.shape[1], rgb.shape[0]), rgb)
+    tifffile.imwrite(path, rgb, photometric="rgb", **layout)
+    with open_slide(path) as slide:
+        assert slide.info.bits_per_channel == 8
+
+
+def test_a_16_bit_rgb_png_says_it_had_16_bits(tmp_path, he_like_image):
+    import imagecodecs
+
+    rgb = np.asarray(Image.open(he_like_image).convert("RGB"))
+    path = tmp_path / "deep.png"
+    path.write_bytes(imagecodecs.png_encode(rgb.astype(np.uint16) * 257))
+    with open_slide(path) as slide:
+        assert slide.info.bits_per_channel == 16
+        assert np.array_equal(slide.read(0, 0, 0, rgb.shape[1], rgb.shape[0]), rgb)
+
+
+def test_the_shared_slides_store_8_bits(cmu_slide):
+    with open_slide(cmu_slide) as slide:
+        assert slide.info.bits_per_channel == 8
+
+
 def test_zero_size_images_are_refused(tmp_path: Path):
     path = tmp_path / "empty.png"
     path.write_bytes(b"\x89PNG\r\n\x1a\n")

@@ -255,6 +255,33 @@ def test_a_slide_without_tissue_says_so(engine, cmu, tmp_path):
     ]
 
 
+def test_a_16_bit_image_is_segmented_as_its_8_bit_self_with_a_warning(engine, he_like_image):
+    """16-bit RGB is read at its full range in 8 bits (not refused), and never silently."""
+    import tifffile
+
+    extractor, worker = engine
+    rgb = np.asarray(Image.open(he_like_image).convert("RGB"))
+    shallow, deep = he_like_image.with_suffix(".8.tif"), he_like_image.with_suffix(".16.tif")
+    tifffile.imwrite(shallow, rgb, photometric="rgb")
+    tifffile.imwrite(deep, rgb.astype(np.uint16) * 257, photometric="rgb")
+    results = []
+    for path in (shallow, deep):
+        with open_slide(path) as slide:
+            bank = fit_on_slide(
+                slide, extractor, SegmentOptions(), worker, lambda *a: None, lambda: False
+            )
+            results.append(segment_slide(slide, extractor, bank, SegmentOptions(), worker))
+    eight, sixteen = results
+    assert sixteen.files["labels.png"] == eight.files["labels.png"]
+    assert eight.summary["warnings"] == []
+    assert sixteen.summary["warnings"] == [
+        "the image stores 16 bits per colour channel and was read as 8-bit RGB, its full range "
+        "(0 to 65,535) mapped onto 0 to 255, as the models see 8-bit images; an image whose "
+        "values fill only part of that range (12-bit camera data, say) was read darker than "
+        "it is, so rescale it to the full range first"
+    ]
+
+
 def test_an_mpp_unlike_either_side_of_the_slides_own_is_a_warning():
     # A scanner may record 0.25 x 0.3 µm; a manifest's 0.25 matches x but not y. The
     # warning reads only the slide's info, so a stand-in slide carries CMU's, re-calibrated.

@@ -19,7 +19,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from fseg_proto import fseg_pb2_grpc, tls_files
 
-from .errors import ClientError, rpc_error_code, rpc_error_sentence
+from .errors import ClientError, certificate_refusal, rpc_error_code, rpc_error_sentence
 
 MAX_MESSAGE_BYTES = 64 * 1024 * 1024
 TOKEN_ENV = "FSEG_TOKEN"
@@ -144,6 +144,7 @@ class Connection:
         self.address = address
         self.metadata = creds.metadata
         self.tls, self.client_cert = creds.tls, creds.cert is not None
+        self.server_name = creds.server_name
         self.channel = open_channel(address, creds)
         self.stub = fseg_pb2_grpc.SegmentationStub(self.channel)
         self.health = health_pb2_grpc.HealthStub(self.channel)
@@ -164,6 +165,9 @@ class Connection:
         gRPC reports a refused TLS handshake as UNAVAILABLE ("Socket closed"),
         exactly like a server that went away, so the hint names the TLS options.
         """
+        refusal = self.certificate_refusal(exc)
+        if refusal is not None:
+            return refusal
         sentence = rpc_error_sentence(exc, self.address)
         details = str(getattr(exc, "details", lambda: "")() or "")
         if (
@@ -176,6 +180,10 @@ class Connection:
         if not self.client_cert:
             hint += ", and give --tls-cert and --tls-key if the server wants client certificates"
         return f"{sentence.rstrip('.')}; {hint}."
+
+    def certificate_refusal(self, exc: BaseException) -> str | None:
+        """Why this client refused the server's TLS certificate (a sentence), or None."""
+        return certificate_refusal(exc, self.address, self.server_name) if self.tls else None
 
     def close(self) -> None:
         self.channel.close()

@@ -98,6 +98,56 @@ def too_large(code: grpc.StatusCode | None, details: str | None) -> bool:
     return code is grpc.StatusCode.RESOURCE_EXHAUSTED and "larger than max" in (details or "")
 
 
+# How gRPC words a handshake in which this client refused the server's certificate
+# (UNAVAILABLE, like a server that is down): BoringSSL's verdict on the chain, and
+# gRPC's own host-name check (in its older and newer words).
+_UNTRUSTED = "CERTIFICATE_VERIFY_FAILED"
+_WRONG_NAME = ("Hostname Verification Check failed", "is not in peer certificate")
+
+
+def certificate_refusal(exc: BaseException, address: str, name: str | None = None) -> str | None:
+    """The sentence for a call that failed because this client does not accept the
+    server's TLS certificate, or None when that is not why. Asking again cannot help.
+
+    Args:
+        exc: the failed call's error.
+        address: the server as the user named it (host:port).
+        name: the name the certificate must hold (``--tls-server-name``), if given.
+    """
+    if not refused_certificate(exc):
+        return None
+    details = _details(exc)
+    where = f"the server at {address} presented a TLS certificate"
+    if any(words in details for words in _WRONG_NAME):
+        host = name or address.rsplit(":", 1)[0].removeprefix("dns:///")
+        return (
+            f"{where} that does not name {host}; connect by a name the certificate holds, "
+            "or pass --tls-server-name with one."
+        )
+    why = details.split(_UNTRUSTED, 1)[1].lstrip(": ").split(":", 1)[0].strip()
+    if "expired" in why or "not yet valid" in why:  # trusted, but not valid today
+        return (
+            f"{where} that is not valid today ({why}); the server needs a renewed "
+            "certificate, or this computer's clock is wrong."
+        )
+    return (
+        f"{where} that this client does not trust ({why or 'verification failed'}); "
+        "pass --tls-ca with the certificate of the CA that signed it."
+    )
+
+
+def refused_certificate(exc: BaseException) -> bool:
+    """Whether a call failed because this client refused the server's TLS certificate."""
+    if rpc_error_code(exc) is not grpc.StatusCode.UNAVAILABLE:
+        return False
+    details = _details(exc)
+    return _UNTRUSTED in details or any(words in details for words in _WRONG_NAME)
+
+
+def _details(exc: BaseException) -> str:
+    return str(getattr(exc, "details", lambda: "")() or "")
+
+
 def rpc_error_code(exc: BaseException) -> grpc.StatusCode | None:
     """The status code of a gRPC error, or None for anything else."""
     code = getattr(exc, "code", None)

@@ -122,8 +122,11 @@ def fit_batch_bank(
     registry = resolver.registry
     tries = (policy.retries + 1) * len(conns)
     message = "no server was tried"
+    untrusted: dict[str, str] = {}  # address: why this client refuses its certificate
     for attempt in range(tries):
         conn = conns[attempt % len(conns)]
+        if conn.address in untrusted:
+            continue
         if attempt and attempt % len(conns) == 0:  # every server failed once more: rest
             time.sleep(policy.delay(attempt // len(conns)))
         progress.note(
@@ -142,6 +145,12 @@ def fit_batch_bank(
             if verdict.action is Action.STOP:
                 raise KeyboardInterrupt from None
             message = conn.explain(exc)
+            if verdict.action is Action.UNTRUSTED:  # no retry there can succeed
+                untrusted[conn.address] = message
+                if len(untrusted) == len(conns):
+                    raise ClientError(" ".join(untrusted.values()), exit_code=EXIT_FAILED) from None
+                progress.warn(f"fseg: leaving {conn.address} out of the batch: {message}")
+                continue
             if verdict.action is Action.FAIL:
                 raise _fit_failed(message, advise=rpc_error_code(exc) in _SLIDE_FAULTS) from None
             progress.note(f"fseg: {message.rstrip('.')}; trying again")

@@ -12,7 +12,7 @@ from enum import Enum
 
 import grpc
 
-from .errors import ProtocolError, rpc_error_code, too_large
+from .errors import ProtocolError, refused_certificate, rpc_error_code, too_large
 
 
 class Action(str, Enum):
@@ -22,6 +22,9 @@ class Action(str, Enum):
     RETRY = "retry"  # back off, then try again (preferably on another server)
     SERVER_DOWN = "server_down"  # the server is unreachable: cool it down, requeue the slide
     MOVE = "move"  # the slide ran out of time here: try it on another server at once
+    # This client refuses the server's TLS certificate: no attempt there can succeed
+    # until the user changes the client's options, so the server is left out.
+    UNTRUSTED = "untrusted"
     STOP = "stop"  # we cancelled the call ourselves (Ctrl-C)
 
 
@@ -76,6 +79,8 @@ def classify(
     if code is None:
         # A local problem (unreadable slide file, full disk): retrying will not help.
         return Verdict(Action.FAIL, counts=True)
+    if refused_certificate(exc):  # reported as UNAVAILABLE, but no outage
+        return Verdict(Action.UNTRUSTED, counts=False)
     if code is grpc.StatusCode.UNAVAILABLE:
         return Verdict(Action.SERVER_DOWN, counts=started)
     if code is grpc.StatusCode.DEADLINE_EXCEEDED:

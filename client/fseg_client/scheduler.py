@@ -3,7 +3,9 @@
 Each server gets ``concurrency`` worker threads that take slides from one shared
 queue. A slide that fails for a transient reason goes back to the queue (after
 a back-off), preferably for another server; a server that cannot be reached
-is cooled down and probed with health checks before it gets work again.
+is cooled down and probed with health checks before it gets work again. A server
+whose TLS certificate this client refuses gets no more work; when no server is
+left, the batch stops at once with that sentence.
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ import grpc
 
 from .calls import Cancelled
 from .connect import Connection
-from .errors import rpc_error_code
+from .errors import EXIT_FAILED, ClientError, rpc_error_code
 from .job import AttemptState, BatchContext, SlideTask, segment_slide
 from .report import DONE, FAILED, INTERRUPTED, INTERRUPTED_REASON, SlideOutcome
 from .retry import Action, RetryPolicy, classify
@@ -49,6 +51,7 @@ class Scheduler:
         self._pending: deque[SlideTask] = deque()
         self._unfinished = 0
         self._outcomes: dict[str, SlideOutcome] = {}
+        self._stopped = ""  # why the whole batch stopped ("" while it runs)
 
     # -- the main thread -------------------------------------------------------------
 
@@ -58,6 +61,8 @@ class Scheduler:
         Raises:
             KeyboardInterrupt: after cancelling the calls in flight, which finish as
                 interrupted; slides never started get no outcome here.
+            ClientError: no server can be used (every one's certificate refused);
+                the unfinished slides have no outcome.
         """
         with self._cond:
             self._pending = deque(tasks)
@@ -70,7 +75,7 @@ class Scheduler:
         for worker in workers:
             worker.start()
         try:
-            while not self._all_finished():
+            while not self._all_finished() and not self._stopped:
                 self._watchdog()
                 time.sleep(_TICK_S)  # Ctrl-C is delivered here, to the main thread
         except KeyboardInterrupt:
@@ -84,6 +89,8 @@ class Scheduler:
                 self._pending = deque()
             raise
         _join(workers, timeout_s=10.0)
+        if self._stopped:
+            raise ClientError(self._stopped, exit_code=EXIT_FAILED)
         return [self._outcomes[t.slide.stem] for t in tasks if t.slide.stem in self._outcomes]
 
     @property
@@ -97,6 +104,11 @@ class Scheduler:
 
     def _watchdog(self) -> None:
         """Fail the waiting slides when no server can take them any more."""
+        if all(s.untrusted for s in self.servers):  # only the user can change that
+            with self._cond:
+                self._stopped = " ".join(s.last_error for s in self.servers)
+                self._cond.notify_all()
+            return
         reason = self.fatal_check()
         if reason is None and all(s.failures > 0 and not s.in_flight for s in self.servers):
             # Counted from when the last server began failing, not from its last
@@ -119,7 +131,7 @@ class Scheduler:
 
     def _worker(self, server: ServerState) -> None:
         stopping = self.ctx.registry.stopping
-        while not stopping.is_set() and not self._all_finished():
+        while not stopping.is_set() and not self._all_finished() and not self._stopped:
             if not self._ready(server):
                 stopping.wait(_TICK_S)
                 continue
@@ -221,13 +233,21 @@ class Scheduler:
             counts = False
         task.attempts += int(counts)
         delay = 0.0
+        others_left = False
         with self._cond:
-            if verdict.action is Action.SERVER_DOWN:
+            if verdict.action is Action.UNTRUSTED:
+                others_left = not server.untrusted and not all(
+                    s.untrusted for s in self.servers if s is not server
+                )
+                server.leave_out(message)
+            elif verdict.action is Action.SERVER_DOWN:
                 server.mark_down(self.policy, message)
             elif verdict.action is Action.RETRY:
                 delay = self.policy.delay(max(1, task.attempts))
                 if rpc_error_code(exc) is grpc.StatusCode.RESOURCE_EXHAUSTED:
                     server.down_until = max(server.down_until, time.monotonic() + delay)
+        if others_left:  # without any left, the batch stops with the sentence instead
+            self.ctx.progress.warn(f"fseg: leaving {server.address} out of the batch: {message}")
         if verdict.action is Action.FAIL:
             self._finish(task, FAILED, server.address, error=message, job_id=state.job_id)
         elif counts and self.policy.exhausted(task.attempts):

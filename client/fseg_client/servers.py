@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import time
 from dataclasses import dataclass
 
@@ -29,6 +30,7 @@ class ServerState:
     probing: bool = False
     in_flight: int = 0  # this client's attempts running there now
     last_error: str = ""
+    untrusted: bool = False  # its TLS certificate was refused: it gets no more work
 
     @property
     def address(self) -> str:
@@ -45,6 +47,16 @@ class ServerState:
         self.failures += 1
         self.down_until = time.monotonic() + policy.delay(self.failures)
         self.needs_probe = True
+        self.last_error = error
+
+    def leave_out(self, error: str) -> None:
+        """Give it no more work: this client refuses its TLS certificate, which only
+        the user's options (or the server's certificate) can change."""
+        if self.failures == 0:
+            self.down_since = time.monotonic()
+        self.failures += 1
+        self.down_until = math.inf
+        self.untrusted = True
         self.last_error = error
 
     def answered(self) -> None:

@@ -35,6 +35,15 @@ from .provenance import Provenance
 
 FORMAT = "fseg-concept-bank/1"
 _TENSOR_PREFIX = "centres/"
+# Centres are feature vectors. Stored in another float width they convert to float32
+# without harm (float64 beyond float32's range becomes inf and is refused as not
+# finite); integers and booleans are no feature vectors (a label map or a mask saved
+# in its place), and other floats (bfloat16, float8) NumPy cannot hold.
+_FLOAT_DTYPES = {"F16", "F32", "F64"}  # safetensors' names
+#: What a bank's centres may be, said after a refusal of anything else.
+CENTRES_DTYPE_RULE = (
+    "concept centres are feature vectors, stored as float32 (float16 and float64 are converted)"
+)
 
 
 @dataclass(frozen=True)
@@ -158,32 +167,69 @@ def bank_from_bytes(data: bytes, origin: str = "the concept bank") -> ConceptBan
 
     ``origin`` names the bank in error messages.
     """
-    try:
-        meta = json.loads(_safetensors_metadata(data).get("fseg", "null"))
-        from safetensors.numpy import load
+    from safetensors.numpy import load
 
+    try:
+        header = _safetensors_header(data)
+        meta = json.loads((header.get("__metadata__") or {}).get("fseg", "null"))
+    except Exception as exc:
+        raise _not_safetensors(origin, exc) from exc
+    if not isinstance(meta, dict) or meta.get("format") != FORMAT:
+        raise InvalidInput(f"{origin} has no fseg concept-bank metadata ({FORMAT})")
+    _check_dtypes(header, origin)  # before loading: NumPy cannot even hold bfloat16
+    try:
         tensors = load(data)
     except Exception as exc:
-        raise InvalidInput(
-            f"{origin} is not a concept bank in safetensors format "
-            f"(convert published .joblib banks with `fseg-server import-concepts`): {exc}"
-        ) from exc
+        raise _not_safetensors(origin, exc) from exc
     return _from_parts(origin, meta, tensors, hashlib.sha256(data).hexdigest())
 
 
-def _safetensors_metadata(data: bytes) -> dict:
-    """The ``__metadata__`` of a safetensors file: 8-byte length, then a JSON header."""
+def _not_safetensors(origin: str, exc: Exception) -> InvalidInput:
+    return InvalidInput(
+        f"{origin} is not a concept bank in safetensors format "
+        f"(convert published .joblib banks with `fseg-server import-concepts`): {exc}"
+    )
+
+
+def _safetensors_header(data: bytes) -> dict:
+    """The JSON header of a safetensors file (after its 8-byte length): each tensor's
+    dtype, shape and offsets, and ``__metadata__``."""
     size = int.from_bytes(data[:8], "little")
     if len(data) < 8 or size > len(data) - 8:
         raise ValueError("truncated or not safetensors")
-    return json.loads(data[8 : 8 + size]).get("__metadata__") or {}
+    header = json.loads(data[8 : 8 + size])
+    if not isinstance(header, dict):
+        raise ValueError("the header is not a JSON object")
+    return header
+
+
+def _check_dtypes(header: dict, origin: str) -> None:
+    """Refuse centres stored as anything but float16, float32 or float64 (see _FLOAT_DTYPES)."""
+    for name, entry in header.items():
+        dtype = entry.get("dtype") if isinstance(entry, dict) else None
+        if name != "__metadata__" and isinstance(dtype, str) and dtype not in _FLOAT_DTYPES:
+            raise InvalidInput(
+                f"{origin}: {_centres_named(name)} are stored as {_dtype_words(dtype)}; "
+                f"{CENTRES_DTYPE_RULE}"
+            )
+
+
+def _centres_named(tensor: str) -> str:
+    k = tensor.removeprefix(_TENSOR_PREFIX)
+    return f"the centres for k={k}" if k != tensor else f"the tensor {tensor[:100]!r}"
+
+
+def _dtype_words(dtype: str) -> str:
+    """safetensors' dtype names as NumPy's: I8 -> int8, BF16 -> bfloat16, BOOL -> bool."""
+    for prefix, word in (("BF", "bfloat"), ("F", "float"), ("I", "int"), ("U", "uint")):
+        if dtype.startswith(prefix) and dtype[len(prefix) : len(prefix) + 1].isdigit():
+            return word + dtype[len(prefix) :].lower()
+    return dtype.lower()[:20]
 
 
 def _from_parts(
-    origin: str, meta: object, tensors: dict[str, np.ndarray], digest: str
+    origin: str, meta: dict, tensors: dict[str, np.ndarray], digest: str
 ) -> ConceptBank:
-    if not isinstance(meta, dict) or meta.get("format") != FORMAT:
-        raise InvalidInput(f"{origin} has no fseg concept-bank metadata ({FORMAT})")
     try:
         centres = {int(n[len(_TENSOR_PREFIX) :]): v.astype(np.float32) for n, v in tensors.items()}
         classes = {

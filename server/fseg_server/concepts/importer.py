@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import InvalidInput, NotFound
-from .bank import ConceptBank
+from .bank import CENTRES_DTYPE_RULE, ConceptBank
 
 # The authors fitted their banks on 256-px tiles at 10x (about 1 µm/px).
 PUBLISHED_BANK_MPP = 1.0
@@ -46,9 +46,14 @@ def import_joblib(
     for key, value in raw.items():
         try:
             k = int(key)
-            array = np.asarray(value, dtype=np.float32)
+            array = np.asarray(value)
         except (TypeError, ValueError):
             raise InvalidInput(f"{path}: entry {key!r} is not k -> an array of centres") from None
+        if array.dtype.kind != "f":
+            raise InvalidInput(
+                f"{path}: the centres for k={key} are stored as {array.dtype}; {CENTRES_DTYPE_RULE}"
+            )
+        array = array.astype(np.float32)
         if array.ndim != 2 or k != array.shape[0]:
             raise InvalidInput(f"{path}: entry k={key} has shape {array.shape}, expected (k, dim)")
         if array.shape[1] != feature_dim:

@@ -128,6 +128,14 @@ def warnings_for(slide: Slide, options: SegmentOptions, tissue_found: bool) -> l
     override = _mpp_override(options, slide.info.mpp)
     if override:
         said.append(override)
+    bits = slide.info.bits_per_channel
+    if bits > 8:
+        said.append(
+            f"the image stores {bits} bits per colour channel and was read as 8-bit RGB, its "
+            f"full range (0 to {2**bits - 1:,}) mapped onto 0 to 255, as the models see 8-bit "
+            "images; an image whose values fill only part of that range (12-bit camera data, "
+            "say) was read darker than it is, so rescale it to the full range first"
+        )
     return said
 
 

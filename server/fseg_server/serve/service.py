@@ -33,7 +33,7 @@ from .metrics import NO_METRICS, NoMetrics
 from .outcomes import JobRecord, recorded
 from .requests import requested_outputs, segment_options, slide_mpp
 from .resources import Resources
-from .slide_access import SlideAccess
+from .slide_access import NotAFile, SlideAccess
 from .slide_sets import SetManifest, SlideSets, checked_manifest
 from .streaming import CallStopper, ProgressEvents, file_chunks, idle_limited, run_job
 from .uploads import UploadStore
@@ -217,7 +217,7 @@ class SegmentationService(fseg_pb2_grpc.SegmentationServicer):
         with _status(context):
             try:
                 path = self.slide_path(request)
-            except (NotFound, PermissionDenied) as exc:
+            except (NotFound, PermissionDenied, NotAFile) as exc:
                 return fseg_pb2.SlideStatus(readable=False, reason=str(exc))
             return fseg_pb2.SlideStatus(readable=True, size_bytes=path.stat().st_size)
 

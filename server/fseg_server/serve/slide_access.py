@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import errno
 import os
+import stat
 from pathlib import Path, PurePosixPath
 
 from ..errors import FsegError, InvalidInput, NotFound, PermissionDenied
@@ -18,6 +19,20 @@ from .uploads import UploadStore
 MAX_PATH_CHARS = 4096
 #: Characters of a client's path quoted back in a refusal (and so in any log line).
 SHOWN_PATH_CHARS = 200
+# What a path may name besides a file, as a person says it. Opening a FIFO would
+# wait for a writer, and a device or a socket holds no slide.
+_NOT_FILES = (
+    (stat.S_ISDIR, "a directory"),
+    (stat.S_ISFIFO, "a named pipe (FIFO)"),
+    (stat.S_ISSOCK, "a socket"),
+    (stat.S_ISCHR, "a character device"),
+    (stat.S_ISBLK, "a block device"),
+)
+
+
+class NotAFile(InvalidInput):
+    """A slide path that names something other than a regular file: StatSlide answers
+    "not readable" with the sentence that Segment refuses it with."""
 
 
 class SlideAccess:
@@ -67,8 +82,10 @@ class SlideAccess:
             raise PermissionDenied(
                 f"slide {shown} resolves outside the server's slide roots (a symlink that escapes?)"
             )
-        if real.is_dir():
-            raise InvalidInput(f"slide {shown} is a directory, not a file")
+        mode = real.stat().st_mode
+        if not stat.S_ISREG(mode):
+            kind = next((words for test, words in _NOT_FILES if test(mode)), "a special file")
+            raise NotAFile(f"slide {shown} is {kind}, not a file")
         if not os.access(real, os.R_OK):
             raise PermissionDenied(f"slide {shown} is not readable by the server")
         return real

@@ -18,7 +18,7 @@ import contextlib
 import errno
 import os
 import shutil
-import tempfile
+import uuid
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -178,7 +178,8 @@ class SlideSets:
 
     @contextlib.contextmanager
     def _staging(self) -> Iterator[Path]:
-        folder = Path(tempfile.mkdtemp(prefix="set-", dir=self.store.tmp))
+        folder = self.store.tmp / self.store.temps.name(f"set-{uuid.uuid4().hex}")
+        folder.mkdir(mode=0o700)
         try:
             yield folder
         finally:

@@ -3,7 +3,10 @@
 Bytes stream into a temporary file in ``<dir>/tmp`` while they are hashed;
 only a complete file whose hash and size match the header is renamed into
 ``<dir>/objects/<aa>/<sha256><suffix>``, so a broken or lying upload leaves
-nothing behind. The suffix of the client's file name is kept because some
+nothing behind. Temporaries are named after the server writing them
+(``tempfiles.OwnedTemps``, whose lock files are in ``<dir>/owners``): a server that
+starts removes what a killed one left in ``tmp``, and nothing another live server on
+the same volume is receiving. The suffix of the client's file name is kept because some
 readers look at it. Slides of several files are sets of such objects, laid out
 in ``<dir>/sets`` (see slide_sets.py).
 """
@@ -20,9 +23,11 @@ from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 from ..errors import FailedPrecondition, InvalidInput, NotFound, ResourceExhausted
-from ..tempfiles import remove_stale
+from ..tempfiles import OwnedTemps
 
-STALE_AFTER_S = 6 * 3600  # an upload untouched this long belongs to a dead server
+# Temporaries of no known owner (an older fseg's, or where the volume takes no locks)
+# untouched this long belong to a dead server.
+STALE_AFTER_S = 6 * 3600
 #: Uploads received at once. Each holds an RPC thread for its whole transfer;
 #: the bound keeps threads free for health checks, server info and jobs.
 UPLOADS_AT_ONCE = 8
@@ -43,7 +48,8 @@ class UploadStore:
         self.tmp = self.root / "tmp"
         for folder in (self.objects, self.sets, self.tmp):
             folder.mkdir(parents=True, exist_ok=True)
-        remove_stale(self.tmp.iterdir(), STALE_AFTER_S)
+        self.temps = OwnedTemps(self.tmp, owners=self.root / "owners")
+        self.temps.sweep(STALE_AFTER_S)
 
     def find(self, sha256: str) -> Path | None:
         """The stored file for ``sha256``, if any."""
@@ -118,7 +124,7 @@ class UploadStore:
         self, name: str, sha256: str, declared_size: int, chunks: Iterable[bytes]
     ) -> tuple[Path, bool]:
         suffix = object_suffix(name)
-        tmp = self.tmp / f"{uuid.uuid4().hex}{suffix}"
+        tmp = self.tmp / self.temps.name(f"{uuid.uuid4().hex}{suffix}")
         try:
             size, digest = self._write(tmp, chunks)
             if size != declared_size:

@@ -17,6 +17,7 @@ from PIL import Image
 
 from ..errors import Cancelled, FailedPrecondition, InvalidInput, NotFound
 from ..limits import DEFAULT_LIMITS
+from .bit_depth import decoded_bits, tiff_bits
 
 # Plain images are checked against a pixel limit (CostLimits) from their header,
 # before decoding, with a sentence that says what to do; Pillow's own guard would
@@ -53,6 +54,8 @@ class SlideInfo:
         bounds: (x, y, width, height) in level-0 pixels of the scanned area
             (``openslide.bounds-*``), or None. QuPath's OpenSlide image server
             shows slides cropped to it.
+        bits_per_channel: as the file stores them. Reads are 8-bit whatever
+            this says: a 16-bit file's full range (0-65,535) maps onto 0-255.
     """
 
     path: Path
@@ -61,6 +64,7 @@ class SlideInfo:
     level_downsamples: tuple[float, ...]
     mpp: tuple[float, float] | None
     bounds: tuple[int, int, int, int] | None
+    bits_per_channel: int = 8
 
     @property
     def dimensions(self) -> tuple[int, int]:
@@ -199,6 +203,7 @@ class _OpenSlideBackend(_Backend):
             level_downsamples=tuple(float(d) for d in handle.level_downsamples),
             mpp=_mpp_from(props),
             bounds=_bounds_from(props),
+            bits_per_channel=tiff_bits(path),
         )
 
     @classmethod
@@ -258,7 +263,7 @@ class _OpenSlideBackend(_Backend):
 class _ImageBackend(_Backend):
     """A decoded plain image held in memory; reads are array slices."""
 
-    def __init__(self, path: Path, pixels: np.ndarray) -> None:
+    def __init__(self, path: Path, pixels: np.ndarray, bits_per_channel: int = 8) -> None:
         self._pixels = pixels
         height, width = pixels.shape[:2]
         self.info = SlideInfo(
@@ -268,6 +273,7 @@ class _ImageBackend(_Backend):
             level_downsamples=(1.0,),
             mpp=None,
             bounds=None,
+            bits_per_channel=bits_per_channel,
         )
 
     @classmethod
@@ -275,6 +281,7 @@ class _ImageBackend(_Backend):
         try:
             with Image.open(path) as image:
                 _refuse_too_many_pixels(path, image.size, max_pixels)
+                bits = decoded_bits(image)  # before load(), which forgets how it decoded
                 image.load()
                 mode = image.mode
                 if mode not in _PLAIN_MODES:
@@ -294,7 +301,7 @@ class _ImageBackend(_Backend):
             ) from exc
         if pixels.shape[0] == 0 or pixels.shape[1] == 0:
             raise InvalidInput(f"{path} has zero size")
-        return cls(path, pixels)
+        return cls(path, pixels, bits)
 
     def read(self, level: int, x: int, y: int, width: int, height: int) -> np.ndarray:
         return self._pixels[y : y + height, x : x + width]
