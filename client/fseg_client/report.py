@@ -87,30 +87,30 @@ def csv_columns(outcomes: Iterable[SlideOutcome]) -> list[str]:
     return BASE_COLUMNS + tissue + classes
 
 
-def csv_row(outcome: SlideOutcome) -> dict[str, str]:
-    """One slide's cells, by column (area columns only where the slide has them)."""
-    row = {
-        "slide": outcome.slide.stem,
-        "path": str(outcome.slide.path),
-        "status": outcome.status,
-        "server": outcome.server,
-        "job_id": _job_id(outcome),
-        "attempts": str(outcome.attempts),
-        "error": outcome.error,
-        "seconds": f"{outcome.seconds:.2f}",
-    }
-    row.update({column: f"{value:.3f}" for column, value in _areas(outcome.summary).items()})
-    return row
-
-
 def csv_lines(columns: Sequence[str], outcomes: Iterable[SlideOutcome]) -> str:
-    """CSV lines (no header) of ``outcomes`` under ``columns``; cells of columns a
-    slide lacks are empty."""
+    """CSV lines (no header) of ``outcomes`` under ``columns`` (the base columns, then
+    area columns); cells of area columns a slide lacks are empty."""
+    area_columns = columns[len(BASE_COLUMNS) :]
+    no_areas = [""] * len(area_columns)
     buffer = io.StringIO()
     writer = csv.writer(buffer, lineterminator="\n")
     for outcome in outcomes:
-        row = csv_row(outcome)
-        writer.writerow([row.get(column, "") for column in columns])
+        cells = [
+            outcome.slide.stem,
+            str(outcome.slide.path),
+            outcome.status,
+            outcome.server,
+            _job_id(outcome),
+            str(outcome.attempts),
+            outcome.error,
+            f"{outcome.seconds:.2f}",
+        ]
+        areas = _areas(outcome.summary) if outcome.summary else {}
+        # Most rows of a large batch have no areas (failed, or never run): no lookups.
+        cells += (
+            [f"{areas[c]:.3f}" if c in areas else "" for c in area_columns] if areas else no_areas
+        )
+        writer.writerow(cells)
     return buffer.getvalue()
 
 
