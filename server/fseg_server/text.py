@@ -30,3 +30,17 @@ def clipped(text: str, limit: int = MAX_STATUS_CHARS) -> str:
     tail = limit // 4
     cut = len(text) - limit
     return f"{text[: limit - tail]} [... {cut:,} characters cut ...] {text[-tail:]}"
+
+
+def one_line(text: str) -> str:
+    """``text`` with its control characters (see CONTROL_CATEGORIES) escaped as Python
+    writes them (a newline as \\n), so that quoting a client's text keeps a sentence
+    on one line; printable text is returned as it is."""
+    if first_control_character(text) is None:
+        return text
+    return "".join(
+        ch.encode("unicode_escape").decode("ascii")
+        if unicodedata.category(ch) in CONTROL_CATEGORIES
+        else ch
+        for ch in text
+    )
