@@ -6,6 +6,7 @@ import json
 import math
 
 import shapely
+import shapely.errors
 from shapely.geometry import shape
 
 from fseg_proto import fseg_pb2
@@ -94,7 +95,10 @@ def parse_roi(text: str) -> tuple[shapely.Polygon, ...]:
         geometries = [shape(g) for g in _geometries(document)]
     except RecursionError:
         raise InvalidInput("the ROI is not valid GeoJSON (nested too deeply)") from None
-    except (ValueError, TypeError, KeyError, AttributeError, IndexError, OverflowError) as exc:
+    except (
+        ValueError, TypeError, KeyError, AttributeError, IndexError, OverflowError,
+        shapely.errors.ShapelyError,  # GEOS's own refusals: a hole in an empty shell
+    ) as exc:  # fmt: skip
         raise InvalidInput(f"the ROI is not valid GeoJSON ({exc})") from None
     polygons: list[shapely.Polygon] = []
     for geometry in geometries:
