@@ -23,6 +23,8 @@ from __future__ import annotations
 import hashlib
 import json
 import shutil
+import struct
+import zlib
 from collections import Counter
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
@@ -70,6 +72,7 @@ class Campaign:
     statuses: Counter = field(default_factory=Counter)
     inputs: set[str] = field(default_factory=set)
     _log_seen: int = 0
+    _case_open: bool = False  # a call was made since the last assert_unharmed
 
     def __repr__(self) -> str:
         return f"Campaign({self.server.address})"
@@ -83,6 +86,7 @@ class Campaign:
 
     def call(self, method: Callable, request: object, timeout: float = CALL_TIMEOUT_S) -> Outcome:
         """``method(request)`` (a stub's method), its stream read to the end."""
+        self.open_case()
         self.inputs.add(_fingerprint(request))
         try:
             reply = method(request, timeout=timeout)
@@ -97,6 +101,12 @@ class Campaign:
         fields.setdefault("slide", fseg_pb2.SlideRef(path=IMAGE))
         return self.call(self.stub.Segment, fseg_pb2.SegmentRequest(**fields))
 
+    def upload(self, messages: list) -> Outcome:
+        """An UploadSlide stream of ``messages`` (UploadChunk), sent as they are."""
+        return self.call(
+            lambda m, timeout: self.stub.UploadSlide(iter(m), timeout=timeout), messages
+        )
+
     def judge(
         self,
         outcome: Outcome,
@@ -104,14 +114,23 @@ class Campaign:
         fragment: str = "",
     ) -> None:
         """The campaign's promises for one case (see the module docstring)."""
-        allowed = set(allowed)
-        assert outcome.code in allowed, f"{outcome.code.name}: {outcome.details[:500]}"
-        if outcome.code != Code.OK:
-            assert_one_sentence(outcome.details)
-            assert fragment in outcome.details, outcome.details[:500]
+        try:
+            assert outcome.code in set(allowed), f"{outcome.code.name}: {outcome.details[:500]}"
+            if outcome.code != Code.OK:
+                assert_one_sentence(outcome.details)
+                assert fragment in outcome.details, outcome.details[:500]
+        finally:
+            self._case_open = False  # the next call starts the next case's log window
         self.assert_unharmed()
 
+    def open_case(self) -> None:
+        """Start a case's window on the server's log at its first call, so that a case
+        that failed before reading the log does not blame the next one."""
+        if not self._case_open:
+            self._log_seen, self._case_open = len(self.server.log_text()), True
+
     def assert_unharmed(self) -> None:
+        self._case_open = False
         assert self.server.serving(), self.server.log_text()[-2000:]
         rss = psutil.Process(self.server.process.pid).memory_info().rss
         assert rss < self.idle_rss + RSS_HEADROOM, (
@@ -199,3 +218,15 @@ def examples(count: int) -> settings:
         max_examples=count,
         suppress_health_check=[HealthCheck.too_slow],
     )
+
+
+def png_declaring(width: int, height: int, idat: bytes = b"") -> bytes:
+    """A PNG whose header declares ``width`` x ``height`` RGB, with ``idat`` as its only data."""
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        body = kind + data
+        return struct.pack(">I", len(data)) + body + struct.pack(">I", zlib.crc32(body))
+
+    header = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
+    chunks = chunk(b"IHDR", header) + chunk(b"IDAT", idat) + chunk(b"IEND", b"")
+    return b"\x89PNG\r\n\x1a\n" + chunks

@@ -23,6 +23,7 @@ from hostile_support import (
     Code,
     campaign_for_module,
     examples,
+    png_declaring,
     tiny_bank,
 )
 from hypothesis import given
@@ -237,8 +238,7 @@ def test_upload_headers_that_lie_are_refused_and_leave_nothing(
     ]
     held = campaign.uploads / "objects" / digest[:2]
     present = held.is_dir() and any(p.name.startswith(digest) for p in held.iterdir())
-    outcome = campaign.call(lambda m, timeout: campaign.stub.UploadSlide(iter(m), timeout=timeout),
-                            messages)  # fmt: skip
+    outcome = campaign.upload(messages)
     if len(digest) != 64 or digest != digest.lower() or not set(digest) <= set("0123456789abcdef"):
         campaign.judge(outcome, {INVALID}, "is not a SHA-256")
     elif declared > UPLOAD_CAP:
@@ -262,8 +262,7 @@ def test_upload_headers_that_lie_are_refused_and_leave_nothing(
     ],
 )
 def test_upload_streams_without_a_header_are_refused(campaign, messages, fragment):
-    outcome = campaign.call(lambda m, timeout: campaign.stub.UploadSlide(iter(m), timeout=timeout),
-                            messages)  # fmt: skip
+    outcome = campaign.upload(messages)
     campaign.judge(outcome, {INVALID}, fragment)
 
 
@@ -357,3 +356,26 @@ def test_fit_requests_out_of_bounds_are_refused(campaign, slides, ks, tiles, sli
         campaign.judge(outcome, {INVALID})
     else:
         campaign.judge(outcome, REFUSALS | {Code.OK})
+
+
+@pytest.mark.parametrize(
+    "name,data",
+    [
+        pytest.param("big.png", png_declaring(50_000, 50_000), id="header-only-png"),
+        pytest.param("noise.png", np.random.default_rng(6).bytes(30_000), id="noise-png"),
+        pytest.param("noise.svs", b"II*\0" + np.random.default_rng(7).bytes(30_000), id="svs"),
+        pytest.param("tiny", b"\x89PNG", id="no-suffix"),
+    ],
+)
+def test_uploaded_crafted_files_are_refused_when_segmented(campaign, name, data):
+    upload = _upload_messages(name, data)
+    stored = campaign.upload(upload)
+    campaign.judge(stored, {Code.OK})
+    ref = fseg_pb2.SlideRef(sha256=hashlib.sha256(data).hexdigest(), name=name)
+    campaign.judge(campaign.segment(slide=ref), {INVALID, FAILED})
+
+
+def _upload_messages(name: str, data: bytes) -> list:
+    digest = hashlib.sha256(data).hexdigest()
+    header = fseg_pb2.UploadHeader(name=name, sha256=digest, size_bytes=len(data))
+    return [fseg_pb2.UploadChunk(header=header), fseg_pb2.UploadChunk(data=data)]

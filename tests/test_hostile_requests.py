@@ -17,11 +17,19 @@ import os
 import struct
 import unicodedata
 import zlib
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path, PurePosixPath
 
 import numpy as np
 import pytest
-from hostile_support import IMAGE, REFUSALS, Code, campaign_for_module, examples
+from hostile_support import (
+    IMAGE,
+    REFUSALS,
+    Code,
+    campaign_for_module,
+    examples,
+    png_declaring,
+)
 from hypothesis import given
 from hypothesis import strategies as st
 from PIL import Image
@@ -209,19 +217,6 @@ def test_long_text_quoted_in_a_refusal_still_reaches_the_client(campaign, fields
 # -- crafted files -------------------------------------------------------------------
 
 
-def _png_header(width: int, height: int, idat: bytes = b"") -> bytes:
-    """A PNG whose header declares ``width`` x ``height`` RGB; ``idat`` as its only data."""
-
-    def chunk(kind: bytes, data: bytes) -> bytes:
-        body = kind + data
-        return struct.pack(">I", len(data)) + body + struct.pack(">I", zlib.crc32(body))
-
-    header = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
-    return (
-        b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", idat) + chunk(b"IEND", b"")
-    )
-
-
 def _tiff_header(width: int, height: int) -> bytes:
     """A little-endian TIFF whose one IFD declares a tiled ``width`` x ``height`` RGB
     image with one tile pointing past the end of the file."""
@@ -244,10 +239,10 @@ def _crafted(root: Path) -> dict[str, bytes]:
         "zero.png": b"",
         "garbage.png": rng.bytes(20_000),
         "half.png": real[: len(real) // 2],
-        "header-only-100k.png": _png_header(100_000, 100_000),
-        "header-only-2^31.png": _png_header(2**31 - 1, 2**31 - 1),
-        "bad-idat.png": _png_header(300, 300, rng.bytes(5000)),
-        "one-pixel.png": _png_header(1, 1, zlib.compress(b"\0\xff\x00\xff")),
+        "header-only-100k.png": png_declaring(100_000, 100_000),
+        "header-only-2^31.png": png_declaring(2**31 - 1, 2**31 - 1),
+        "bad-idat.png": png_declaring(300, 300, rng.bytes(5000)),
+        "one-pixel.png": png_declaring(1, 1, zlib.compress(b"\0\xff\x00\xff")),
         "garbage.tif": b"II*\0" + rng.bytes(20_000),
         "header-only-1e6.tif": _tiff_header(1_000_000, 1_000_000),
         "header-only-small.tif": _tiff_header(300, 300),
@@ -299,3 +294,20 @@ def test_a_fifo_in_the_slide_root_does_not_hold_a_thread(campaign):
         campaign.judge(outcome, {INVALID})
     finally:
         fifo.unlink()
+
+
+# -- load ----------------------------------------------------------------------------
+
+
+def test_a_burst_of_jobs_beyond_the_queue_is_refused_as_busy(campaign):
+    """24 jobs at once on a server that admits 16 (2 running): each runs or is turned
+    away RESOURCE_EXHAUSTED in one sentence, and the server answers health throughout."""
+    burst = 24
+    with ThreadPoolExecutor(burst) as pool:
+        futures = [pool.submit(campaign.segment) for _ in range(burst)]
+        assert campaign.server.serving()
+        outcomes = [f.result() for f in futures]
+    for outcome in outcomes:
+        campaign.judge(outcome, {Code.OK, Code.RESOURCE_EXHAUSTED})
+    assert sum(o.code == Code.OK for o in outcomes) >= 2
+    assert campaign.server.idle()
