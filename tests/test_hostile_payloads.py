@@ -90,6 +90,7 @@ def roi_documents(draw) -> tuple[str, list[float]]:
     return json.dumps(document), values
 
 
+@pytest.mark.slow
 @examples(40)
 @given(document=roi_documents())
 def test_rois_with_unusable_coordinates_are_refused(campaign, document):
