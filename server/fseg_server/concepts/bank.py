@@ -44,6 +44,10 @@ _FLOAT_DTYPES = {"F16", "F32", "F64"}  # safetensors' names
 CENTRES_DTYPE_RULE = (
     "concept centres are feature vectors, stored as float32 (float16 and float64 are converted)"
 )
+#: Largest magnitude of a centre's value. Features of every extractor are of order
+#: 1 to 100; the projection solves with the centres' Gram matrix in float32, which
+#: overflows (and its eigensolver fails) for values near 1e19.
+MAX_CENTRE_MAGNITUDE = 1e6
 
 
 @dataclass(frozen=True)
@@ -78,6 +82,11 @@ class ConceptBank:
                 )
             if not np.isfinite(c).all():
                 raise InvalidInput(f"the concept centres for k={k} are not all finite numbers")
+            if c.size and np.abs(c).max() > MAX_CENTRE_MAGNITUDE:
+                raise InvalidInput(
+                    f"the concept centres for k={k} hold values up to {np.abs(c).max():.3g}; "
+                    f"features are never beyond ±{MAX_CENTRE_MAGNITUDE:g}"
+                )
         filled = {k: list(self.classes.get(k) or _default_classes(k)) for k in self.centres}
         for k, classes in filled.items():
             _check_classes(k, classes)
@@ -246,7 +255,7 @@ def _from_parts(
             digest=digest,
             provenance=_provenance(meta.get("provenance")),
         )
-    except (KeyError, TypeError, ValueError) as exc:
+    except (KeyError, TypeError, ValueError, AttributeError) as exc:  # a list for a mapping
         raise InvalidInput(f"{origin} has malformed concept-bank metadata: {exc}") from exc
     except InvalidInput as exc:  # say which of several banks it is
         raise InvalidInput(f"{origin}: {exc}") from None

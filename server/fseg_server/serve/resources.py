@@ -14,6 +14,7 @@ from ..concepts.bank import ConceptBank, bank_from_bytes, load_bank
 from ..device import place
 from ..errors import InvalidInput, NotFound
 from ..extract import Extractor, create_extractor
+from ..text import one_line
 
 MAX_INLINE_BANK_BYTES = 16 << 20
 INLINE_BANK_CACHE = 8
@@ -54,7 +55,7 @@ class Resources:
         if name not in self.extractors:
             raise NotFound(
                 f"this server does not serve the extractor {name!r}; it serves "
-                f"{', '.join(self.extractors)} (start it with --extractor {name})"
+                f"{', '.join(self.extractors)} (start it with --extractor {one_line(name)})"
             )
         return self.extractors[name]
 

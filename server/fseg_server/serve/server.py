@@ -25,6 +25,7 @@ from ..pipeline.feature_cache import FeatureCache
 from .admission import Admission
 from .auth import TokenInterceptor
 from .info import Limits
+from .malformed import add_servicer
 from .metrics import NO_METRICS, Metrics, NoMetrics
 from .resources import Resources
 from .service import SegmentationService
@@ -139,9 +140,9 @@ def start_server(config: ServeConfig) -> RunningServer:
         ],
         maximum_concurrent_rpcs=config.max_queued_jobs + 64,
     )
-    fseg_pb2_grpc.add_SegmentationServicer_to_server(service, server)
+    add_servicer(fseg_pb2_grpc.add_SegmentationServicer_to_server, service, server)
     health_servicer = health.HealthServicer()
-    health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
+    add_servicer(health_pb2_grpc.add_HealthServicer_to_server, health_servicer, server)
     reflection.enable_server_reflection(
         (SERVICE_NAME, health.SERVICE_NAME, reflection.SERVICE_NAME), server
     )

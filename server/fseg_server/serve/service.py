@@ -25,7 +25,7 @@ from ..pipeline.fit import fit_bank, provenance_reservoir, sample_slides
 from ..pipeline.options import SegmentOptions
 from ..pipeline.segment import SegmentResult, segment_slide
 from ..slide.reader import Slide, open_slide
-from ..text import first_control_character
+from ..text import clipped, first_control_character
 from .admission import Admission, Ticket
 from .atlas_call import atlas_events
 from .info import Limits, server_info
@@ -334,10 +334,10 @@ def _status(context: grpc.ServicerContext) -> Iterator[None]:
     try:
         yield
     except FsegError as exc:
-        context.abort(getattr(grpc.StatusCode, exc.status), str(exc))
+        context.abort(getattr(grpc.StatusCode, exc.status), clipped(str(exc)))
     except Exception as exc:
         log.exception("internal error")
         context.abort(
             grpc.StatusCode.INTERNAL,
-            f"internal error ({type(exc).__name__}: {exc}); the server keeps serving",
+            clipped(f"internal error ({type(exc).__name__}: {exc}); the server keeps serving"),
         )

@@ -13,6 +13,7 @@ import stat
 from pathlib import Path, PurePosixPath
 
 from ..errors import FsegError, InvalidInput, NotFound, PermissionDenied
+from ..text import one_line
 from .uploads import UploadStore
 
 #: Longest slide path accepted, characters (Linux's PATH_MAX): longer cannot name a file.
@@ -113,7 +114,9 @@ class SlideAccess:
 
 
 def _shown(text: str) -> str:
-    """A client's path as quoted back: whole when short, its start and end when long."""
+    """A client's path as quoted back, on one line: whole when short, its start and end
+    when long."""
+    text = one_line(text)
     if len(text) <= SHOWN_PATH_CHARS:
         return text
     half = SHOWN_PATH_CHARS // 2

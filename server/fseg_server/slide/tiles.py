@@ -177,7 +177,7 @@ def choose_resolution(info: SlideInfo, mpp: float | None, user_mpp: float | None
     if scale > MAX_SHRINKING:
         raise InvalidInput(
             f"{info.path.name} has no level near {mpp:g} µm/px (the nearest finer one is "
-            f"{base * info.level_downsamples[level]:g} µm/px, {scale:.0f} times finer); "
+            f"{base * info.level_downsamples[level]:g} µm/px, {_times(scale)} times finer); "
             f"fseg shrinks a level at most {MAX_SHRINKING:g} times: choose a finer --target-mpp"
         )
     base_y = user_mpp if user_mpp is not None else info.mpp[1]
@@ -197,9 +197,14 @@ def _check_enlargement(info: SlideInfo, base: float, mpp: float, from_user: bool
     )
     raise FailedPrecondition(
         f"{info.path.name}: {source} level 0 is {base:g} µm/px, which would have to be "
-        f"enlarged {enlargement:.0f} times to reach the working {mpp:g} µm/px "
+        f"enlarged {_times(enlargement)} times to reach the working {mpp:g} µm/px "
         f"(at most {MAX_ENLARGEMENT:g}); {hint}"
     )
+
+
+def _times(factor: float) -> str:
+    """A factor as a person reads it: 20, 1,234, or 1e+300 (not its 301 digits)."""
+    return f"{factor:,.0f}" if factor < 1e9 else f"{factor:.3g}"
 
 
 @dataclass(frozen=True)
