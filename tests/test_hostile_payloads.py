@@ -121,7 +121,11 @@ ROIS = [
         {INVALID}, "not valid GeoJSON", id="integer-beyond-float",
     ),
     pytest.param(_squares(40_000), {INVALID}, "at most 10,000", id="40000-polygons"),
-    pytest.param(_circle(200_000), {Code.OK}, "", id="200000-vertices"),
+    pytest.param(_circle(199_000), {Code.OK}, "", id="199000-vertices"),
+    pytest.param(
+        _circle(200_001), {INVALID}, "more than this server's limit of 200,000",
+        id="200001-vertices",
+    ),
     pytest.param("[" * 100_000 + "]" * 100_000, {INVALID}, "nested too deeply", id="deep-nesting"),
     pytest.param("x" * (9 << 20), {INVALID}, "larger than", id="9-MB"),
     pytest.param('{"type":"Point","coordinates":[1e308,1]}', {INVALID}, "no polygon", id="point"),
