@@ -413,10 +413,13 @@ def test_uploaded_crafted_files_are_refused_when_segmented(campaign, name, data)
     upload = _upload_messages(name, data)
     stored = campaign.upload(upload)
     campaign.judge(stored, {Code.OK})
-    ref = fseg_pb2.SlideRef(sha256=hashlib.sha256(data).hexdigest(), name=name)
-    # Not asserted (reported to the lead): these sentences name the file by the server's
-    # own path (<upload dir>/objects/<aa>/<sha256>.svs), not by the name the client sent.
-    campaign.judge(campaign.segment(slide=ref), {INVALID, FAILED})
+    digest = hashlib.sha256(data).hexdigest()
+    ref = fseg_pb2.SlideRef(sha256=digest, name=name)
+    outcome = campaign.segment(slide=ref)
+    campaign.judge(outcome, {INVALID, FAILED}, name)
+    # The sentence names the file as the client sent it, not by its place in the
+    # server's store (<upload dir>/objects/<aa>/<sha256>...), which shows its folders.
+    assert digest not in outcome.details and "objects" not in outcome.details
 
 
 def _upload_messages(name: str, data: bytes) -> list:
