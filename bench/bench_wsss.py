@@ -10,7 +10,8 @@ scored on all 31 patches, k-means seed 0), which flatters whatever was chosen
 on it. A plain baseline, k-means on RGB pixels, goes through the same protocol.
 
     python bench/bench_wsss.py [--extractor stain] [--modes project,cluster,classify]
-        [--k 8,16,32] [--seeds 5] [--mpp 1.0 --target-mpp 2.0] [--no-baseline]
+        [--k 8,16,32] [--seeds 5] [--mpp 1.0 --target-mpp 2.0] [--stage-stride 8]
+        [--no-baseline]
 
 ``--mpp`` declares the patches' µm per pixel, so that ``--target-mpp`` sets the
 working resolution (without them the patches are read at their own pixels).
@@ -35,6 +36,7 @@ from wsss_protocol import (
     fit_and_score,
     patches,
     summarise,
+    timm_stage,
 )
 
 
@@ -42,7 +44,12 @@ def main() -> None:
     args = _parser().parse_args()
     images = patches()
     options = SegmentOptions(slide_mpp=args.mpp, target_mpp=args.target_mpp)
-    methods: list[Method] = [FsegMethod(args.extractor, mode, options) for mode in args.modes]
+    extractor = args.extractor
+    if args.stage_stride:
+        extractor = timm_stage(args.extractor, args.stage_stride)
+    methods: list[Method] = [FsegMethod(extractor, mode, options) for mode in args.modes]
+    for method in methods:
+        method.name += _variant(args)
     if args.baseline:
         methods.append(RgbKmeans())
     rows, table = [], []
@@ -73,6 +80,14 @@ def main() -> None:
     })  # fmt: skip
 
 
+def _variant(args: argparse.Namespace) -> str:
+    """What sets a run apart from the defaults, for its rows' names."""
+    parts = [f"stride {args.stage_stride}"] if args.stage_stride else []
+    if args.target_mpp:
+        parts.append(f"{args.target_mpp} µm/px (patches at {args.mpp})")
+    return f" ({', '.join(parts)})" if parts else ""
+
+
 def _table_row(name: str, k: int, summary: dict, single_miou: float) -> dict:
     per_class = summary["per_class_iou_mean"]
     return {
@@ -96,6 +111,8 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--seeds", type=int, default=5, help="splits (two folds each)")
     parser.add_argument("--mpp", type=float, help="µm per pixel of the patches")
     parser.add_argument("--target-mpp", type=float, help="working resolution, µm per pixel")
+    parser.add_argument("--stage-stride", type=int,
+                        help="a timm CNN's stage of this stride instead of 16")  # fmt: skip
     parser.add_argument("--no-baseline", dest="baseline", action="store_false",
                         help="leave out k-means on RGB pixels")  # fmt: skip
     parser.add_argument("--name", default="", help="results go to wsss-NAME.json")

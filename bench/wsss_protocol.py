@@ -43,6 +43,19 @@ RESERVOIR_SIZE = 200_000
 GIB = 1 << 30
 
 
+def timm_stage(name: str, stride: int) -> Extractor:
+    """``timm:<architecture>`` cut at its stage of ``stride`` px rather than the
+    built-in choice (16), as a candidate to score; the weights are the built-in's."""
+    from fseg_server.extract.timm_any import TimmStage, _cnn_spec
+
+    base = create_extractor(name)
+    assert isinstance(base, TimmStage), f"{name} is not a timm CNN"
+    info = base.net.feature_info
+    stage = [i["reduction"] for i in info].index(stride)
+    spec = _cnn_spec(name.split(":", 1)[1], base.net, stride, info[stage]["num_chs"])
+    return TimmStage(spec, base.net, stage, base.weights_state)
+
+
 def patches() -> list[Path]:
     """The shared annotated patches (images; masks share their names)."""
     return sorted((WSSS / "images").glob("*.png"))
@@ -82,7 +95,7 @@ class FsegMethod(Method):
     def __init__(self, extractor: Extractor | str, mode: str, options: SegmentOptions) -> None:
         self.extractor = create_extractor(extractor) if isinstance(extractor, str) else extractor
         self.extractor.eval()
-        self.mode, self.options = mode, options
+        self.options = replace(options, mode=mode)
         self.name = f"fseg {self.extractor.spec.name} {mode}"
         self.worker = DeviceWorker(torch.device("cpu"))
         self._folder = tempfile.TemporaryDirectory(prefix="fseg-wsss-")
@@ -111,7 +124,7 @@ class FsegMethod(Method):
 
     def labels(self, image: Path, fitted: object) -> np.ndarray:
         assert isinstance(fitted, ConceptBank)
-        options = replace(self.options, k=fitted.ks[0])
+        options = replace(self.options, k=fitted.ks[0])  # a fold's bank holds one k
         with open_slide(image) as slide:
             plan = plan_slide(slide, self.extractor.spec, fitted.mpp, options)
             canvas, _ = label_tiles(
