@@ -14,6 +14,8 @@ over the folds.
 
     python bench/bench_classify_reference.py [--extractor stain] [--k 8] [--components 8]
         [--seeds 3]
+
+Results: bench/results/classify-reference-n<components>.json.
 """
 
 from __future__ import annotations
@@ -60,7 +62,8 @@ def main() -> None:
     method.close()
     table = [_summary(folds, args)]
     print_table(table, f"classify mode vs the reference, {len(folds)} folds")
-    write_json("classify-reference", {"settings": vars(args), "folds": folds, "table": table})
+    record = {"settings": vars(args), "folds": folds, "table": table}
+    write_json(f"classify-reference-n{args.components}", record)
 
 
 def _features(method: FsegMethod, image: Path) -> torch.Tensor:

@@ -8,6 +8,9 @@ mean over the folds with its standard deviation and range, the mean
 per-class IoU, and, only beside them, the single-set figure (bank fitted and
 scored on all 31 patches, k-means seed 0), which flatters whatever was chosen
 on it. A plain baseline, k-means on RGB pixels, goes through the same protocol.
+``vs_first`` is each row's mIoU minus the first row's on the same folds (mean,
+standard deviation, and in how many folds it rose): a variant is kept only if
+it rises by more than that spread.
 
     python bench/bench_wsss.py [--extractor stain] [--modes project,cluster,classify]
         [--k 8,16,32] [--seeds 5] [--mpp 1.0 --target-mpp 2.0] [--stage-stride 8]
@@ -34,6 +37,7 @@ from wsss_protocol import (
     RgbKmeans,
     cross_validate,
     fit_and_score,
+    paired_difference,
     patches,
     summarise,
     timm_stage,
@@ -65,6 +69,7 @@ def main() -> None:
                 "seconds": time.perf_counter() - started,
             })  # fmt: skip
             table.append(_table_row(method.name, k, summary, single.miou))
+            table[-1] |= paired_difference(folds, rows[0]["folds"])
             print_table(table[-1:], "")
         if isinstance(method, FsegMethod):
             method.close()

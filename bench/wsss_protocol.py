@@ -224,6 +224,16 @@ def summarise(folds: Sequence[FoldScore]) -> dict:
     }
 
 
+def paired_difference(folds: Sequence[FoldScore], baseline: Sequence[dict]) -> dict:
+    """mIoU minus the baseline's on the same folds (same splits and seeds): mean,
+    standard deviation and how many folds rose. Folds differ far more from each
+    other than two variants differ on one fold, so this is the comparison that
+    decides whether a variant is kept (it must rise by more than the spread)."""
+    diff = np.array([f.miou for f in folds]) - np.array([b["miou"] for b in baseline])
+    spread = float(diff.std(ddof=1)) if len(diff) > 1 else 0.0
+    return {"vs_first": float(diff.mean()), "vs_first_sd": spread, "rose": int((diff > 0).sum())}
+
+
 def _mean(values: Sequence[float | None]) -> float | None:
     finite = [v for v in values if v is not None]
     return float(np.mean(finite)) if finite else None
