@@ -14,7 +14,7 @@ it rises by more than that spread.
 
     python bench/bench_wsss.py [--extractor stain] [--modes project,cluster,classify]
         [--k 8,16,32] [--seeds 5] [--mpp 1.0 --target-mpp 2.0] [--stage-stride 8]
-        [--no-baseline]
+        [--concept-window 64] [--no-baseline]
 
 ``--mpp`` declares the patches' µm per pixel, so that ``--target-mpp`` sets the
 working resolution (without them the patches are read at their own pixels).
@@ -26,10 +26,12 @@ from __future__ import annotations
 import argparse
 import sys
 import time
+from dataclasses import replace
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import print_table, write_json
+from fseg_server.extract import create_extractor
 from fseg_server.pipeline.options import SegmentOptions
 from wsss_protocol import (
     FsegMethod,
@@ -48,9 +50,12 @@ def main() -> None:
     args = _parser().parse_args()
     images = patches()
     options = SegmentOptions(slide_mpp=args.mpp, target_mpp=args.target_mpp)
-    extractor = args.extractor
     if args.stage_stride:
         extractor = timm_stage(args.extractor, args.stage_stride)
+    else:
+        extractor = create_extractor(args.extractor)
+    if args.concept_window:
+        extractor.spec = replace(extractor.spec, concept_window=args.concept_window)
     methods: list[Method] = [FsegMethod(extractor, mode, options) for mode in args.modes]
     for method in methods:
         method.name += _variant(args)
@@ -88,6 +93,8 @@ def main() -> None:
 def _variant(args: argparse.Namespace) -> str:
     """What sets a run apart from the defaults, for its rows' names."""
     parts = [f"stride {args.stage_stride}"] if args.stage_stride else []
+    if args.concept_window:
+        parts.append(f"{args.concept_window} px windows")
     if args.target_mpp:
         parts.append(f"{args.target_mpp} µm/px (patches at {args.mpp})")
     return f" ({', '.join(parts)})" if parts else ""
@@ -118,6 +125,9 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--target-mpp", type=float, help="working resolution, µm per pixel")
     parser.add_argument("--stage-stride", type=int,
                         help="a timm CNN's stage of this stride instead of 16")  # fmt: skip
+    parser.add_argument("--concept-window", type=int,
+                        help="px (working resolution) of the windows averaged into the "
+                        "bank's samples, instead of the extractor's")  # fmt: skip
     parser.add_argument("--no-baseline", dest="baseline", action="store_false",
                         help="leave out k-means on RGB pixels")  # fmt: skip
     parser.add_argument("--name", default="", help="results go to wsss-NAME.json")

