@@ -21,7 +21,7 @@ $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
 	$(BIN)/pip install --quiet "torch>=2.14" "torchvision>=0.29"
-	$(BIN)/pip install --quiet -e ".[server,dev]"
+	$(BIN)/pip install --quiet -e ".[server,dev,imagenet]"
 	touch $(STAMP)
 
 demo: install

@@ -14,9 +14,10 @@ from torch import nn
 
 from ..errors import InvalidInput, NotFound
 from .base import PROBE_CELLS, Extractor, ExtractorSpec
+from .imagenet import key_converter, package_name, packaged_checkpoint
 from .registry import register_prefix
 from .vit import ViTExtractor
-from .weights import apply_weights, load_from_hub
+from .weights import apply_weights, load_from_hub, load_weights
 
 PREFERRED_STRIDE = 16
 GENERIC_MPP = 1.0  # ImageNet models have no native scale; 10x is the F-SEG recipe.
@@ -63,6 +64,10 @@ class TimmFeatures(Extractor):
 @register_prefix("timm")
 def timm_model(architecture: str, weights: str | Path | None = None) -> Extractor:
     """Build ``timm:<architecture>`` from the hub cache, a checkpoint or random weights.
+
+    Without ``weights``, an architecture whose ImageNet weights a registry
+    package ships (``fseg[imagenet]``: EfficientNet-Lite0 and -Lite2) loads them
+    from that package, ahead of the hub (see ``imagenet.py``).
 
     Plain vision transformers and convolutional networks are supported; an
     architecture whose feature grid is not the input divided by its stride
@@ -144,11 +149,16 @@ def _cnn(architecture: str, probe: nn.Module, weights: str | Path | None) -> Ext
     reductions = [info["reduction"] for info in probe.feature_info]
     stage = _preferred_stage(reductions)
     expected = f"a {architecture} state dict in timm layout"
-    if weights is None:
+    convert = key_converter(architecture, probe)
+    packaged = packaged_checkpoint(architecture) if weights is None else None
+    if packaged is not None:
+        load_weights(probe, packaged, expected, convert)
+        net, state = probe, f"ImageNet, from the {package_name(architecture)} package ({packaged})"
+    elif weights is None:
         net = load_from_hub(architecture, expected, num_classes=0)
         state = f"hub timm/{architecture}"
     else:
-        net, state = probe, apply_weights(probe, weights, expected)
+        net, state = probe, apply_weights(probe, weights, expected, convert)
     spec = _cnn_spec(architecture, net, reductions[stage], probe.feature_info[stage]["num_chs"])
     return TimmStage(spec, net, stage, state)
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import socket
+from collections.abc import Callable
 from pathlib import Path
 from urllib.parse import urlsplit
 
@@ -53,25 +54,35 @@ def read_state_dict(path: str | Path, expected: str) -> dict[str, torch.Tensor]:
 RANDOM_WEIGHTS = "random (benchmarks only)"
 
 
-def apply_weights(model: nn.Module, weights: str | Path, expected: str) -> str:
+#: Renames a checkpoint's keys into the model's layout (see ``imagenet.py``).
+KeyConverter = Callable[[dict[str, torch.Tensor]], dict[str, torch.Tensor]]
+
+
+def apply_weights(
+    model: nn.Module, weights: str | Path, expected: str, convert: KeyConverter | None = None
+) -> str:
     """``--weights`` into ``model``; ``random`` keeps the initialisation (benchmarks).
 
     Returns the description for GetServerInfo, as :func:`load_weights` does.
     """
     if str(weights) == "random":
         return RANDOM_WEIGHTS
-    return load_weights(model, weights, expected)
+    return load_weights(model, weights, expected, convert)
 
 
-def load_weights(model: nn.Module, path: str | Path, expected: str) -> str:
+def load_weights(
+    model: nn.Module, path: str | Path, expected: str, convert: KeyConverter | None = None
+) -> str:
     """Load ``path`` into ``model`` and return a description for GetServerInfo.
 
     Every key of the model must be present with the same shape, except batch
     norm's step counters (older checkpoints lack them, as PyTorch allows).
     Keys the model lacks (a classifier head the extractor never runs) are
-    ignored.
+    ignored. ``convert`` renames the checkpoint's keys first.
     """
     state = read_state_dict(path, expected)
+    if convert is not None:
+        state = convert(state)
     model_state = model.state_dict()
     for key, value in model_state.items():
         if key.endswith(".num_batches_tracked") and key not in state:
