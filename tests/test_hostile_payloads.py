@@ -425,6 +425,10 @@ def test_uploaded_crafted_files_are_refused_when_segmented(campaign, name, data)
     # The sentence names the file as the client sent it, not by its place in the
     # server's store (<upload dir>/objects/<aa>/<sha256>...), which shows its folders.
     assert digest not in outcome.details and "objects" not in outcome.details
+    asked = fseg_pb2.AtlasRequest(slides=[ref], bank="tiny", k=4)
+    atlas = campaign.call(campaign.stub.Atlas, asked)
+    campaign.judge(atlas, {INVALID, FAILED}, name)
+    assert digest not in atlas.details and "objects" not in atlas.details
 
 
 def _upload_messages(name: str, data: bytes) -> list:

@@ -18,6 +18,7 @@ from ..errors import InvalidInput
 from ..extract import Extractor
 from ..pipeline.options import SegmentOptions
 from .admission import Ticket
+from .naming import as_the_user_names
 from .outcomes import recorded
 from .requests import FRAMES, TISSUE, checked_mpp, lookup, slide_mpp
 from .streaming import CallStopper, ProgressEvents, file_chunks, run_job
@@ -61,7 +62,12 @@ def atlas_events(
     try:
         # Logged (one line at its end, in JSON logs with its job id) as every job is;
         # not counted among slides, since it segments none.
-        with recorded(ticket.job_id, described, service.metrics, counts_as_slide=False):
+        pairs = zip(request.slides, inputs, strict=True)
+        named = [(ref, item.path, item.name) for ref, item in pairs]
+        with (
+            recorded(ticket.job_id, described, service.metrics, counts_as_slide=False),
+            as_the_user_names(named),
+        ):
             yield from _atlas_job(service, ticket, inputs, extractor, bank, settings, context)
     finally:
         service.admission.release(ticket)

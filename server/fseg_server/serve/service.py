@@ -30,6 +30,7 @@ from .admission import Admission, Ticket
 from .atlas_call import atlas_events
 from .info import Limits, server_info
 from .metrics import NO_METRICS, NoMetrics
+from .naming import as_the_user_names, named_as_the_user_does
 from .outcomes import JobRecord, recorded
 from .requests import requested_outputs, segment_options, slide_mpp
 from .resources import Resources
@@ -99,7 +100,7 @@ class SegmentationService(fseg_pb2_grpc.SegmentationServicer):
                         events = ProgressEvents(lambda p: emit(fseg_pb2.SegmentEvent(progress=p)))
                         progress = record.following(self.metrics.count_tiles(events))
                         with (
-                            _as_the_user_names(request.slide, path, slide_name),
+                            as_the_user_names([(request.slide, path, slide_name)]),
                             record.job_thread("open"),
                             self.open_slide(path) as slide,
                         ):
@@ -185,9 +186,8 @@ class SegmentationService(fseg_pb2_grpc.SegmentationServicer):
             def report(index: int, outcome: int | FsegError) -> None:
                 if isinstance(outcome, FsegError):
                     ref = request.slides[index]
-                    reason = _named_as_the_user_does(
-                        str(outcome), ref, self.slide_path(ref), _display_name(ref)
-                    )
+                    named = [(ref, self.slide_path(ref), _display_name(ref))]
+                    reason = named_as_the_user_does(str(outcome), named)
                     skip = fseg_pb2.FitSkip(index=index, reason=reason)
                     emit(fseg_pb2.FitEvent(skipped=skip))
                 progress = fseg_pb2.Progress(stage="fit", done=index + 1, total=total)
@@ -316,25 +316,6 @@ class SegmentationService(fseg_pb2_grpc.SegmentationServicer):
     def _refuse_if_draining(self) -> None:
         if self.draining.is_set():
             raise _Unavailable("the server is shutting down; send the job to another server")
-
-
-@contextlib.contextmanager
-def _as_the_user_names(ref: fseg_pb2.SlideRef, path: Path, name: str) -> Iterator[None]:
-    """Errors of the job name an uploaded slide as its user does (see below)."""
-    try:
-        yield
-    except FsegError as exc:
-        exc.args = (_named_as_the_user_does(str(exc), ref, path, name),)
-        raise
-
-
-def _named_as_the_user_does(text: str, ref: fseg_pb2.SlideRef, path: Path, name: str) -> str:
-    """``text`` with an uploaded slide's place in the server's store (a folder named by
-    its hash) replaced by the file name its user sent: the place says nothing to them
-    and shows the server's folders. A slide named by path is left as its user wrote it."""
-    if not ref.sha256 or not name:
-        return text
-    return text.replace(str(path), name).replace(path.name, name)
 
 
 def _display_name(ref: fseg_pb2.SlideRef) -> str:
