@@ -30,6 +30,7 @@ from .options import SegmentOptions
 from .plan import SlidePlan, plan_slide
 from .render import label_png, overlay_png
 from .summary import build_summary, job_metadata, polygon_areas, shares_of, warnings_for
+from .timings import Timings
 
 Progress = Callable[[str, int, int], None]
 RESERVOIR_SIZE = 50_000
@@ -49,28 +50,6 @@ class SegmentResult:
     summary: dict
     labels: object = field(repr=False, default=None)
     plan: SlidePlan | None = field(repr=False, default=None)
-
-
-@dataclass
-class Timings:
-    """Wall seconds per stage."""
-
-    stages: dict[str, float] = field(default_factory=dict)
-
-    def time(self, stage: str) -> _Lap:
-        return _Lap(self, stage)
-
-
-class _Lap:
-    def __init__(self, timings: Timings, stage: str) -> None:
-        self.timings, self.stage = timings, stage
-
-    def __enter__(self) -> None:
-        self.started = time.perf_counter()
-
-    def __exit__(self, *exc: object) -> None:
-        elapsed = time.perf_counter() - self.started
-        self.timings.stages[self.stage] = self.timings.stages.get(self.stage, 0.0) + elapsed
 
 
 def segment_slide(
