@@ -17,7 +17,7 @@ from ..concepts.bank import ConceptBank
 from ..errors import InvalidInput
 from ..extract import Extractor
 from ..pipeline.device_worker import DeviceWorker
-from ..slide.reader import open_slide
+from ..pipeline.timings import Timings
 from .content import AtlasContent, ConceptEntry, ShownWindow
 from .crops import window_picture
 from .mosaic import atlas_png
@@ -82,16 +82,18 @@ def make_atlas(
     bank.concepts(settings.k)  # refuses a k the bank lacks, naming those it has
     if not inputs:
         raise InvalidInput("an atlas needs at least one slide or image")
-    clock: dict[str, float] = {}
+    timings = Timings()
     started = time.perf_counter()
-    plans = plan_inputs(inputs, extractor, bank, settings.tiles_per_input, settings.seed, progress)
-    clock["plan"] = time.perf_counter() - started
-    sampled = sample_inputs(
-        plans, extractor, bank, settings.k, settings.windows, worker, progress, should_stop
-    )
-    clock["sample"] = time.perf_counter() - started - clock["plan"]
-    entries = _entries(plans, sampled, bank, settings, progress)
-    clock["crops"] = time.perf_counter() - started - clock["plan"] - clock["sample"]
+    with timings.time("plan"):
+        plans = plan_inputs(
+            inputs, extractor, bank, settings.tiles_per_input, settings.seed, progress
+        )
+    with timings.time("sample"):
+        sampled = sample_inputs(
+            plans, extractor, bank, settings.k, settings.windows, worker, progress, should_stop
+        )
+    with timings.time("crops"):
+        entries = _entries(plans, sampled, bank, settings, progress)
     content = AtlasContent(
         bank=settings.bank_label,
         extractor=extractor.spec.name,
@@ -103,13 +105,13 @@ def make_atlas(
         provenance=sum(sampled.from_provenance),
     )
     page, mosaic, names = file_names(settings.k)
-    files = {
-        page: atlas_html(content, names),
-        mosaic: atlas_png(content),
-        names: names_template(bank.classes[settings.k]),
-    }
-    clock["render"] = time.perf_counter() - started - sum(clock.values())
-    clock["total"] = time.perf_counter() - started
+    with timings.time("render"):
+        files = {
+            page: atlas_html(content, names),
+            mosaic: atlas_png(content),
+            names: names_template(bank.classes[settings.k]),
+        }
+    clock = {**timings.stages, "total": time.perf_counter() - started}
     return AtlasResult(files, _summary(content, plans, sampled, clock), clock)
 
 
@@ -156,7 +158,7 @@ def _read_windows(
     for input_index, group in itertools.groupby(jobs, key=lambda job: job[0]):
         item = plans[input_index]
         dx, dy = item.plan.frame_offset  # level-0 px from the slide's frame to QuPath's
-        with open_slide(item.source.path) as slide:
+        with item.source.open() as slide:
             for _, c, r in group:
                 x, y, w, h = (int(v) for v in pool.boxes[r])
                 pictures[(c, r)] = ShownWindow(

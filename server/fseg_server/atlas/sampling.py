@@ -27,7 +27,7 @@ from ..pipeline.device_worker import DeviceWorker
 from ..pipeline.options import SegmentOptions, batch_pixels
 from ..pipeline.plan import SlidePlan, plan_slide
 from ..pipeline.stream import pixels_with, stream_tiles
-from ..slide.reader import open_slide
+from ..slide.reader import Slide, open_slide
 from ..slide.tiles import Tile
 from .recipe import ShareRecipe
 from .windows import CandidatePool, window_shares
@@ -42,6 +42,10 @@ class AtlasInput:
     path: Path
     name: str
     options: SegmentOptions
+
+    def open(self) -> Slide:
+        """The slide, opened under the job's limit on plain images' pixels."""
+        return open_slide(self.path, self.options.limits.max_image_pixels)
 
 
 @dataclass
@@ -90,7 +94,7 @@ def plan_inputs(
     """
     plans = []
     for index, source in enumerate(inputs):
-        with open_slide(source.path) as slide:
+        with source.open() as slide:
             plan = plan_slide(slide, extractor.spec, bank.mpp, source.options)
         if not plan.tiles or not plan.tissue.mask.any():
             raise FailedPrecondition(
@@ -135,7 +139,7 @@ def sample_inputs(
             batch_pixels=batch_pixels(spec, item.source.options),
         )
         won, read_cells = np.zeros(k), 0
-        with open_slide(item.source.path) as slide:
+        with item.source.open() as slide:
             stream = stream_tiles(
                 item.tiles, pixels_with(slide, plan.grid, recipe), worker, should_stop=should_stop
             )

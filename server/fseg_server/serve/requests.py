@@ -126,9 +126,10 @@ def parse_roi(
             f"{max_vertices:,}; simplify it in QuPath first"
         )
     for polygon in polygons:
-        if not all(math.isfinite(v) for v in polygon.bounds):
+        bounds = polygon.bounds
+        if not all(math.isfinite(v) for v in bounds):
             raise InvalidInput("the ROI has non-finite coordinates")
-        reach = max(abs(v) for v in polygon.bounds)
+        reach = max(abs(v) for v in bounds)
         if reach > MAX_ROI_COORDINATE:
             raise InvalidInput(
                 f"the ROI has a coordinate of {reach:.3g}; ROI coordinates are level-0 pixels "
