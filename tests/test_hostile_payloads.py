@@ -405,6 +405,16 @@ def test_fit_requests_out_of_bounds_are_refused(campaign, slides, ks, tiles, sli
         campaign.judge(outcome, REFUSALS | {Code.OK})
 
 
+def test_a_fit_skips_a_missing_slide_and_fits_on_the_others(campaign):
+    slides = [fseg_pb2.SlideRef(path=IMAGE), fseg_pb2.SlideRef(path="absent.png")]
+    outcome = campaign.call(campaign.stub.FitConcepts, fseg_pb2.FitRequest(slides=slides, k=[4]))
+    campaign.judge(outcome, {Code.OK})
+    kinds = [reply.WhichOneof("event") for reply in outcome.replies]
+    skipped = [r.skipped for r in outcome.replies if r.WhichOneof("event") == "skipped"]
+    assert [s.index for s in skipped] == [1] and "absent.png" in skipped[0].reason
+    assert kinds[-1] == "bank"
+
+
 @pytest.mark.parametrize(
     "name,data",
     [

@@ -19,8 +19,7 @@ from ..extract import Extractor
 from ..pipeline.options import SegmentOptions
 from .admission import Ticket
 from .naming import as_the_user_names
-from .outcomes import recorded
-from .requests import FRAMES, TISSUE, checked_mpp, lookup, slide_mpp
+from .requests import DEFAULT_K, FRAMES, TISSUE, checked_mpp, lookup, slide_mpp
 from .streaming import CallStopper, ProgressEvents, file_chunks, run_job
 
 if TYPE_CHECKING:
@@ -45,7 +44,7 @@ def atlas_events(
     bank, bank_name = service.resources.bank(request.bank, request.bank_safetensors)
     extractor = service.resources.extractor(request.extractor or bank.extractor)
     settings = AtlasSettings(
-        k=request.k or 8,
+        k=request.k or DEFAULT_K,
         windows=request.windows_per_concept or DEFAULT_WINDOWS,
         tiles_per_input=request.tiles_per_slide or DEFAULT_TILES_PER_INPUT,
         seed=request.seed,
@@ -57,20 +56,16 @@ def atlas_events(
     if not 1 <= len(request.slides) <= MAX_ATLAS_SLIDES:
         raise InvalidInput(f"give between 1 and {MAX_ATLAS_SLIDES} slides for an atlas")
     inputs = [_input(service, ref, request, name_of) for ref in request.slides]
-    ticket = service.admission.admit("atlas")
+    pairs = zip(request.slides, inputs, strict=True)
+    named = [(ref, item.path, item.name) for ref, item in pairs]
+    # Logged (one line at its end, in JSON logs with its job id) as every job is;
+    # not counted among slides, since it segments none.
     described = f"atlas of {len(inputs)} inputs"
-    try:
-        # Logged (one line at its end, in JSON logs with its job id) as every job is;
-        # not counted among slides, since it segments none.
-        pairs = zip(request.slides, inputs, strict=True)
-        named = [(ref, item.path, item.name) for ref, item in pairs]
-        with (
-            recorded(ticket.job_id, described, service.metrics, counts_as_slide=False),
-            as_the_user_names(named),
-        ):
-            yield from _atlas_job(service, ticket, inputs, extractor, bank, settings, context)
-    finally:
-        service.admission.release(ticket)
+    with (
+        service.admitted("atlas", described, counts_as_slide=False) as (ticket, _),
+        as_the_user_names(named),
+    ):
+        yield from _atlas_job(service, ticket, inputs, extractor, bank, settings, context)
 
 
 def _atlas_job(
@@ -110,7 +105,7 @@ def _input(
     """One slide of the request, resolved and with its own options (its µm/px)."""
     path = service.slide_path(ref)
     options = SegmentOptions(
-        k=request.k or 8,
+        k=request.k or DEFAULT_K,
         slide_mpp=slide_mpp(ref, request.slide_mpp)[0],
         target_mpp=checked_mpp(request.target_mpp, "target_mpp (--target-mpp)"),
         frame=lookup(FRAMES, request.frame, "frame"),

@@ -83,50 +83,46 @@ class SegmentationService(fseg_pb2_grpc.SegmentationServicer):
             # Uploads are stored under their hash: the log names them as the user does.
             slide_name = _display_name(request.slide) or path.name
             outputs = requested_outputs(request)
-            ticket = self.admission.admit("segment")
-            try:
-                with recorded(ticket.job_id, slide_name, self.metrics) as record:
-                    yield fseg_pb2.SegmentEvent(
-                        accepted=fseg_pb2.Accepted(
-                            job_id=ticket.job_id, queue_position=ticket.queue_position
-                        )
+            with self.admitted("segment", slide_name) as (ticket, record):
+                yield fseg_pb2.SegmentEvent(
+                    accepted=fseg_pb2.Accepted(
+                        job_id=ticket.job_id, queue_position=ticket.queue_position
                     )
-                    stop = CallStopper(context)
-                    queued = time.perf_counter()
-                    self.wait_for_slot(ticket, stop)
-                    waited = time.perf_counter() - queued
+                )
+                stop = CallStopper(context)
+                queued = time.perf_counter()
+                self.wait_for_slot(ticket, stop)
+                waited = time.perf_counter() - queued
 
-                    def work(emit):
-                        events = ProgressEvents(lambda p: emit(fseg_pb2.SegmentEvent(progress=p)))
-                        progress = record.following(self.metrics.count_tiles(events))
-                        with (
-                            as_the_user_names([(request.slide, path, slide_name)]),
-                            record.job_thread("open"),
-                            self.open_slide(path) as slide,
-                        ):
-                            return segment_slide(
-                                slide, extractor, bank, options, self.worker,
-                                bank_name=bank_name, name=slide_name,
-                                cache=self.cache, progress=progress,
-                                should_stop=stop,
-                            )  # fmt: skip
+                def work(emit):
+                    events = ProgressEvents(lambda p: emit(fseg_pb2.SegmentEvent(progress=p)))
+                    progress = record.following(self.metrics.count_tiles(events))
+                    with (
+                        as_the_user_names([(request.slide, path, slide_name)]),
+                        record.job_thread("open"),
+                        self.open_slide(path) as slide,
+                    ):
+                        return segment_slide(
+                            slide, extractor, bank, options, self.worker,
+                            bank_name=bank_name, name=slide_name,
+                            cache=self.cache, progress=progress,
+                            should_stop=stop,
+                        )  # fmt: skip
 
-                    result = yield from run_job(work, ticket.job_id)
-                    yield from self._results(result, outputs)
-                    record.summary = {
-                        **result.summary,
-                        "server": {
-                            "version": __version__,
-                            "device": describe_device(self.worker.device),
-                            "job_id": ticket.job_id,
-                            "queued_s": round(waited, 4),
-                        },
-                    }
-                    yield fseg_pb2.SegmentEvent(
-                        summary=fseg_pb2.Summary(json=json.dumps(record.summary))
-                    )
-            finally:
-                self.admission.release(ticket)
+                result = yield from run_job(work, ticket.job_id)
+                yield from self._results(result, outputs)
+                record.summary = {
+                    **result.summary,
+                    "server": {
+                        "version": __version__,
+                        "device": describe_device(self.worker.device),
+                        "job_id": ticket.job_id,
+                        "queued_s": round(waited, 4),
+                    },
+                }
+                yield fseg_pb2.SegmentEvent(
+                    summary=fseg_pb2.Summary(json=json.dumps(record.summary))
+                )
 
     def _results(self, result: SegmentResult, outputs: set[str]) -> Iterator[object]:
         """The result files asked for, in chunks, in OUTPUT_ORDER."""
@@ -155,15 +151,9 @@ class SegmentationService(fseg_pb2_grpc.SegmentationServicer):
                 )
                 for slide in request.slides
             ]
-            ticket = self.admission.admit("fit")
             described = f"{len(request.slides)} slides"
-            try:
-                with recorded(
-                    ticket.job_id, described, self.metrics, counts_as_slide=False
-                ) as record:
-                    yield from self._fit(request, context, ticket, record, extractor, ks, per_slide)
-            finally:
-                self.admission.release(ticket)
+            with self.admitted("fit", described, counts_as_slide=False) as (ticket, record):
+                yield from self._fit(request, context, ticket, record, extractor, ks, per_slide)
 
     def _fit(
         self,
@@ -179,15 +169,22 @@ class SegmentationService(fseg_pb2_grpc.SegmentationServicer):
         stop = CallStopper(context)
         self.wait_for_slot(ticket, stop)
         total = len(request.slides)
+        names = [_display_name(ref) for ref in request.slides]
+        paths: dict[int, Path] = {}  # the slides resolved so far (a refused one is not)
+
+        def open_input(index: int) -> Slide:
+            paths[index] = self.slide_path(request.slides[index])
+            return self.open_slide(paths[index])
 
         def work(emit):
             reservoir = provenance_reservoir(200_000, extractor.spec.feature_dim)
 
             def report(index: int, outcome: int | FsegError) -> None:
                 if isinstance(outcome, FsegError):
-                    ref = request.slides[index]
-                    named = [(ref, self.slide_path(ref), _display_name(ref))]
-                    reason = named_as_the_user_does(str(outcome), named)
+                    reason = str(outcome)
+                    if index in paths:
+                        named = [(request.slides[index], paths[index], names[index])]
+                        reason = named_as_the_user_does(reason, named)
                     skip = fseg_pb2.FitSkip(index=index, reason=reason)
                     emit(fseg_pb2.FitEvent(skipped=skip))
                 progress = fseg_pb2.Progress(stage="fit", done=index + 1, total=total)
@@ -195,10 +192,9 @@ class SegmentationService(fseg_pb2_grpc.SegmentationServicer):
 
             with record.job_thread("fit"):
                 sampled = sample_slides(
-                    total, lambda i: self.open_slide(self.slide_path(request.slides[i])),
-                    extractor, self.worker, reservoir, per_slide.__getitem__,
+                    total, open_input, extractor, self.worker, reservoir, per_slide.__getitem__,
                     max_tiles=request.tiles_per_slide or 64, report=report, should_stop=stop,
-                    name_of=lambda i: _display_name(request.slides[i]),
+                    name_of=names.__getitem__,
                 )  # fmt: skip
                 source = f"fitted on {sampled.count} slides by fseg {__version__}"
                 mpp = request.target_mpp or extractor.spec.mpp
@@ -289,6 +285,21 @@ class SegmentationService(fseg_pb2_grpc.SegmentationServicer):
             )
 
     # -- helpers -------------------------------------------------------------------------
+
+    @contextlib.contextmanager
+    def admitted(
+        self, kind: str, described: str, *, counts_as_slide: bool = True
+    ) -> Iterator[tuple[Ticket, JobRecord]]:
+        """A job admitted (RESOURCE_EXHAUSTED when the queue is full), recorded (its
+        closing log line and metrics) and released however it ends."""
+        ticket = self.admission.admit(kind)
+        try:
+            with recorded(
+                ticket.job_id, described, self.metrics, counts_as_slide=counts_as_slide
+            ) as record:
+                yield ticket, record
+        finally:
+            self.admission.release(ticket)
 
     def open_slide(self, path: Path) -> Slide:
         """``path`` opened under this server's limit on plain images' pixels."""
