@@ -195,6 +195,7 @@ def _name_updates(entries: object, k: int) -> dict[int, tuple[str | None, object
 
 def show_concepts(args: argparse.Namespace) -> int:
     from .concepts import load_bank
+    from .concepts.palette import hex_color
 
     bank = load_bank(args.bank)
     if args.json:
@@ -206,7 +207,7 @@ def show_concepts(args: argparse.Namespace) -> int:
     if args.k is not None:
         bank.concepts(args.k)  # refuses a k the bank lacks, naming the ones it has
         for index, concept in enumerate(bank.classes[args.k]):
-            print(f"{index:4d}  #{bytes(concept.color).hex()}  {concept.name}")
+            print(f"{index:4d}  {hex_color(concept.color)}  {concept.name}")
         return 0
     for line in describe_bank(bank, args.bank):
         print(line)

@@ -6,6 +6,8 @@ from dataclasses import dataclass, field
 
 from PIL import Image
 
+from ..concepts.palette import hex_color
+
 
 @dataclass(frozen=True)
 class ShownWindow:
@@ -49,7 +51,7 @@ class ConceptEntry:
 
     @property
     def hex_color(self) -> str:
-        return "#" + bytes(self.color).hex()
+        return hex_color(self.color)
 
 
 @dataclass(frozen=True)

@@ -6,13 +6,14 @@ import json
 from collections.abc import Sequence
 
 from ..concepts.bank import ConceptClass
+from ..concepts.palette import hex_color
 
 
 def names_template(classes: Sequence[ConceptClass]) -> bytes:
     """``{"0": {"name": ..., "color": "#rrggbb"}, ...}``: edit, then pass it to
     ``fseg-server name-concepts BANK --k K --names FILE``."""
     entries = {
-        str(index): {"name": concept.name, "color": "#" + bytes(concept.color).hex()}
+        str(index): {"name": concept.name, "color": hex_color(concept.color)}
         for index, concept in enumerate(classes)
     }
     return (json.dumps(entries, indent=2, ensure_ascii=False) + "\n").encode("utf-8")

@@ -60,3 +60,8 @@ def parse_color(value: object) -> tuple[int, int, int]:
     if is_rgb(value):
         return (value[0], value[1], value[2])  # type: ignore[index]
     raise ValueError(f"colour {value!r} is neither [r, g, b] with 0-255 integers nor '#rrggbb'")
+
+
+def hex_color(rgb: tuple[int, int, int]) -> str:
+    """``"#rrggbb"``, the form :func:`parse_color` reads and web pages show."""
+    return "#" + bytes(rgb).hex()

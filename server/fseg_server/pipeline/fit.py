@@ -105,8 +105,12 @@ _INPUT_FAULTS = (InvalidInput, FailedPrecondition, NotFound, PermissionDenied)
 class Sampled:
     """What :func:`sample_slides` did: inputs sampled, and every input's identity."""
 
-    count: int = 0
     inputs: list[SampledInput] = field(default_factory=list)
+
+    @property
+    def count(self) -> int:
+        """Inputs sampled: those not left out (a left-out input has no fingerprint)."""
+        return sum(1 for given in self.inputs if given.fingerprint)
 
 
 def sample_slides(
@@ -151,7 +155,6 @@ def sample_slides(
                 )  # fmt: skip
                 path = slide.info.path
                 identity = SampledInput(identity.name or path.name, file_fingerprint(path))
-            sampled.count += 1
         except _INPUT_FAULTS as exc:
             first_refusal = first_refusal or exc
             outcome = exc
