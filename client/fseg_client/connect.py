@@ -19,7 +19,13 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from fseg_proto import fseg_pb2_grpc, tls_files
 
-from .errors import ClientError, certificate_refusal, rpc_error_code, rpc_error_sentence
+from .errors import (
+    ClientError,
+    certificate_refusal,
+    rpc_details,
+    rpc_error_code,
+    rpc_error_sentence,
+)
 
 MAX_MESSAGE_BYTES = 64 * 1024 * 1024
 TOKEN_ENV = "FSEG_TOKEN"
@@ -169,7 +175,7 @@ class Connection:
         if refusal is not None:
             return refusal
         sentence = rpc_error_sentence(exc, self.address)
-        details = str(getattr(exc, "details", lambda: "")() or "")
+        details = rpc_details(exc)
         if (
             not self.tls
             or rpc_error_code(exc) is not grpc.StatusCode.UNAVAILABLE

@@ -116,7 +116,7 @@ def certificate_refusal(exc: BaseException, address: str, name: str | None = Non
     """
     if not refused_certificate(exc):
         return None
-    details = _details(exc)
+    details = rpc_details(exc)
     where = f"the server at {address} presented a TLS certificate"
     if any(words in details for words in _WRONG_NAME):
         host = name or address.rsplit(":", 1)[0].removeprefix("dns:///")
@@ -140,11 +140,12 @@ def refused_certificate(exc: BaseException) -> bool:
     """Whether a call failed because this client refused the server's TLS certificate."""
     if rpc_error_code(exc) is not grpc.StatusCode.UNAVAILABLE:
         return False
-    details = _details(exc)
+    details = rpc_details(exc)
     return _UNTRUSTED in details or any(words in details for words in _WRONG_NAME)
 
 
-def _details(exc: BaseException) -> str:
+def rpc_details(exc: BaseException) -> str:
+    """The details text of a gRPC error ("" when it has none)."""
     return str(getattr(exc, "details", lambda: "")() or "")
 
 

@@ -12,7 +12,7 @@ from enum import Enum
 
 import grpc
 
-from .errors import ProtocolError, refused_certificate, rpc_error_code, too_large
+from .errors import ProtocolError, refused_certificate, rpc_details, rpc_error_code, too_large
 
 
 class Action(str, Enum):
@@ -85,7 +85,7 @@ def classify(
         return Verdict(Action.SERVER_DOWN, counts=started)
     if code is grpc.StatusCode.DEADLINE_EXCEEDED:
         return Verdict(Action.MOVE if slide_timeout else Action.FAIL, counts=True)
-    details = exc.details() if callable(getattr(exc, "details", None)) else ""
+    details = rpc_details(exc)
     if too_large(code, details):  # the same message will be as large next time
         return Verdict(Action.FAIL, counts=True)
     if code in TRANSIENT_CODES or code is grpc.StatusCode.CANCELLED:

@@ -121,11 +121,11 @@ class Scheduler:
         if reason is not None:
             self._fail_pending(reason)
 
-    def _fail_pending(self, reason: str, status: str = FAILED) -> None:
+    def _fail_pending(self, reason: str) -> None:
         with self._cond:
             waiting, self._pending = self._pending, deque()
         for task in waiting:
-            self._finish(task, status, error=reason)
+            self._finish(task, FAILED, error=reason)
 
     # -- worker threads ---------------------------------------------------------------
 
