@@ -17,6 +17,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .block_tensor import run_block_sparse
+
 #: Feature cells along each side of the probe images that check an extractor
 #: once, when it is built (its grid geometry) and placed (batch-norm folding).
 PROBE_CELLS = 8
@@ -91,6 +93,9 @@ class Extractor(nn.Module):
     #: Convolutional networks run faster on channels-last memory, on CPUs
     #: (oneDNN) as on GPUs; elementwise and attention models gain nothing.
     prefers_channels_last: bool = False
+    #: Whether the network computes tissue blocks alone (``sparse.py``): set when
+    #: it is placed on its device, by a probe (:func:`sparse.runs_block_sparse`).
+    block_sparse: bool = False
     _fingerprint: str | None = None
 
     def __init__(self, spec: ExtractorSpec) -> None:
@@ -141,6 +146,20 @@ class Extractor(nn.Module):
         grid = self.features(x)
         rows, cols = math.ceil(height / self.spec.stride), math.ceil(width / self.spec.stride)
         return grid[..., :rows, :cols]
+
+    def forward_blocks(self, blocks: torch.Tensor, neighbours: torch.Tensor) -> torch.Tensor:
+        """Features of packed blocks, each seeing its neighbours (see ``sparse.py``).
+
+        Args:
+            blocks: (n + 1, 3, b, b) RGB, uint8 or float in [0, 1]; b a multiple
+                of the stride; the last block is uniform glass.
+            neighbours: (n + 1, 8) pack indices of each block's neighbours.
+
+        Returns:
+            (n + 1, C, b / stride, b / stride) features.
+        """
+        x = blocks.float() / 255.0 if blocks.dtype == torch.uint8 else blocks.float()
+        return run_block_sparse(self.features, (x - self._mean) / self._std, neighbours)
 
     def features(self, x: torch.Tensor) -> torch.Tensor:
         """(B, 3, H, W) normalised, H and W multiples of stride -> (B, C, H/s, W/s) >= 0."""

@@ -116,8 +116,10 @@ class FeatureCache:
         # A region is named by its core and its margins (target px): a region of
         # another plan (another ROI, another region size) is another entry.
         margins = "-".join(str(m) for m in tile.margins)
-        name = f"{tile.core_x}-{tile.core_y}-{tile.core_w}x{tile.core_h}-{margins}.npy"
-        return self.root / key / name
+        name = f"{tile.core_x}-{tile.core_y}-{tile.core_w}x{tile.core_h}-{margins}"
+        if tile.blocks is not None:  # a block-sparse region: which blocks were computed
+            name += "-" + _digest(tile.blocks.rows, tile.blocks.bits)[:16]
+        return self.root / key / f"{name}.npy"
 
     def _evict(self) -> None:
         """Delete the least recently used entries until the cache is at 90% of its cap."""

@@ -16,6 +16,7 @@ import torch
 
 from ..concepts.bank import ConceptBank
 from ..extract import Extractor
+from ..extract.sparse import BlockLayout, pack_blocks
 from ..slide.reader import Slide
 from ..slide.tiles import Tile
 from .canvas import LabelCanvas
@@ -81,17 +82,21 @@ def label_tiles(
             replace(from_pixels, margin_cells=margins),
             replace(from_features, margin_cells=margins),
         )
-        for margins in {tuple(m // spec.stride for m in tile.margins) for tile in plan.tiles}
+        for margins in {_margin_cells(tile, spec.stride) for tile in plan.tiles}
     }
 
     def prepare(tile: Tile) -> tuple[LabelRecipe, np.ndarray]:
-        pixels_recipe, features_recipe = layouts[tuple(m // spec.stride for m in tile.margins)]
+        pixels_recipe, features_recipe = layouts[_margin_cells(tile, spec.stride)]
         cached = cache.get(key, tile) if cache else None
         if cached is not None:
             hits[0] += 1
             # Guided labels need the tile's colours, which the cache does not keep.
             pixels = read_tile(slide, plan.grid, tile) if features_recipe.guided else None
             return features_recipe, features_recipe.cached_item(cached, pixels)
+        if tile.blocks is not None:
+            layout = _block_layout(tile)
+            pixels = pack_blocks(read_tile(slide, plan.grid, tile), layout)
+            return replace(pixels_recipe, layout=layout), pixels
         return pixels_recipe, read_tile(slide, plan.grid, tile)
 
     read_clock = ReadClock()
@@ -113,3 +118,19 @@ def label_tiles(
     if plan.roi is not None:
         canvas.keep_touched_by(plan.roi)
     return canvas, LabellingClocks(read_clock.seconds, clock.extract, clock.factorize, hits[0])
+
+
+def _block_layout(tile: Tile) -> BlockLayout:
+    """A block-sparse region's blocks as the extractor takes them (its margins are
+    whole blocks, equal on every side)."""
+    blocks = tile.blocks
+    assert blocks is not None
+    return BlockLayout(blocks.array(), blocks.block, ring=tile.margins[0] // blocks.block)
+
+
+def _margin_cells(tile: Tile, stride: int) -> tuple[int, ...]:
+    """Context around the features a recipe is given, cells per side: a block-sparse
+    region's features are its core's alone."""
+    if tile.blocks is not None:
+        return (0, 0, 0, 0)
+    return tuple(m // stride for m in tile.margins)

@@ -73,6 +73,9 @@ class SegmentOptions:
             The full margin there makes labels at the tissue's edge exactly
             those of a whole-slide pass, at the cost of reading glass.
         limits: what the job may cost (the server's ``--max-...`` options).
+        block_sparse: whether a network that can (``extract/sparse.py``) computes
+            the tissue's blocks alone; False computes whole rectangles, as
+            every extractor does that cannot, and labels finer than a cell do.
     """
 
     k: int = 8
@@ -94,6 +97,7 @@ class SegmentOptions:
     margin: int | None = None
     glass_margin: int | None = None
     limits: CostLimits = DEFAULT_LIMITS
+    block_sparse: bool = True
 
     def __post_init__(self) -> None:
         for name, kind in (("mode", Mode), ("frame", Frame), ("tissue", TissueDetection)):

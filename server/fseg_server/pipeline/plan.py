@@ -16,6 +16,7 @@ from ..extract import ExtractorSpec
 from ..limits import CostLimits
 from ..slide.reader import Slide
 from ..slide.regions import RegionGeometry, block_size, plan_regions, tissue_blocks
+from ..slide.sparse_regions import plan_sparse_regions
 from ..slide.tiles import Resolution, Tile, TileGrid, choose_resolution, plan_tiles
 from ..slide.tissue import TissueMask, detect_tissue, full_mask, restrict_to_polygons
 from .options import Frame, SegmentOptions, TissueDetection
@@ -115,11 +116,16 @@ def plan_slide(
     options: SegmentOptions,
     thumbnail: Thumbnail | None = None,
     should_stop: Callable[[], bool] = lambda: False,
+    block_sparse: bool = False,
 ) -> SlidePlan:
     """Decide how ``slide`` is read and which tiles go to the extractor.
 
     ``thumbnail(max_size)`` gives the slide's thumbnail as ``Slide.thumbnail``
     does (a feature cache keeps it for re-runs); by default the slide's own.
+    ``block_sparse``: the extractor computes tissue blocks alone
+    (``Extractor.block_sparse``), so regions are block-sparse windows
+    (``slide/sparse_regions.py``) unless ``options`` ask for whole rectangles or
+    labels finer than a cell (those are guided by the rectangle's colours).
 
     Raises:
         InvalidInput: the slide or its work is beyond ``options.limits``.
@@ -175,7 +181,10 @@ def plan_slide(
     occupied = tissue_blocks(tissue, grid, block)
     # The blocks alone bound the regions' pixels from below: refuse before cutting.
     _refuse_costly_model_work(slide, int(occupied.sum()) * block * block, options.limits)
-    tiles = plan_regions(occupied, grid, geometry, should_stop)
+    if block_sparse and options.block_sparse and upsample == 1:
+        tiles = plan_sparse_regions(occupied, grid, geometry, should_stop)
+    else:
+        tiles = plan_regions(occupied, grid, geometry, should_stop)
     _refuse_costly_model_work(slide, sum(tile.input_pixels for tile in tiles), options.limits)
     return SlidePlan(
         grid=grid,

@@ -21,6 +21,7 @@ import torch.nn.functional as F
 
 from ..device import channels_last, inference_precision
 from ..extract import Extractor
+from ..extract.sparse import BlockLayout, scatter_core
 from ..factorize import Mode, concept_scores, guide_cells, labels_from_scores
 
 
@@ -54,6 +55,20 @@ def extract_features(extractor: Extractor, tiles: torch.Tensor) -> torch.Tensor:
         return extractor(images).float()
 
 
+def extract_core_features(
+    extractor: Extractor, blocks: torch.Tensor, layout: BlockLayout
+) -> torch.Tensor:
+    """(n + 1, b, b, 3) uint8 packed blocks (``sparse.pack_blocks``) -> (1, C, h, w) fp32
+    features of the layout's core, zero where no block was computed."""
+    images = blocks.permute(0, 3, 1, 2)
+    if channels_last(extractor, blocks.device):
+        images = images.contiguous(memory_format=torch.channels_last)
+    neighbours = torch.from_numpy(layout.neighbours()).to(blocks.device)
+    with inference_precision(blocks.device, extractor.low_precision_ok):
+        values = extractor.forward_blocks(images, neighbours)
+    return scatter_core(values[:-1].float(), layout)[None]
+
+
 @dataclass(eq=False)
 class LabelRecipe:
     """Labels of each tile's core, at ``upsample`` label pixels per feature cell.
@@ -70,6 +85,9 @@ class LabelRecipe:
         batch_pixels: input pixels (target px, margins included) per forward pass.
         from_features: items are cached feature grids, not pixels.
         keep_features: also return each tile's features (fp16, CPU) for a cache.
+        layout: for a block-sparse region, its blocks; items are then the packed
+            blocks (``sparse.pack_blocks``), one region per batch, and the
+            features are the core's alone (``margin_cells`` is zero).
     """
 
     extractor: Extractor
@@ -82,10 +100,12 @@ class LabelRecipe:
     batch_pixels: int
     from_features: bool = False
     keep_features: bool = False
+    layout: BlockLayout | None = None
     clock: StageClock = field(default_factory=StageClock)
 
     def key(self) -> Hashable:
         return (
+            id(self.layout),  # a block-sparse region is a batch of its own
             self.from_features,
             self.keep_features,
             id(self.extractor),
@@ -99,6 +119,8 @@ class LabelRecipe:
 
     def max_batch(self, shape: tuple[int, ...]) -> int:
         """Tiles of one item ``shape`` per batch: pixels (H, W, 3) or cached features (C, h, w)."""
+        if self.layout is not None:
+            return 1
         if self.from_features:
             stride = self.extractor.spec.stride
             return _fitting(self.batch_pixels, shape[1] * shape[2] * stride * stride)
@@ -155,6 +177,11 @@ class LabelRecipe:
             channels = self.extractor.spec.feature_dim
             guide = batch[:, channels:].float() if self.guided else None
             return batch[:, :channels].float(), guide
+        if self.layout is not None:  # never guided: see plan.plan_slide
+            started = time.perf_counter()
+            features = extract_core_features(self.extractor, batch[0], self.layout)
+            self.clock.extract += self.clock.lap(batch.device, started)
+            return features, None
         features = features_of(self.extractor, batch, self.clock)
         if not self.guided:
             return features, None

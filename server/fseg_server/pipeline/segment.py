@@ -85,7 +85,9 @@ def segment_slide(
         # The fitted bank's resolution is the one this plan uses, so fitting
         # and segmenting share one plan (one thumbnail, one tissue mask).
         with timings.time("plan"):
-            plan = plan_slide(slide, spec, None, options, thumbnail, should_stop)
+            plan = plan_slide(
+                slide, spec, None, options, thumbnail, should_stop, extractor.block_sparse
+            )
         with timings.time("fit"):
             bank = fit_on_slide(slide, extractor, options, worker, progress, should_stop, plan)
             bank_name = "fitted on this slide"
@@ -93,7 +95,9 @@ def segment_slide(
     bank.concepts(options.k)  # refuse a missing k before any work
     if plan is None:
         with timings.time("plan"):
-            plan = plan_slide(slide, spec, bank.mpp, options, thumbnail, should_stop)
+            plan = plan_slide(
+                slide, spec, bank.mpp, options, thumbnail, should_stop, extractor.block_sparse
+            )
     progress("plan", 1, 1)
     # One helper thread draws the pictures: the label PNG is encoded while the
     # polygons are traced, and the overlay (on the plan's picture of the slide),

@@ -87,6 +87,8 @@ def build_summary(
             "largest": max((max(t.core_w, t.core_h) for t in plan.tiles), default=0),
             "block": plan.block,
             "margin": plan.grid.margin,
+            # Whether only the tissue's blocks went through the model (extract/sparse.py).
+            "block_sparse": any(tile.blocks is not None for tile in plan.tiles),
             # Target pixels (the working resolution): what went through the
             # model, cores and margins, against the tissue it was for.
             "model_px": plan.model_px,

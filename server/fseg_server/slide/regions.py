@@ -115,10 +115,16 @@ def plan_regions(
         Cancelled: ``should_stop()`` turned true (a large slide takes seconds).
     """
     cutter = _Cutter(occupied, grid, geometry, should_stop)
-    whole = _shrink(occupied, 0, occupied.shape[0], 0, occupied.shape[1])
-    tiles = [cutter.tile(box) for box in sorted(cutter.cover(whole) if whole else [])]
+    whole = shrink_to_tissue(occupied, 0, occupied.shape[0], 0, occupied.shape[1])
+    return smallest_first(
+        [cutter.tile(box) for box in sorted(cutter.cover(whole) if whole else [])]
+    )
+
+
+def smallest_first(tiles: list[Tile]) -> list[Tile]:
+    """``tiles`` with the one of fewest model pixels moved to the front: it is read
+    soonest, so the device starts soonest."""
     if tiles:
-        # The smallest first: it is read soonest, so the device starts soonest.
         smallest = min(range(len(tiles)), key=lambda i: tiles[i].input_pixels)
         tiles.insert(0, tiles.pop(smallest))
     return tiles
@@ -294,7 +300,7 @@ class _Cutter:
         parts = []
         for a, b in itertools.pairwise(row_edges):
             for c, d in itertools.pairwise(col_edges):
-                part = _shrink(self.occupied, a, b, c, d)
+                part = shrink_to_tissue(self.occupied, a, b, c, d)
                 if part:
                     parts.extend(self._cover(part)[1])
         return parts
@@ -322,7 +328,7 @@ def _place(spans: np.ndarray, box: Box, axis: int) -> np.ndarray:
     return np.stack([r0 + across0, r0 + across1, c0 + lines0, c0 + lines1], 1)
 
 
-def _shrink(occupied: np.ndarray, r0: int, r1: int, c0: int, c1: int) -> Box | None:
+def shrink_to_tissue(occupied: np.ndarray, r0: int, r1: int, c0: int, c1: int) -> Box | None:
     """The box shrunk to the occupied blocks inside it; None when it holds none."""
     sub = occupied[r0:r1, c0:c1]
     rows, cols = np.flatnonzero(sub.any(axis=1)), np.flatnonzero(sub.any(axis=0))

@@ -22,6 +22,8 @@ import math
 from collections.abc import Iterator
 from dataclasses import dataclass
 
+import numpy as np
+
 from ..errors import FailedPrecondition, InvalidInput
 from .reader import SlideInfo
 from .tissue import TissueMask
@@ -69,6 +71,41 @@ class Resolution:
 
 
 @dataclass(frozen=True)
+class BlockMask:
+    """The blocks of a region's input rectangle that go through the model.
+
+    A block-sparse region (``slide/regions.py``) reads its whole rectangle but
+    computes only these blocks; the others are glass.
+
+    Attributes:
+        block: block edge, target pixels; the rectangle is whole blocks.
+        rows, cols: the rectangle's size in blocks.
+        bits: the (rows, cols) bool array, row-major, packed 8 to a byte
+            (bytes, so that a tile stays hashable).
+    """
+
+    block: int
+    rows: int
+    cols: int
+    bits: bytes
+
+    @classmethod
+    def of(cls, occupied: np.ndarray, block: int) -> BlockMask:
+        rows, cols = occupied.shape
+        return cls(block, rows, cols, np.packbits(occupied, axis=None).tobytes())
+
+    def array(self) -> np.ndarray:
+        """(rows, cols) bool."""
+        flat = np.unpackbits(np.frombuffer(self.bits, np.uint8), count=self.rows * self.cols)
+        return flat.reshape(self.rows, self.cols).astype(bool)
+
+    @property
+    def count(self) -> int:
+        """Blocks that go through the model."""
+        return int(np.unpackbits(np.frombuffer(self.bits, np.uint8)).sum())
+
+
+@dataclass(frozen=True)
 class Tile:
     """One tile (or tissue region): its core in target pixels and the area read for it.
 
@@ -83,6 +120,8 @@ class Tile:
             bottom), target pixels; a region's side that faces only glass
             needs less context than one that faces more tissue.
         scale: level pixels per target pixel of the level being read.
+        blocks: for a block-sparse region, the blocks of the area read that go
+            through the model (the rest is glass); None: all of it does.
 
     The area read is the core grown by its margins, as the exact rectangle
     ``source_*`` in pixels of the level being read (floats): target pixel t
@@ -99,6 +138,7 @@ class Tile:
     core_h: int
     margins: tuple[int, int, int, int]
     scale: float
+    blocks: BlockMask | None = None
 
     @property
     def input_w(self) -> int:
@@ -113,6 +153,8 @@ class Tile:
     @property
     def input_pixels(self) -> int:
         """Target pixels that go through the model for this tile."""
+        if self.blocks is not None:
+            return self.blocks.count * self.blocks.block**2
         return self.input_w * self.input_h
 
     @property

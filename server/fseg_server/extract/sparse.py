@@ -1,0 +1,147 @@
+"""Running a convolutional network on the blocks that hold tissue, and on nothing else.
+
+A tissue region is a rectangle of *blocks* (squares of target pixels, a
+multiple of the network's stride, about 16 µm), and only some of them hold
+tissue. Computing the whole rectangle spends the model on glass. Here the
+occupied blocks go through the network packed as a batch of small images,
+(n, C, s, s), and every convolution and pooling is given the *halo* its
+window needs from the neighbouring blocks, at every layer. An occupied block
+whose neighbours are all in the pack therefore gets exactly the features the
+network computes on the whole rectangle, and no output cell is computed
+twice: model pixels follow the tissue at the block's grain.
+
+A neighbour that is not in the pack (glass) is stood in for by one extra
+block of uniform glass, computed alongside the others with itself as every
+neighbour: a uniform image has uniform activations, so at every layer that
+block carries what the network computes in the midst of glass.
+
+Which networks can: see ``block_tensor.py``; :func:`runs_block_sparse`
+tells once, on a probe, whether an extractor can run this way at all.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from .base import PROBE_CELLS
+from .block_tensor import NEIGHBOUR_OFFSETS, run_block_sparse
+
+#: Largest difference between the block-sparse and the dense features of the
+#: probe, relative to the largest feature (fp32: the same sums in another order).
+PROBE_TOLERANCE = 1e-4
+
+
+@dataclass(frozen=True, eq=False)
+class BlockLayout:
+    """Which blocks of a rectangle go through the network.
+
+    Attributes:
+        occupied: (rows, cols) bool over the rectangle's blocks.
+        block: block edge in input (target) pixels.
+        ring: blocks of context on every side of the core, whose features
+            serve the core's and are not kept.
+    """
+
+    occupied: np.ndarray
+    block: int
+    ring: int = 0
+
+    @property
+    def positions(self) -> np.ndarray:
+        """(n, 2) row and column of each packed block, row-major."""
+        return np.argwhere(self.occupied)
+
+    @property
+    def count(self) -> int:
+        """Occupied blocks n."""
+        return int(self.occupied.sum())
+
+    def neighbours(self) -> np.ndarray:
+        """(n + 1, 8) int64: the pack index of each block's neighbours; a neighbour not
+        in the pack is the glass block, index n, whose own neighbours are itself."""
+        rows, cols = self.occupied.shape
+        index = np.full((rows + 2, cols + 2), self.count, np.int64)
+        index[1:-1, 1:-1][self.occupied] = np.arange(self.count)
+        r, c = (self.positions + 1).T
+        table = np.full((self.count + 1, 8), self.count, np.int64)
+        for j, (dr, dc) in enumerate(NEIGHBOUR_OFFSETS):
+            table[:-1, j] = index[r + dr, c + dc]
+        return table
+
+
+def pack_blocks(pixels: np.ndarray, layout: BlockLayout) -> np.ndarray:
+    """The occupied blocks of a rectangle's pixels, and a block of its glass.
+
+    Args:
+        pixels: (H, W, 3) uint8, the rectangle in target pixels; H and W may
+            fall short of whole blocks at the slide's edge (edges replicated).
+
+    Returns:
+        (n + 1, block, block, 3) uint8: the occupied blocks row-major, then a
+        uniform block of the median colour of the rectangle's unoccupied
+        blocks (white when every block is occupied).
+    """
+    b = layout.block
+    rows, cols = layout.occupied.shape
+    height, width = pixels.shape[:2]
+    if (height, width) != (rows * b, cols * b):
+        pad = ((0, rows * b - height), (0, cols * b - width), (0, 0))
+        pixels = np.pad(pixels[: rows * b, : cols * b], pad, mode="edge")
+    grid = pixels.reshape(rows, b, cols, b, 3).swapaxes(1, 2)  # (rows, cols, b, b, 3)
+    packed = np.empty((layout.count + 1, b, b, 3), np.uint8)
+    packed[:-1] = grid[layout.occupied]
+    packed[-1] = _glass_colour(grid, ~layout.occupied)
+    return packed
+
+
+def _glass_colour(grid: np.ndarray, glass: np.ndarray) -> np.ndarray:
+    """Median RGB of the glass blocks (every 4th pixel: a median needs no more)."""
+    if not glass.any():
+        return np.full(3, 255, np.uint8)
+    sample = grid[glass][:, ::4, ::4].reshape(-1, 3)
+    return np.median(sample, axis=0).astype(np.uint8)
+
+
+def scatter_core(values: torch.Tensor, layout: BlockLayout) -> torch.Tensor:
+    """(n, C, s, s) values of the packed blocks -> (C, rows * s, cols * s) over the core
+    (the rectangle less its ring), zero where no block was computed."""
+    _, channels, s, _ = values.shape
+    ring = layout.ring
+    rows, cols = (size - 2 * ring for size in layout.occupied.shape)
+    where = layout.positions - ring
+    inside = ((where >= 0) & (where < (rows, cols))).all(axis=1)
+    dense = values.new_zeros(rows, cols, channels, s, s)
+    kept = torch.from_numpy(where[inside]).to(values.device)
+    chosen = torch.from_numpy(np.flatnonzero(inside)).to(values.device)
+    dense[kept[:, 0], kept[:, 1]] = values[chosen]
+    return dense.permute(2, 0, 3, 1, 4).reshape(channels, rows * s, cols * s)
+
+
+def runs_block_sparse(features: Callable[[torch.Tensor], torch.Tensor], stride: int) -> bool:
+    """Whether ``features`` (fp32, on the CPU) gives the dense features when run on
+    blocks of one stride: a square of PROBE_CELLS of them a side, all occupied,
+    with zero fill, must match the dense network on the same image (the image
+    that batch-norm folding probed with, so its convolutions are set up already)."""
+    cells = PROBE_CELLS
+    side = cells * stride
+    probe = torch.randn(1, 3, side, side, generator=torch.Generator().manual_seed(0))
+    layout = BlockLayout(np.ones((cells, cells), bool), stride)
+    blocks = probe.reshape(3, cells, stride, cells, stride).permute(1, 3, 0, 2, 4)
+    blocks = blocks.reshape(cells * cells, 3, stride, stride)
+    blocks = torch.cat([blocks, torch.zeros(1, 3, stride, stride)])
+    table = torch.from_numpy(layout.neighbours())
+    with torch.inference_mode():
+        expected = features(probe)[0]
+        try:
+            packed = run_block_sparse(features, blocks, table, fill=0.0)
+        except Exception:
+            return False
+    got = scatter_core(packed[:-1], layout)
+    if got.shape != expected.shape:
+        return False
+    scale = float(expected.abs().max()) or 1.0
+    return float((got - expected).abs().max()) <= PROBE_TOLERANCE * scale
