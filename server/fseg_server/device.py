@@ -13,6 +13,7 @@ import torch
 from .errors import FailedPrecondition
 from .extract import Extractor
 from .extract.fold import fold_extractor
+from .extract.fuse import fuse_extractor
 from .extract.sparse import runs_block_sparse
 
 
@@ -89,10 +90,12 @@ def channels_last(module: torch.nn.Module, device: torch.device) -> bool:
 
 def place(module: Extractor, device: torch.device) -> Extractor:
     """Ready an extractor for inference on ``device``: its batch norms folded into the
-    convolutions before them (``extract/fold.py``), channels-last where
+    convolutions before them (``extract/fold.py``), each convolution fused with the
+    ReLU after it (``extract/fuse.py``), channels-last where
     :func:`channels_last` says, and block-sparse where a probe shows it can be
     (``extract/sparse.py``; networks only: the others are cheap per pixel)."""
     fold_extractor(module)
+    fuse_extractor(module)
     module.block_sparse = module.spec.network and runs_block_sparse(
         module.features, module.spec.stride
     )

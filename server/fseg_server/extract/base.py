@@ -84,6 +84,14 @@ class ExtractorSpec:
         return self.batch_size * (self.tile_size + 2 * self.margin) ** 2
 
 
+def probe_image(stride: int) -> torch.Tensor:
+    """The seeded random (1, 3, S, S) image of PROBE_CELLS cells a side that checks
+    the rewrites of a network when it is placed (folding, fusing, block-sparse): one
+    image, so that its convolutions are set up once."""
+    side = PROBE_CELLS * stride
+    return torch.randn(1, 3, side, side, generator=torch.Generator().manual_seed(0))
+
+
 class Extractor(nn.Module):
     """Base class: subclasses implement :meth:`features` on normalised input."""
 

@@ -25,6 +25,9 @@ from collections.abc import Callable
 import torch
 import torch.nn.functional as F
 
+from . import fused_ops
+from .fused_ops import compute_dtype, prepared
+
 #: (row, column) offsets of a block's eight neighbours, in the order of the
 #: neighbour table's columns (``sparse.BlockLayout.neighbours``).
 NEIGHBOUR_OFFSETS = ((-1, -1), (-1, 0), (-1, 1), (0, -1), (0, 1), (1, -1), (1, 0), (1, 1))
@@ -200,35 +203,20 @@ def _cell_index(
     return (source * (s * s) + cell[None]).reshape(len(neighbours), len(ys), len(xs))
 
 
-def _matrix(weight: torch.Tensor, device_type: str) -> torch.Tensor:
-    """A convolution's (C', C, kh, kw) weight as the (C', kh * kw * C) matrix its taps
-    multiply (tap-major, as ``_gathered_conv`` gathers them), in the precision the
-    matrix product will run in; made once per weight, not per forward."""
-    dtype = (
-        torch.get_autocast_dtype(device_type)
-        if torch.is_autocast_enabled(device_type)
-        else weight.dtype
-    )
-    key = (weight.data_ptr(), weight._version, dtype)
-    # Kept on the weight itself, so it goes with the network; a weight changed in
-    # place (a new version) or moved is prepared again.
-    cached = getattr(weight, "_fseg_matrix", None)
-    if cached is None or cached[0] != key:
-        matrix = weight.permute(0, 2, 3, 1).reshape(weight.shape[0], -1).to(dtype)
-        cached = (key, matrix.contiguous())
-        weight._fseg_matrix = cached
-    return cached[1]
-
-
 def _matmul_rows(rows: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None,
-                 n: int, side: int) -> torch.Tensor:  # fmt: skip
+                 n: int, side: int, relu: bool) -> torch.Tensor:  # fmt: skip
     """(n * side², K) rows times a convolution's weight -> channels-last (n, C', side, side)."""
-    out = F.linear(rows, _matrix(weight, rows.device.type), bias)
+    # The weight as the (C', kh * kw * C) matrix the taps multiply (tap-major, as
+    # _gathered_conv gathers them), made once per weight.
+    matrix = prepared(
+        weight, compute_dtype(rows), "taps", lambda w: w.permute(0, 2, 3, 1).flatten(1)
+    )
+    out = fused_ops.linear(rows, matrix, bias, relu)
     return out.view(n, side, side, -1).permute(0, 3, 1, 2)
 
 
 def _pointwise_conv(x: BlockTensor, weight: torch.Tensor, bias: torch.Tensor | None,
-                    stride: int) -> BlockTensor:  # fmt: skip
+                    stride: int, relu: bool) -> BlockTensor:  # fmt: skip
     """A 1 x 1 convolution: every cell's vector times the weight, a matrix product
     (faster than a convolution on blocks of a few cells)."""
     n, _, s, _ = x.shape
@@ -237,12 +225,19 @@ def _pointwise_conv(x: BlockTensor, weight: torch.Tensor, bias: torch.Tensor | N
     data = plain(x)[..., ::stride, ::stride]
     side = s // stride
     rows = data.contiguous(memory_format=torch.channels_last).permute(0, 2, 3, 1)
-    out = _matmul_rows(rows.reshape(n * side * side, -1), weight, bias, n, side)
+    out = _matmul_rows(rows.reshape(n * side * side, -1), weight, bias, n, side, relu)
     return x.like(out)
 
 
-def _gathered_conv(x: BlockTensor, weight: torch.Tensor, bias: torch.Tensor | None,
-                   stride: int, padding: int, dilation: int) -> BlockTensor:  # fmt: skip
+def _gathered_conv(
+    x: BlockTensor,
+    weight: torch.Tensor,
+    bias: torch.Tensor | None,
+    stride: int,
+    padding: int,
+    dilation: int,
+    relu: bool,
+) -> BlockTensor:
     """A convolution as one gather of every output cell's window (its taps, from this
     block or a neighbour) and one matrix product: on blocks of a few cells this is
     several times faster than a convolution, whose kernels expect large images."""
@@ -254,7 +249,7 @@ def _gathered_conv(x: BlockTensor, weight: torch.Tensor, bias: torch.Tensor | No
     index = index.view(n, side, kernel, side, kernel).permute(0, 1, 3, 2, 4).reshape(-1)
     windows = _rows(x, x.fill).index_select(0, index)  # (n * side² * kernel², C)
     windows = windows.view(n * side * side, -1)  # (cells, kernel² * C): tap-major
-    return x.like(_matmul_rows(windows, weight, bias, n, side))
+    return x.like(_matmul_rows(windows, weight, bias, n, side, relu))
 
 
 def _check_window(
@@ -295,6 +290,20 @@ GATHER_CELLS = 4
 
 
 def _conv2d(input, weight, bias=None, stride=1, padding=0, dilation=1, groups=1):
+    return conv2d_blocks(input, weight, bias, stride, padding, dilation, groups, relu=False)
+
+
+def conv2d_blocks(
+    input: BlockTensor,
+    weight: torch.Tensor,
+    bias: torch.Tensor | None,
+    stride: int | tuple[int, int],
+    padding: int | tuple[int, int] | str,
+    dilation: int | tuple[int, int],
+    groups: int,
+    relu: bool,
+) -> BlockTensor:
+    """A convolution on packed blocks, then a ReLU if asked (fused where the device can)."""
     if isinstance(padding, str):
         raise SparseUnsupported(f"convolution padding {padding!r}")
     st, pad, d = _pairs(stride), _pairs(padding), _pairs(dilation)
@@ -302,13 +311,13 @@ def _conv2d(input, weight, bias=None, stride=1, padding=0, dilation=1, groups=1)
     s = input.shape[-1]
     square = st[0] == st[1] and pad[0] == pad[1] and d[0] == d[1] and kernel[0] == kernel[1]
     if square and groups == 1 and kernel == (1, 1) and pad == (0, 0):
-        return _pointwise_conv(input, weight, bias, st[0])
+        return _pointwise_conv(input, weight, bias, st[0], relu)
     if square and groups == 1 and s <= GATHER_CELLS and s % st[0] == 0:
         _check_window(s, kernel, st, pad, d)
-        return _gathered_conv(input, weight, bias, st[0], pad[0], d[0])
+        return _gathered_conv(input, weight, bias, st[0], pad[0], d[0], relu)
     return _windowed(
         input, kernel, st, pad, d, input.fill,
-        lambda x: F.conv2d(x, weight, bias, st, 0, d, groups),
+        lambda x: fused_ops.conv2d(x, weight, bias, st, (0, 0), d, groups, relu),
     )  # fmt: skip
 
 

@@ -20,7 +20,8 @@ from collections.abc import Callable
 import torch
 from torch import nn
 
-from .base import PROBE_CELLS, Extractor
+from .base import Extractor, probe_image
+from .watch import conv_followers
 
 #: Largest difference between folded and unfolded features on the probe, relative
 #: to the largest feature; folding itself changes them by about 1e-6.
@@ -32,9 +33,7 @@ def fold_extractor(extractor: Extractor) -> int:
     seeded random image of PROBE_CELLS feature cells a side; returns how many."""
     if not any(isinstance(m, nn.BatchNorm2d) for m in extractor.modules()):
         return 0  # vision transformers: no probe passes at start-up
-    side = PROBE_CELLS * extractor.spec.stride
-    probe = torch.randn(1, 3, side, side, generator=torch.Generator().manual_seed(0))
-    return fold_batch_norms(extractor, extractor.features, probe)
+    return fold_batch_norms(extractor, extractor.features, probe_image(extractor.spec.stride))
 
 
 def fold_batch_norms(
@@ -65,49 +64,10 @@ def _conv_norm_pairs(
     module: nn.Module, forward: Callable[[torch.Tensor], torch.Tensor], probe: torch.Tensor
 ) -> list[tuple[nn.Module, str, nn.Conv2d, nn.BatchNorm2d]]:
     """(parent, attribute, conv, norm) for each norm fed by a conv's output alone."""
-    # Conv outputs are kept alive, so identity (``is``) can find them again; ids alone
-    # would be reused by later tensors.
-    outputs: list[tuple[torch.Tensor, nn.Conv2d]] = []
-    readers: dict[int, int] = {}  # id(conv) -> modules that took its output as input
-    candidates: list[tuple[nn.Conv2d, nn.BatchNorm2d]] = []
-    calls: dict[int, int] = {}
-
-    def before(mod: nn.Module, args: tuple) -> None:
-        calls[id(mod)] = calls.get(id(mod), 0) + 1
-        for tensor, conv in outputs:
-            if args and tensor is args[0]:
-                readers[id(conv)] = readers.get(id(conv), 0) + 1
-                if isinstance(mod, nn.BatchNorm2d):
-                    candidates.append((conv, mod))
-
-    def after(mod: nn.Module, args: tuple, out: object) -> None:
-        if isinstance(mod, nn.Conv2d) and isinstance(out, torch.Tensor):
-            outputs.append((out, mod))
-
-    # Leaves, and timm's norm-with-activation modules (whose children are the activation).
-    leaves = [
-        m for m in module.modules() if not list(m.children()) or isinstance(m, nn.BatchNorm2d)
-    ]
-    handles = [m.register_forward_pre_hook(before) for m in leaves]
-    handles += [m.register_forward_hook(after) for m in leaves]
-    try:
-        forward(probe)
-    finally:
-        for handle in handles:
-            handle.remove()
-    places = {
-        id(child): (parent, name)
-        for parent in module.modules()
-        for name, child in parent.named_children()
-    }
     return [
-        (*places[id(norm)], conv, norm)
-        for conv, norm in candidates
-        if calls[id(conv)] == 1
-        and calls[id(norm)] == 1
-        and readers[id(conv)] == 1
-        and _foldable(norm)
-        and id(norm) in places
+        (*place, conv, norm)
+        for _, conv, place, norm in conv_followers(module, forward, probe)
+        if isinstance(norm, nn.BatchNorm2d) and _foldable(norm)
     ]
 
 

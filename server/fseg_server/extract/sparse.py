@@ -27,7 +27,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from .base import PROBE_CELLS
+from .base import PROBE_CELLS, probe_image
 from .block_tensor import NEIGHBOUR_OFFSETS, run_block_sparse
 
 #: Largest difference between the block-sparse and the dense features of the
@@ -127,8 +127,7 @@ def runs_block_sparse(features: Callable[[torch.Tensor], torch.Tensor], stride: 
     with zero fill, must match the dense network on the same image (the image
     that batch-norm folding probed with, so its convolutions are set up already)."""
     cells = PROBE_CELLS
-    side = cells * stride
-    probe = torch.randn(1, 3, side, side, generator=torch.Generator().manual_seed(0))
+    probe = probe_image(stride)
     layout = BlockLayout(np.ones((cells, cells), bool), stride)
     blocks = probe.reshape(3, cells, stride, cells, stride).permute(1, 3, 0, 2, 4)
     blocks = blocks.reshape(cells * cells, 3, stride, stride)
