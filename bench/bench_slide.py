@@ -34,10 +34,15 @@ sys.path.insert(0, str(ROOT / "tools"))
 from common import SHARED_DIR, print_table, write_json  # noqa: E402
 from fseg_server.device import place  # noqa: E402
 from fseg_server.extract import create_extractor  # noqa: E402
+from fseg_server.extract.sparse import pack_blocks  # noqa: E402
 from fseg_server.pipeline.device_worker import DeviceWorker  # noqa: E402
 from fseg_server.pipeline.options import SegmentOptions, batch_pixels  # noqa: E402
 from fseg_server.pipeline.plan import plan_slide  # noqa: E402
-from fseg_server.pipeline.recipes import extract_features  # noqa: E402
+from fseg_server.pipeline.recipes import (  # noqa: E402
+    block_layout,
+    extract_core_features,
+    extract_features,
+)
 from fseg_server.pipeline.segment import fit_on_slide, segment_slide  # noqa: E402
 from fseg_server.pipeline.stream import read_tile  # noqa: E402
 from fseg_server.slide.reader import open_slide  # noqa: E402
@@ -45,8 +50,11 @@ from fseg_server.slide.reader import open_slide  # noqa: E402
 
 def pure_forward(slide, extractor, bank, options, device) -> tuple[float, int]:
     """Seconds of extractor forward passes alone on the pipeline's regions, batched as the
-    device worker batches them (regions of one shape, up to the batch's pixel budget)."""
-    plan = plan_slide(slide, extractor.spec, bank.mpp, options)
+    device worker batches them (regions of one shape, up to the batch's pixel budget;
+    a block-sparse region is a batch of its packed blocks)."""
+    plan = plan_slide(slide, extractor.spec, bank.mpp, options, block_sparse=extractor.block_sparse)
+    if plan.tiles and plan.tiles[0].blocks is not None:
+        return _pure_block_forward(slide, extractor, plan, device), len(plan.tiles)
     regions = [read_tile(slide, plan.grid, tile) for tile in plan.tiles]
     budget = batch_pixels(extractor.spec, options)
     by_shape: dict[tuple, list] = {}
@@ -64,6 +72,22 @@ def pure_forward(slide, extractor, bank, options, device) -> tuple[float, int]:
                 torch.cuda.synchronize()
             seconds += time.perf_counter() - began
     return seconds, len(regions)
+
+
+def _pure_block_forward(slide, extractor, plan, device) -> float:
+    """Seconds of block-sparse forward passes alone, one per region, as the pipeline runs them."""
+    packed = []
+    for tile in plan.tiles:
+        layout = block_layout(tile)
+        packed.append((layout, pack_blocks(read_tile(slide, plan.grid, tile), layout)))
+    seconds = 0.0
+    for layout, blocks in packed:
+        began = time.perf_counter()
+        extract_core_features(extractor, torch.from_numpy(blocks).to(device), layout)
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+        seconds += time.perf_counter() - began
+    return seconds
 
 
 def measure(path: Path, name: str, device: torch.device, repeats: int) -> dict:

@@ -15,7 +15,12 @@ from torch import nn
 from fseg_server.device import inference_precision, place
 from fseg_server.extract import create_extractor
 from fseg_server.extract.fold import fold_extractor
-from fseg_server.extract.fuse import Conv2dReLU, fuse_conv_relus, fuse_extractor
+from fseg_server.extract.fuse import (
+    Conv2dReLU,
+    fuse_conv_relus,
+    fuse_extractor,
+    fuse_residual_sums,
+)
 
 CPU = torch.device("cpu")
 
@@ -34,10 +39,12 @@ def test_each_convolution_and_the_relu_reading_it_become_one_with_the_same_featu
     fold_extractor(plain)
     fusing = copy.deepcopy(plain)
     names = list(fusing.state_dict())
-    # The stem, and the first convolution of each block of layers 1 to 3; the ReLUs
-    # after residual sums stay.
-    assert fuse_extractor(fusing) == 7
+    # The stem and the first convolution of each block of layers 1 to 3 take their
+    # ReLU; each of those 6 blocks adds its shortcut and applies its last ReLU as its
+    # second convolution writes.
+    assert fuse_extractor(fusing) == 7 + 6
     assert fused(fusing) == 7 and relus(fusing) == relus(plain) - 7
+    assert sum("forward" in vars(m) for m in fusing.modules()) == 6
     assert list(fusing.state_dict()) == names  # weights keep their names
     image = torch.rand(1, 3, 160, 192, generator=torch.Generator().manual_seed(1))
     with torch.inference_mode():
@@ -96,6 +103,15 @@ def test_a_relu_that_reads_more_than_the_convolution_is_left_alone():
         assert fused(net) == 0 and relus(net) == 1
         with torch.inference_mode():
             assert torch.equal(net(probe), expected)
+
+
+def test_a_residual_block_with_squeeze_and_excitation_keeps_its_own_forward():
+    torch.manual_seed(0)
+    net = create_extractor("timm:seresnet18", "random").eval()
+    fold_extractor(net)
+    probe = torch.rand(1, 3, 64, 64, generator=torch.Generator().manual_seed(0))
+    assert fuse_residual_sums(net, net.features, probe) == 0
+    assert not any("forward" in vars(m) for m in net.modules())
 
 
 def test_placing_a_network_fuses_it_and_a_vision_transformer_is_untouched():

@@ -203,20 +203,42 @@ def _cell_index(
     return (source * (s * s) + cell[None]).reshape(len(neighbours), len(ys), len(xs))
 
 
-def _matmul_rows(rows: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None,
-                 n: int, side: int, relu: bool) -> torch.Tensor:  # fmt: skip
-    """(n * side², K) rows times a convolution's weight -> channels-last (n, C', side, side)."""
+def _matmul_rows(
+    rows: torch.Tensor,
+    weight: torch.Tensor,
+    bias: torch.Tensor | None,
+    n: int,
+    side: int,
+    relu: bool,
+    add: BlockTensor | None,
+) -> torch.Tensor:
+    """(n * side², K) rows times a convolution's weight -> channels-last (n, C', side, side).
+
+    The product runs as a 1 x 1 convolution over the rows laid out as one tall
+    image, (1, K, rows, 1) channels-last (a view): oneDNN then adds ``add`` and
+    applies the ReLU as it writes, which its matrix product cannot both do.
+    """
     # The weight as the (C', kh * kw * C) matrix the taps multiply (tap-major, as
     # _gathered_conv gathers them), made once per weight.
     matrix = prepared(
-        weight, compute_dtype(rows), "taps", lambda w: w.permute(0, 2, 3, 1).flatten(1)
+        weight,
+        compute_dtype(rows),
+        "taps",
+        lambda w: w.permute(0, 2, 3, 1).flatten(1)[:, :, None, None],
     )
-    out = fused_ops.linear(rows, matrix, bias, relu)
-    return out.view(n, side, side, -1).permute(0, 3, 1, 2)
+    image = _tall(rows)
+    residual = None if add is None else _tall(_rows(add, None))
+    out = fused_ops.conv2d(image, matrix, bias, (1, 1), (0, 0), (1, 1), 1, relu, residual)
+    return out.permute(0, 2, 3, 1).reshape(n, side, side, -1).permute(0, 3, 1, 2)
+
+
+def _tall(rows: torch.Tensor) -> torch.Tensor:
+    """(P, K) rows as a (1, K, P, 1) channels-last image, without a copy."""
+    return rows.view(1, rows.shape[0], 1, rows.shape[1]).permute(0, 3, 1, 2)
 
 
 def _pointwise_conv(x: BlockTensor, weight: torch.Tensor, bias: torch.Tensor | None,
-                    stride: int, relu: bool) -> BlockTensor:  # fmt: skip
+                    stride: int, relu: bool, add: BlockTensor | None) -> BlockTensor:  # fmt: skip
     """A 1 x 1 convolution: every cell's vector times the weight, a matrix product
     (faster than a convolution on blocks of a few cells)."""
     n, _, s, _ = x.shape
@@ -225,7 +247,7 @@ def _pointwise_conv(x: BlockTensor, weight: torch.Tensor, bias: torch.Tensor | N
     data = plain(x)[..., ::stride, ::stride]
     side = s // stride
     rows = data.contiguous(memory_format=torch.channels_last).permute(0, 2, 3, 1)
-    out = _matmul_rows(rows.reshape(n * side * side, -1), weight, bias, n, side, relu)
+    out = _matmul_rows(rows.reshape(n * side * side, -1), weight, bias, n, side, relu, add)
     return x.like(out)
 
 
@@ -237,6 +259,7 @@ def _gathered_conv(
     padding: int,
     dilation: int,
     relu: bool,
+    add: BlockTensor | None,
 ) -> BlockTensor:
     """A convolution as one gather of every output cell's window (its taps, from this
     block or a neighbour) and one matrix product: on blocks of a few cells this is
@@ -249,7 +272,7 @@ def _gathered_conv(
     index = index.view(n, side, kernel, side, kernel).permute(0, 1, 3, 2, 4).reshape(-1)
     windows = _rows(x, x.fill).index_select(0, index)  # (n * side² * kernel², C)
     windows = windows.view(n * side * side, -1)  # (cells, kernel² * C): tap-major
-    return x.like(_matmul_rows(windows, weight, bias, n, side, relu))
+    return x.like(_matmul_rows(windows, weight, bias, n, side, relu, add))
 
 
 def _check_window(
@@ -302,8 +325,10 @@ def conv2d_blocks(
     dilation: int | tuple[int, int],
     groups: int,
     relu: bool,
+    add: BlockTensor | None = None,
 ) -> BlockTensor:
-    """A convolution on packed blocks, then a ReLU if asked (fused where the device can)."""
+    """A convolution on packed blocks, plus ``add`` (a residual of the output's shape),
+    then a ReLU if asked (fused where the device can)."""
     if isinstance(padding, str):
         raise SparseUnsupported(f"convolution padding {padding!r}")
     st, pad, d = _pairs(stride), _pairs(padding), _pairs(dilation)
@@ -311,13 +336,14 @@ def conv2d_blocks(
     s = input.shape[-1]
     square = st[0] == st[1] and pad[0] == pad[1] and d[0] == d[1] and kernel[0] == kernel[1]
     if square and groups == 1 and kernel == (1, 1) and pad == (0, 0):
-        return _pointwise_conv(input, weight, bias, st[0], relu)
+        return _pointwise_conv(input, weight, bias, st[0], relu, add)
     if square and groups == 1 and s <= GATHER_CELLS and s % st[0] == 0:
         _check_window(s, kernel, st, pad, d)
-        return _gathered_conv(input, weight, bias, st[0], pad[0], d[0], relu)
+        return _gathered_conv(input, weight, bias, st[0], pad[0], d[0], relu, add)
+    residual = None if add is None else plain(add)
     return _windowed(
         input, kernel, st, pad, d, input.fill,
-        lambda x: fused_ops.conv2d(x, weight, bias, st, (0, 0), d, groups, relu),
+        lambda x: fused_ops.conv2d(x, weight, bias, st, (0, 0), d, groups, relu, residual),
     )  # fmt: skip
 
 

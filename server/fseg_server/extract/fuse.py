@@ -13,6 +13,7 @@ that no hook sees cannot slip through. Runs after batch-norm folding
 
 from __future__ import annotations
 
+import types
 from collections.abc import Callable
 
 import torch
@@ -33,18 +34,82 @@ class Conv2dReLU(nn.Conv2d):
     convolution's class becomes this one, so that its weights keep their names."""
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        args = (self.weight, self.bias, self.stride, self.padding, self.dilation, self.groups)
-        if isinstance(x, BlockTensor):
-            return conv2d_blocks(x, *args, relu=True)
-        return fused_ops.conv2d(x, *args, relu=True)
+        return conv_relu(self, x)
+
+
+def conv_relu(conv: nn.Conv2d, x: torch.Tensor, add: torch.Tensor | None = None) -> torch.Tensor:
+    """``relu(conv(x) + add)`` in one pass, on packed blocks or a whole image."""
+    args = (conv.weight, conv.bias, conv.stride, conv.padding, conv.dilation, conv.groups)
+    if isinstance(x, BlockTensor):
+        return conv2d_blocks(x, *args, relu=True, add=add)
+    return fused_ops.conv2d(x, *args, relu=True, add=add)
 
 
 def fuse_extractor(extractor: Extractor) -> int:
-    """Fuse ``extractor``'s convolution-ReLU pairs (in place; eval mode, on the CPU),
-    checked on the probe image; returns how many."""
+    """Fuse ``extractor``'s convolution-ReLU pairs and residual sums (in place; eval
+    mode, on the CPU), each checked on the probe image; returns how many."""
     if not any(type(m) is nn.ReLU for m in extractor.modules()):
         return 0
-    return fuse_conv_relus(extractor, extractor.features, probe_image(extractor.spec.stride))
+    probe = probe_image(extractor.spec.stride)
+    pairs = fuse_conv_relus(extractor, extractor.features, probe)
+    return pairs + fuse_residual_sums(extractor, extractor.features, probe)
+
+
+#: Residual blocks whose last convolution, the sum with the shortcut and the ReLU
+#: after it can run as one: (module, class) -> (the modules before that convolution
+#: in order, the convolution, what must be gone between it and the sum (batch norm
+#: folded away), the ReLU after the sum).
+RESIDUAL_BLOCKS = {
+    ("timm.models.resnet", "Bottleneck"): (
+        ("conv1", "bn1", "act1", "conv2", "bn2", "drop_block", "act2", "aa"),
+        "conv3", "bn3", "act3",
+    ),
+    ("timm.models.resnet", "BasicBlock"): (
+        ("conv1", "bn1", "drop_block", "act1", "aa"), "conv2", "bn2", "act2",
+    ),
+}  # fmt: skip
+
+
+def fuse_residual_sums(
+    module: nn.Module, forward: Callable[[torch.Tensor], torch.Tensor], probe: torch.Tensor
+) -> int:
+    """Make each residual block of :data:`RESIDUAL_BLOCKS` compute ``relu(conv(h) +
+    shortcut)`` in one pass (a sum and a ReLU over the block's widest activations
+    fewer); returns how many (0 when the probe check failed and all were undone)."""
+    with torch.no_grad():
+        expected = forward(probe)
+    blocks = [m for m in module.modules() if _residual_layout(m) is not None]
+    for block in blocks:
+        block.forward = types.MethodType(_fused_residual_forward, block)
+    with torch.no_grad():
+        fused = forward(probe)
+    scale = float(expected.abs().max()) or 1.0
+    if blocks and float((fused - expected).abs().max()) > FUSE_TOLERANCE * scale:
+        for block in blocks:
+            del block.forward
+        return 0
+    return len(blocks)
+
+
+def _residual_layout(block: nn.Module) -> tuple | None:
+    """The block's entry in RESIDUAL_BLOCKS when it can be fused as it stands: no
+    squeeze-and-excitation or drop path, its norm folded, a zero-padded convolution."""
+    layout = RESIDUAL_BLOCKS.get((type(block).__module__, type(block).__name__))
+    if layout is None:
+        return None
+    _, conv, norm, act = layout
+    plain = getattr(block, "se", None) is None and getattr(block, "drop_path", None) is None
+    folded = isinstance(getattr(block, norm), nn.Identity)
+    ends = type(getattr(block, act)) is nn.ReLU and _fusable(getattr(block, conv))
+    return layout if plain and folded and ends else None
+
+
+def _fused_residual_forward(self: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    before, conv, _, _ = _residual_layout(self)
+    shortcut = x if self.downsample is None else self.downsample(x)
+    for name in before:
+        x = getattr(self, name)(x)
+    return conv_relu(getattr(self, conv), x, add=shortcut)
 
 
 def fuse_conv_relus(

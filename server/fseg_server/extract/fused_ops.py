@@ -30,7 +30,10 @@ def prepared(
 ) -> torch.Tensor:
     """``make(weight)`` in ``dtype``, made once per weight and kept on it (so it goes with
     the network); a weight changed in place (a new version) or moved is made again."""
-    key = (tag, weight.data_ptr(), weight._version, dtype)
+    # A tensor made under inference mode (a prepared weight, prepared again) keeps
+    # no version; it is never changed in place.
+    version = 0 if weight.is_inference() else weight._version
+    key = (tag, weight.data_ptr(), version, dtype)
     cache = weight.__dict__.setdefault("_fseg_prepared", {})
     if cache.get(tag, (None,))[0] != key:
         cache[tag] = (key, make(weight).to(dtype))
@@ -42,17 +45,26 @@ def _fused_on_cpu(x: torch.Tensor) -> bool:
 
 
 def linear(
-    rows: torch.Tensor, matrix: torch.Tensor, bias: torch.Tensor | None, relu: bool
+    rows: torch.Tensor,
+    matrix: torch.Tensor,
+    bias: torch.Tensor | None,
+    relu: bool,
+    add: torch.Tensor | None = None,
 ) -> torch.Tensor:
-    """``rows @ matrix.T + bias``, then ReLU if asked; ``matrix`` already in the rows'
-    compute dtype (see :func:`prepared`)."""
+    """``rows @ matrix.T + bias``, plus ``add`` (a residual, shaped as the output) and
+    then ReLU if asked; ``matrix`` already in the rows' compute dtype (:func:`prepared`)."""
     dtype = matrix.dtype
     rows = rows.to(dtype)
     bias = None if bias is None else bias.to(dtype)
-    if _fused_on_cpu(rows):
+    if _fused_on_cpu(rows) and add is not None:
+        out = torch.ops.mkldnn._linear_pointwise.binary(rows, add.to(dtype), matrix, bias, "add")
+    elif _fused_on_cpu(rows):
         attr = "relu" if relu else "none"
         return torch.ops.mkldnn._linear_pointwise(rows, matrix, bias, attr, [], "")
-    out = F.linear(rows, matrix, bias)
+    else:
+        out = F.linear(rows, matrix, bias)
+        if add is not None:
+            out += add
     return out.relu_() if relu else out
 
 
@@ -65,15 +77,22 @@ def conv2d(
     dilation: tuple[int, int],
     groups: int,
     relu: bool,
+    add: torch.Tensor | None = None,
 ) -> torch.Tensor:
-    """A zero-padded convolution, then ReLU if asked, fused on CPUs."""
+    """A zero-padded convolution, plus ``add`` (a residual, shaped as the output), then
+    ReLU if asked, fused on CPUs."""
     if not (relu and _fused_on_cpu(x)):
         out = F.conv2d(x, weight, bias, stride, padding, dilation, groups)
+        if add is not None:
+            out += add
         return out.relu_() if relu else out
     dtype = compute_dtype(x)
     w = prepared(weight, dtype, "conv", lambda t: t.contiguous(memory_format=torch.channels_last))
     b = None if bias is None else bias.to(dtype)
     x = x.to(dtype)
-    return torch.ops.mkldnn._convolution_pointwise(
-        x, w, b, list(padding), list(stride), list(dilation), groups, "relu", [], ""
-    )
+    window = (list(padding), list(stride), list(dilation), groups)
+    if add is not None:
+        return torch.ops.mkldnn._convolution_pointwise.binary(
+            x, add.to(dtype), w, b, *window, "add", None, "relu", [], ""
+        )
+    return torch.ops.mkldnn._convolution_pointwise(x, w, b, *window, "relu", [], "")

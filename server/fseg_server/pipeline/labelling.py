@@ -16,7 +16,7 @@ import torch
 
 from ..concepts.bank import ConceptBank
 from ..extract import Extractor
-from ..extract.sparse import BlockLayout, pack_blocks
+from ..extract.sparse import pack_blocks
 from ..slide.reader import Slide
 from ..slide.tiles import Tile
 from .canvas import LabelCanvas
@@ -24,7 +24,7 @@ from .device_worker import DeviceWorker
 from .feature_cache import FeatureCache
 from .options import SegmentOptions, batch_pixels
 from .plan import SlidePlan
-from .recipes import LabelRecipe, StageClock
+from .recipes import LabelRecipe, StageClock, block_layout
 from .stream import ReadClock, read_tile, stream_tiles
 
 Progress = Callable[[str, int, int], None]
@@ -94,7 +94,7 @@ def label_tiles(
             pixels = read_tile(slide, plan.grid, tile) if features_recipe.guided else None
             return features_recipe, features_recipe.cached_item(cached, pixels)
         if tile.blocks is not None:
-            layout = _block_layout(tile)
+            layout = block_layout(tile)
             pixels = pack_blocks(read_tile(slide, plan.grid, tile), layout)
             return replace(pixels_recipe, layout=layout), pixels
         return pixels_recipe, read_tile(slide, plan.grid, tile)
@@ -118,14 +118,6 @@ def label_tiles(
     if plan.roi is not None:
         canvas.keep_touched_by(plan.roi)
     return canvas, LabellingClocks(read_clock.seconds, clock.extract, clock.factorize, hits[0])
-
-
-def _block_layout(tile: Tile) -> BlockLayout:
-    """A block-sparse region's blocks as the extractor takes them (its margins are
-    whole blocks, equal on every side)."""
-    blocks = tile.blocks
-    assert blocks is not None
-    return BlockLayout(blocks.array(), blocks.block, ring=tile.margins[0] // blocks.block)
 
 
 def _margin_cells(tile: Tile, stride: int) -> tuple[int, ...]:

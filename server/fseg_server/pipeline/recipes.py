@@ -23,6 +23,7 @@ from ..device import channels_last, inference_precision
 from ..extract import Extractor
 from ..extract.sparse import BlockLayout, scatter_core
 from ..factorize import Mode, concept_scores, guide_cells, labels_from_scores
+from ..slide.tiles import Tile
 
 
 @dataclass
@@ -53,6 +54,14 @@ def extract_features(extractor: Extractor, tiles: torch.Tensor) -> torch.Tensor:
         images = images.contiguous(memory_format=torch.channels_last)
     with inference_precision(tiles.device, extractor.low_precision_ok):
         return extractor(images).float()
+
+
+def block_layout(tile: Tile) -> BlockLayout:
+    """A block-sparse region's blocks as the extractor takes them (its margins are
+    whole blocks, equal on every side)."""
+    blocks = tile.blocks
+    assert blocks is not None, "a block-sparse region"
+    return BlockLayout(blocks.array(), blocks.block, ring=tile.margins[0] // blocks.block)
 
 
 def extract_core_features(
