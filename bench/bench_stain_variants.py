@@ -1,0 +1,177 @@
+"""Candidate changes to the built-in ``stain`` extractor, scored against it fold by fold.
+
+Issue 18 asks for a built-in extractor that does better on unseen lung H&E,
+normal (alveolar) tissue above all. Each candidate here is ``stain`` with a
+few channels added (or its bank windows changed), put through the
+cross-validated protocol of ``wsss_protocol.py`` on the same splits and
+seeds as the current extractor; ``vs_first`` is its paired difference to
+``stain`` (mean, standard deviation, folds where it rose). A candidate
+would replace ``stain`` only if it rose by more than that spread.
+
+    python bench/bench_stain_variants.py [--variants g24,ratio,g24+ratio]
+        [--k 8,16,32] [--seeds 5] [--name NAME]
+
+Variants (combine with ``+``):
+  g24       glass fraction averaged over a fourth, wider neighbourhood
+            (radius 24 cells, 96 µm: several alveoli), margin raised to 128 px;
+  ratio     haematoxylin's share of the stain density, H / (H + E), per cell
+            and over the three context radii: unchanged when a slide's
+            staining is stronger or weaker overall, where H and E are not;
+  inter     tissue x the glass around it (radii 5 and 12 cells): high only
+            for tissue among air spaces (thin alveolar walls), low for glass
+            and for solid sheets alike, so no mixture of those can mimic it;
+  ratio2    ratio, its channels weighted 2 (distances are what k-means and the
+            factorization see);
+  tissue    the context's H, E and nuclear fraction averaged over tissue alone
+            (divided by the neighbourhood's tissue share), so that the air
+            around a cell no longer dilutes what its tissue is like;
+  window16  bank windows of 16 px instead of 32.
+Results: bench/results/stain-variants[-NAME].json (``--name``). None of them
+has risen by more than its spread so far (README, How well it segments).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from dataclasses import replace
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from common import print_table, write_json
+from fseg_server.extract import create_extractor
+from fseg_server.extract.stain import (
+    CELL_CHANNELS,
+    CONTEXT_CHANNELS,
+    CONTEXT_RADII,
+    StainExtractor,
+    _box_mean,
+)
+from fseg_server.pipeline.options import SegmentOptions
+from wsss_protocol import FsegMethod, cross_validate, paired_difference, patches, summarise
+
+# Channels of stain's output that the additions read (see StainExtractor.features).
+HAEMATOXYLIN, EOSIN, GLASS = 0, 1, 10
+MIN_STAIN_OD = 0.05  # below this a cell is glass: its H share means nothing
+WIDE_RADIUS = 24  # cells (96 µm)
+ADDITIONS = ("g24", "ratio", "ratio2", "inter", "tissue")
+# Within each radius's context block: H, E, brightness, nuclear fraction, texture, glass.
+CONTEXT_STAINS, CONTEXT_GLASS = [0, 1, 3], 5
+MIN_TISSUE_SHARE = 0.1
+
+
+class StainVariant(StainExtractor):
+    """``stain`` with some of ADDITIONS appended to its channels."""
+
+    def __init__(self, additions: tuple[str, ...], concept_window: int | None) -> None:
+        super().__init__()
+        self.additions = additions
+        probe = self.features(torch.zeros(1, 3, 64, 64))
+        margin = 2 * self.spec.margin if "g24" in additions else self.spec.margin
+        self.spec = replace(
+            self.spec,
+            feature_dim=probe.shape[1],
+            margin=margin,
+            concept_window=concept_window or self.spec.concept_window,
+        )
+
+    def features(self, rgb: torch.Tensor) -> torch.Tensor:
+        base = super().features(rgb)
+        if "tissue" in self.additions:
+            base = _tissue_context(base)
+        glass = base[:, GLASS : GLASS + 1]
+        extra = []
+        if "g24" in self.additions:
+            extra.append(_box_mean(glass, WIDE_RADIUS))
+        if "ratio" in self.additions or "ratio2" in self.additions:
+            h, e = base[:, HAEMATOXYLIN : HAEMATOXYLIN + 1], base[:, EOSIN : EOSIN + 1]
+            density = h + e
+            share = h / density.clamp_min(MIN_STAIN_OD) * (density > MIN_STAIN_OD)
+            share = share * (2.0 if "ratio2" in self.additions else 1.0)
+            extra += [share, *(_box_mean(share, r) for r in CONTEXT_RADII)]
+        if "inter" in self.additions:
+            extra += [(1 - glass) * _box_mean(glass, r) for r in (5, 12)]
+        return torch.cat([base, *extra], dim=1).clamp_min_(0.0)
+
+
+def _tissue_context(base: torch.Tensor) -> torch.Tensor:
+    out = base.clone()
+    for i in range(len(CONTEXT_RADII)):
+        block = CELL_CHANNELS + i * CONTEXT_CHANNELS
+        tissue = (1 - base[:, block + CONTEXT_GLASS]).clamp_min(MIN_TISSUE_SHARE)
+        for c in CONTEXT_STAINS:
+            out[:, block + c] = base[:, block + c] / tissue
+    return out
+
+
+def unknown_part(name: str) -> str | None:
+    """The first part of ``name`` that names no variant, if any."""
+    known = (*ADDITIONS, "window16", "stain")
+    return next((p for p in name.split("+") if p not in known), None)
+
+
+def variant(name: str) -> StainExtractor:
+    parts = tuple(name.split("+"))
+    if parts == ("stain",):
+        return create_extractor("stain")
+    additions = tuple(p for p in parts if p in ADDITIONS)
+    return StainVariant(additions, 16 if "window16" in parts else None)
+
+
+def main() -> None:
+    args = _parser().parse_args()
+    images, ks = patches(), [int(k) for k in args.k.split(",")]
+    baseline: dict[int, list[dict]] = {}  # stain's folds per k: the pairs for vs_first
+    rows, table = [], []
+    for name in ["stain", *args.variants.split(",")]:
+        extractor = variant(name)
+        method = FsegMethod(extractor, "project", SegmentOptions())
+        for k in ks:
+            started = time.perf_counter()
+            folds = cross_validate(method, images, k, args.seeds)
+            baseline.setdefault(k, [vars(f) for f in folds])
+            summary = summarise(folds)
+            rows.append({"variant": name, "k": k, "feature_dim": extractor.spec.feature_dim,
+                         "cross_validated": summary, "folds": [vars(f) for f in folds],
+                         "seconds": time.perf_counter() - started})  # fmt: skip
+            table.append(_table_row(name, k, extractor.spec.feature_dim, summary))
+            table[-1] |= paired_difference(folds, baseline[k])
+            print_table(table[-1:], "")
+        method.close()
+    print_table(table, f"stain variants, {len(images)} patches, {args.seeds} seeds, project mode")
+    payload = {"settings": vars(args), "rows": rows, "table": table}
+    write_json(f"stain-variants-{args.name}" if args.name else "stain-variants", payload)
+
+
+def _table_row(name: str, k: int, channels: int, summary: dict) -> dict:
+    per_class = summary["per_class_iou_mean"]
+    return {
+        "variant": name, "k": k, "channels": channels,
+        "cv_mIoU": summary["miou_mean"], "sd": summary["miou_sd"],
+        **{c: per_class[c] for c in ("tumour", "stroma", "normal", "background")},
+    }  # fmt: skip
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--variants", default="g24,ratio,inter,window16,g24+ratio",
+                        type=lambda text: _variants(parser, text),
+                        help="comma-separated; scored after stain itself")  # fmt: skip
+    parser.add_argument("--k", default="8,16,32", help="comma-separated k values")
+    parser.add_argument("--seeds", type=int, default=5, help="splits (two folds each)")
+    parser.add_argument("--name", default="", help="results go to stain-variants-NAME.json")
+    return parser
+
+
+def _variants(parser: argparse.ArgumentParser, text: str) -> str:
+    for name in text.split(","):
+        if unknown_part(name):
+            parser.error(f"unknown variant {unknown_part(name)!r} in {name!r}")
+    return text
+
+
+if __name__ == "__main__":
+    main()
