@@ -40,7 +40,7 @@ from fseg_server.pipeline.options import SegmentOptions, batch_pixels  # noqa: E
 from fseg_server.pipeline.plan import plan_slide  # noqa: E402
 from fseg_server.pipeline.recipes import (  # noqa: E402
     block_layout,
-    extract_core_features,
+    extract_core_cells,
     extract_features,
 )
 from fseg_server.pipeline.segment import fit_on_slide, segment_slide  # noqa: E402
@@ -83,7 +83,7 @@ def _pure_block_forward(slide, extractor, plan, device) -> float:
     seconds = 0.0
     for layout, blocks in packed:
         began = time.perf_counter()
-        extract_core_features(extractor, torch.from_numpy(blocks).to(device), layout)
+        extract_core_cells(extractor, torch.from_numpy(blocks).to(device), layout)
         if device.type == "cuda":
             torch.cuda.synchronize()
         seconds += time.perf_counter() - began

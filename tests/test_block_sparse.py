@@ -21,7 +21,13 @@ from conftest import shared
 from fseg_server.device import place
 from fseg_server.extract import create_extractor
 from fseg_server.extract.block_tensor import run_block_sparse
-from fseg_server.extract.sparse import BlockLayout, pack_blocks, runs_block_sparse, scatter_core
+from fseg_server.extract.sparse import (
+    BlockLayout,
+    core_cells,
+    pack_blocks,
+    runs_block_sparse,
+    scatter_cells,
+)
 from fseg_server.pipeline.device_worker import DeviceWorker
 from fseg_server.pipeline.feature_cache import FeatureCache
 from fseg_server.pipeline.options import SegmentOptions
@@ -58,7 +64,7 @@ def test_blocks_covering_a_rectangle_give_the_network_s_dense_features(name):
         packed = run_block_sparse(
             extractor.features, blocks, torch.from_numpy(layout.neighbours()), fill=0.0
         )
-    sparse = scatter_core(packed[:-1], layout)
+    sparse = scatter_cells(core_cells(packed[:-1], layout), layout, block // extractor.spec.stride)
     assert sparse.shape == dense.shape
     assert float((sparse - dense).abs().max()) <= 1e-4 * float(dense.abs().max())
 
@@ -170,10 +176,26 @@ def test_block_sparse_labels_agree_with_whole_rectangles_on_a_real_slide(resnet_
     assert (a[labelled] == b[labelled]).mean() >= 0.97
 
 
-def test_a_feature_cache_gives_block_sparse_regions_their_labels_again(resnet_on_cmu, tmp_path):
+@pytest.mark.parametrize("mode", ["project", "classify"])
+def test_a_feature_cache_gives_block_sparse_regions_their_labels_again(
+    resnet_on_cmu, tmp_path, mode
+):
     slide, extractor, bank, options, worker = resnet_on_cmu
+    options = dataclasses.replace(options, mode=mode)
     cache = FeatureCache(tmp_path, 2**30)
     first = segment_slide(slide, extractor, bank, options, worker, cache=cache)
     again = segment_slide(slide, extractor, bank, options, worker, cache=cache)
     assert again.summary["tiles"]["from_feature_cache"] == len(again.plan.tiles) > 0
     assert (first.labels == again.labels).all()
+
+
+def test_windows_are_cut_where_the_least_tissue_lies():
+    from fseg_server.slide.sparse_regions import _cuts
+
+    # 45 lines of tissue with glass on lines 26 to 28; windows of at most 30 lines.
+    tissue = np.array([5] * 26 + [0] * 3 + [5] * 16)
+    edges = _cuts(tissue, limit=30, reach=1)
+    # Two windows (the fewest), cut where no tissue lies within reach of the cut.
+    assert len(edges) == 3 and edges[0] == 0 and edges[-1] == len(tissue)
+    assert edges[1] in (27, 28)
+    assert _cuts(np.ones(100), limit=30, reach=2) == [0, 10, 40, 70, 100]  # parts <= 30

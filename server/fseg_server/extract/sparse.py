@@ -106,19 +106,46 @@ def _glass_colour(grid: np.ndarray, glass: np.ndarray) -> np.ndarray:
     return np.median(sample, axis=0).astype(np.uint8)
 
 
-def scatter_core(values: torch.Tensor, layout: BlockLayout) -> torch.Tensor:
-    """(n, C, s, s) values of the packed blocks -> (C, rows * s, cols * s) over the core
-    (the rectangle less its ring), zero where no block was computed."""
-    _, channels, s, _ = values.shape
-    ring = layout.ring
-    rows, cols = (size - 2 * ring for size in layout.occupied.shape)
-    where = layout.positions - ring
-    inside = ((where >= 0) & (where < (rows, cols))).all(axis=1)
-    dense = values.new_zeros(rows, cols, channels, s, s)
-    kept = torch.from_numpy(where[inside]).to(values.device)
-    chosen = torch.from_numpy(np.flatnonzero(inside)).to(values.device)
-    dense[kept[:, 0], kept[:, 1]] = values[chosen]
-    return dense.permute(2, 0, 3, 1, 4).reshape(channels, rows * s, cols * s)
+def core_cells(values: torch.Tensor, layout: BlockLayout) -> torch.Tensor:
+    """(n, C, s, s) values of the packed blocks -> (C, N): the cells of the blocks in the
+    core (not the ring), block by block, row-major within a block; the order of
+    :func:`core_cell_index`."""
+    inside = torch.from_numpy(np.flatnonzero(_in_core(layout))).to(values.device)
+    kept = values.index_select(0, inside)  # (m, C, s, s)
+    return kept.permute(1, 0, 2, 3).reshape(values.shape[1], -1)
+
+
+def core_cell_index(layout: BlockLayout, s: int) -> np.ndarray:
+    """(N,) positions in the core's (rows * s) x (cols * s) grid of the cells that
+    :func:`core_cells` gives, row-major."""
+    cols = layout.occupied.shape[1] - 2 * layout.ring
+    where = layout.positions[_in_core(layout)] - layout.ring  # (m, 2) blocks in the core
+    y, x = np.divmod(np.arange(s * s), s)
+    rows = where[:, :1] * s + y[None]  # (m, s²)
+    columns = where[:, 1:] * s + x[None]
+    return (rows * (cols * s) + columns).reshape(-1)
+
+
+def scatter_cells(cells: torch.Tensor, layout: BlockLayout, s: int) -> torch.Tensor:
+    """(C, N) core cells -> (C, rows * s, cols * s) grid of the core, zero elsewhere."""
+    rows, cols = core_size(layout, s)
+    grid = cells.new_zeros(cells.shape[0], rows * cols)
+    index = torch.from_numpy(core_cell_index(layout, s)).to(cells.device)
+    grid[:, index] = cells
+    return grid.view(cells.shape[0], rows, cols)
+
+
+def core_size(layout: BlockLayout, s: int) -> tuple[int, int]:
+    """(rows, cols) of the core's grid of cells, s cells a block."""
+    rows, cols = (size - 2 * layout.ring for size in layout.occupied.shape)
+    return rows * s, cols * s
+
+
+def _in_core(layout: BlockLayout) -> np.ndarray:
+    """(n,) bool: which packed blocks lie in the core rather than the ring."""
+    rows, cols = (size - 2 * layout.ring for size in layout.occupied.shape)
+    where = layout.positions - layout.ring
+    return ((where >= 0) & (where < (rows, cols))).all(axis=1)
 
 
 def runs_block_sparse(features: Callable[[torch.Tensor], torch.Tensor], stride: int) -> bool:
@@ -139,7 +166,7 @@ def runs_block_sparse(features: Callable[[torch.Tensor], torch.Tensor], stride: 
             packed = run_block_sparse(features, blocks, table, fill=0.0)
         except Exception:
             return False
-    got = scatter_core(packed[:-1], layout)
+    got = scatter_cells(core_cells(packed[:-1], layout), layout, packed.shape[-1])
     if got.shape != expected.shape:
         return False
     scale = float(expected.abs().max()) or 1.0

@@ -88,15 +88,18 @@ def label_tiles(
     def prepare(tile: Tile) -> tuple[LabelRecipe, np.ndarray]:
         pixels_recipe, features_recipe = layouts[_margin_cells(tile, spec.stride)]
         cached = cache.get(key, tile) if cache else None
+        if tile.blocks is not None:  # a batch of its own: its recipe carries its blocks
+            layout = block_layout(tile)
+            if cached is not None:
+                hits[0] += 1
+                return replace(features_recipe, layout=layout), cached
+            pixels = pack_blocks(read_tile(slide, plan.grid, tile), layout)
+            return replace(pixels_recipe, layout=layout), pixels
         if cached is not None:
             hits[0] += 1
             # Guided labels need the tile's colours, which the cache does not keep.
             pixels = read_tile(slide, plan.grid, tile) if features_recipe.guided else None
             return features_recipe, features_recipe.cached_item(cached, pixels)
-        if tile.blocks is not None:
-            layout = block_layout(tile)
-            pixels = pack_blocks(read_tile(slide, plan.grid, tile), layout)
-            return replace(pixels_recipe, layout=layout), pixels
         return pixels_recipe, read_tile(slide, plan.grid, tile)
 
     read_clock = ReadClock()

@@ -21,7 +21,7 @@ import torch.nn.functional as F
 
 from ..device import channels_last, inference_precision
 from ..extract import Extractor
-from ..extract.sparse import BlockLayout, scatter_core
+from ..extract.sparse import BlockLayout, core_cell_index, core_cells, core_size, scatter_cells
 from ..factorize import Mode, concept_scores, guide_cells, labels_from_scores
 from ..slide.tiles import Tile
 
@@ -64,18 +64,18 @@ def block_layout(tile: Tile) -> BlockLayout:
     return BlockLayout(blocks.array(), blocks.block, ring=tile.margins[0] // blocks.block)
 
 
-def extract_core_features(
+def extract_core_cells(
     extractor: Extractor, blocks: torch.Tensor, layout: BlockLayout
 ) -> torch.Tensor:
-    """(n + 1, b, b, 3) uint8 packed blocks (``sparse.pack_blocks``) -> (1, C, h, w) fp32
-    features of the layout's core, zero where no block was computed."""
+    """(n + 1, b, b, 3) uint8 packed blocks (``sparse.pack_blocks``) -> (C, N) fp32
+    features of the cells of the layout's core blocks (``sparse.core_cells``)."""
     images = blocks.permute(0, 3, 1, 2)
     if channels_last(extractor, blocks.device):
         images = images.contiguous(memory_format=torch.channels_last)
     neighbours = torch.from_numpy(layout.neighbours()).to(blocks.device)
     with inference_precision(blocks.device, extractor.low_precision_ok):
         values = extractor.forward_blocks(images, neighbours)
-    return scatter_core(values[:-1].float(), layout)[None]
+    return core_cells(values[:-1], layout).float()
 
 
 @dataclass(eq=False)
@@ -154,6 +154,8 @@ class LabelRecipe:
 
     def run(self, tiles: torch.Tensor) -> list[tuple[np.ndarray, np.ndarray | None]]:
         """(labels of the core, features or None) per tile."""
+        if self.layout is not None:
+            return [self._run_blocks(tiles[0], self.layout)]
         features, guide = self._features_and_guide(tiles)
         started = time.perf_counter()
         # Only the core and one cell of context around it are factorized: the
@@ -180,17 +182,39 @@ class LabelRecipe:
         self.clock.factorize += self.clock.lap(tiles.device, started)
         return result
 
+    def _run_blocks(
+        self, item: torch.Tensor, layout: BlockLayout
+    ) -> tuple[np.ndarray, np.ndarray | None]:
+        """A block-sparse region: only the cells of its core's blocks are factorized (as
+        one 1 x N image), and their labels laid out over the core; elsewhere 0, which
+        the tissue mask clears. ``item`` is packed pixels, or the cached core grid."""
+        s = layout.block // self.extractor.spec.stride
+        index = torch.from_numpy(core_cell_index(layout, s)).to(item.device)
+        if self.from_features:  # the cached (C, h, w) core grid
+            cells = item.float().flatten(1).index_select(1, index)
+        else:
+            started = time.perf_counter()
+            cells = extract_core_cells(self.extractor, item, layout)
+            self.clock.extract += self.clock.lap(item.device, started)
+        started = time.perf_counter()
+        scores, best = concept_scores(
+            cells[None, :, None, :], self.concepts, self.mode, components=self.components
+        )
+        rows, cols = core_size(layout, s)
+        labels = torch.zeros(rows * cols, dtype=torch.uint8, device=item.device)
+        labels[index] = labels_from_scores(scores, best, 1, None).reshape(-1)
+        kept = None
+        if self.keep_features:
+            kept = scatter_cells(cells.half(), layout, s).cpu().numpy()
+        self.clock.factorize += self.clock.lap(item.device, started)
+        return labels.view(rows, cols).cpu().numpy(), kept
+
     def _features_and_guide(self, batch: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
         """(B, C, h, w) features and, for guided labels, (B, 3u², h, w) colours."""
         if self.from_features:
             channels = self.extractor.spec.feature_dim
             guide = batch[:, channels:].float() if self.guided else None
             return batch[:, :channels].float(), guide
-        if self.layout is not None:  # never guided: see plan.plan_slide
-            started = time.perf_counter()
-            features = extract_core_features(self.extractor, batch[0], self.layout)
-            self.clock.extract += self.clock.lap(batch.device, started)
-            return features, None
         features = features_of(self.extractor, batch, self.clock)
         if not self.guided:
             return features, None

@@ -4,8 +4,8 @@ A network that runs on packed blocks (``extract/sparse.py``) pays for the
 blocks that hold tissue and for nothing else, so there is nothing to gain by
 cutting the tissue into tight rectangles: the dense planner's cuts
 (``regions.py``) exist to leave glass out, and each adds context margins.
-Here the slide's block grid is divided into equal windows of at most
-``max_blocks`` blocks a side (bounded memory per forward pass); each window,
+Here the slide's block grid is divided into windows of at most ``max_blocks``
+blocks a side, as few as that allows, cut where the least tissue lies; each window,
 shrunk to the tissue it holds, is one region. Its rectangle is read with
 ``reach`` blocks of context on every side, and the occupied blocks in that
 ring, which belong to the neighbouring windows, are computed with it, so
@@ -49,9 +49,8 @@ def plan_sparse_regions(
     block, limit = geometry.block, geometry.max_blocks
     reach = max(1, -(-geometry.margin // block))
     padded = np.pad(occupied, reach)
-    rows, cols = occupied.shape
-    row_edges = _edges(rows, limit)
-    col_edges = _edges(cols, limit)
+    row_edges = _cuts(occupied.sum(axis=1), limit, reach)
+    col_edges = _cuts(occupied.sum(axis=0), limit, reach)
     tiles = []
     windows = itertools.product(itertools.pairwise(row_edges), itertools.pairwise(col_edges))
     for seen, ((r0, r1), (c0, c1)) in enumerate(windows, start=1):
@@ -79,8 +78,36 @@ def plan_sparse_regions(
     return smallest_first(tiles)
 
 
-def _edges(length: int, limit: int) -> list[int]:
-    """Edges of equal parts of ``length`` blocks, none longer than ``limit``: equal
-    parts rather than full ones and a sliver, for steadier forward passes."""
+def _cuts(tissue: np.ndarray, limit: int, reach: int) -> list[int]:
+    """Edges of the fewest parts of ``len(tissue)`` block lines, none longer than
+    ``limit``, placed where a cut costs least: a cut at line p makes both windows
+    compute the tissue within ``reach`` lines of it twice over, so its cost is the
+    tissue blocks on lines [p - reach, p + reach) (``tissue``: per line).
+
+    Dynamic programming over the cut positions, one sliding minimum per cut.
+    """
+    length = len(tissue)
     parts = max(1, math.ceil(length / limit))
-    return [int(v) for v in np.linspace(0, length, parts + 1).round()]
+    if parts == 1:
+        return [0, length]
+    counts = np.concatenate([[0], np.cumsum(tissue)])
+    p = np.arange(length + 1)
+    cost = counts[np.minimum(p + reach, length)] - counts[np.maximum(p - reach, 0)]
+    best = np.full(length + 1, np.inf)  # least cost of the cuts so far, the last at p
+    best[0] = 0.0
+    choices = []
+    for _ in range(parts - 1):
+        # For each p, the best previous cut q in [p - limit, p - 1].
+        padded = np.concatenate([np.full(limit, np.inf), best])
+        windows = np.lib.stride_tricks.sliding_window_view(padded[:-1], limit)
+        previous = windows.argmin(axis=1) + p - limit  # (length + 1,)
+        best = windows.min(axis=1) + cost
+        choices.append(previous)
+    # The last part ends at the end: its start is within ``limit`` of it.
+    last = int(np.argmin(np.where(p >= length - limit, best, np.inf)))
+    edges = [length, last]
+    for previous in reversed(choices[1:]):
+        last = int(previous[last])
+        edges.append(last)
+    edges.append(0)
+    return edges[::-1]
