@@ -30,15 +30,9 @@ from .errors import ClientError
 _VMS_FILE_KEY = re.compile(r"^(imagefile(\(\d+,\d+\))?|mapfile|optimisationfile|macroimage)$")
 
 
-def check_named_companions(main: Path) -> None:
-    """Refuse a MIRAX or Hamamatsu slide whose key file names a file that is missing
-    (cheap: one key file read). DICOM series are found, not named, so none is missing.
-
-    Raises:
-        ClientError: which file is missing, in one sentence.
-    """
-    if main.suffix.lower() in (".mrxs", ".vms", ".vmu"):
-        slide_files(main)
+#: Formats whose key file names its companions, so that a missing one is found by
+#: reading that file alone. DICOM series are found, not named, so none is missing.
+NAMED_COMPANIONS = (".mrxs", ".vms", ".vmu")
 
 
 def slide_files(main: Path) -> list[tuple[str, Path]]:

@@ -17,7 +17,6 @@ from pathlib import Path
 from fseg_proto import PROTOCOL, fseg_pb2
 from fseg_proto.slide_sets import manifest_sha256
 
-from .companions import slide_files
 from .inputs import SlideInput
 from .options import RequestOptions
 
@@ -87,7 +86,7 @@ def slide_identity(slide: SlideInput, by_content: bool, hashes: HashCache) -> di
     """
     if not slide.local:
         return {"path": str(slide.path)}
-    files = slide_files(slide.path)
+    files = slide.files
     if by_content and len(files) > 1:
         # Not "sha256": that key is reused as the main file's own digest (plan.py).
         return {"name": slide.name, "set_sha256": set_address(slide_set(files, hashes))}

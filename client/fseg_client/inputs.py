@@ -8,6 +8,7 @@ anything starts, since one would silently overwrite the other.
 from __future__ import annotations
 
 import csv
+import functools
 import glob
 import math
 import os
@@ -16,7 +17,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from .companions import check_named_companions
+from .companions import NAMED_COMPANIONS, slide_files
 from .errors import ClientError
 from .options import OUTPUT_FILES
 
@@ -69,6 +70,18 @@ class SlideInput:
     def name(self) -> str:
         """The slide's file name (sent to the server; its suffix names the format)."""
         return self.path.name
+
+    @functools.cached_property
+    def files(self) -> list[tuple[str, Path]]:
+        """(path relative to the main file's folder, local file) of every file of the
+        slide, main file first (``companions.slide_files``). Found once per slide: a
+        DICOM series is found by reading every sibling's header, and resuming, the
+        fingerprint and the upload all need the same list.
+
+        Raises:
+            ClientError: a companion the slide needs is missing or cannot be named.
+        """
+        return slide_files(self.path)
 
 
 def stem_of(path: Path) -> str:
@@ -239,8 +252,10 @@ def collect_inputs(
         slides.extend(expand_argument(text, allow_remote))
     slides = _unique_paths(slides)
     for slide in slides:  # a slide that cannot be uploaded whole stops the batch before work
-        if slide.local:
-            check_named_companions(slide.path)
+        # Cheap for the formats whose key file names its companions (one file read);
+        # a DICOM series is found later, when the slide is fingerprinted or uploaded.
+        if slide.local and slide.path.suffix.lower() in NAMED_COMPANIONS:
+            _ = slide.files  # raises when a named companion is missing
     if not slides:
         # A file gives a slide and a pattern gives one or fails: only empty folders give none.
         where = (

@@ -17,7 +17,6 @@ import grpc
 from fseg_proto import fseg_pb2
 
 from .calls import CallRegistry
-from .companions import slide_files
 from .connect import Connection
 from .errors import ClientError, ProtocolError, rpc_error_code
 from .fingerprint import HashCache, set_address, slide_set
@@ -113,7 +112,7 @@ class SlideResolver:
     ) -> fseg_pb2.SlideRef:
         """Upload ``slide`` to ``conn``'s server, with its companion files if it has any;
         files the server holds already are not sent again."""
-        files = slide_files(slide.path)
+        files = slide.files
         if len(files) > 1:
             return self.upload_set(conn, slide, files, progress)
         try:
