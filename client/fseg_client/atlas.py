@@ -21,15 +21,15 @@ import grpc
 from fseg_proto import fseg_pb2
 
 from .atomic import clean_stale_temp_files
-from .bankfile import BankSpec, check_bank, load_bank_file, looks_like_bank_file
+from .bankfile import BankSpec, named_bank
 from .batch import slide_roots
 from .calls import CallRegistry
-from .connect import Connection, connect_all, credentials_from_args, parse_servers
+from .connect import Connection, credentials_from_args, parse_servers
 from .errors import EXIT_FAILED, EXIT_OK, EXIT_USAGE, ClientError, ProtocolError, rpc_error_code
 from .fingerprint import HashCache
 from .inputs import SlideInput, collect_inputs
 from .job import AttemptState, consume_events
-from .local_server import LocalServer
+from .local_server import LocalServer, connect_or_start
 from .options import FRAMES, MAX_K, TISSUE, check_finite
 from .outputs import prepare_output_folder
 from .progress import Progress, resolve_style
@@ -101,13 +101,7 @@ def _check_args(args: argparse.Namespace) -> None:
 
 def _bank(args: argparse.Namespace) -> tuple[BankSpec, str]:
     """The bank (a local file, checked here, or a server's bank by name) and the extractor."""
-    if not looks_like_bank_file(args.bank):
-        return BankSpec(name=args.bank, source=f"server bank {args.bank}"), args.extractor or ""
-    path = Path(args.bank).expanduser()
-    if not path.is_file():
-        raise ClientError(f"the concept bank {args.bank} does not exist")
-    spec, meta = load_bank_file(path)
-    check_bank(meta, str(path), args.k, args.extractor or "")
+    spec, meta = named_bank(args.bank, args.k, args.extractor or "")
     return spec, args.extractor or str(meta.get("extractor", ""))
 
 
@@ -119,23 +113,16 @@ def _open_server(
     progress: Progress,
 ) -> tuple[Connection, LocalServer | None]:
     """A connection to the first ``--server``, or to an embedded server started here."""
+    command = {
+        "slide_roots": slide_roots(slides),
+        "extractor": extractor,
+        "weights": args.weights or [],
+        "device": args.device,
+    }
+    addresses = parse_servers(args.server)[:1]
     creds = credentials_from_args(args)
-    addresses = parse_servers(args.server)
-    local = None
-    if not addresses:
-        command = {
-            "slide_roots": slide_roots(slides),
-            "extractor": extractor,
-            "weights": args.weights or [],
-            "device": args.device,
-        }
-        local = LocalServer(command, creds)
-        progress.note("fseg: starting a local fseg server (no --server given)")
-        stack.enter_context(local)
-        addresses = [local.address]
-    conn = connect_all(addresses[:1], creds)[0]
-    stack.callback(conn.close)
-    return conn, local
+    conns, local = connect_or_start(stack, addresses, lambda: command, creds, progress.note)
+    return conns[0], local
 
 
 def _atlas_on(

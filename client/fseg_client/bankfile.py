@@ -98,3 +98,21 @@ def load_bank_file(path: Path) -> tuple[BankSpec, dict]:
 def looks_like_bank_file(text: str) -> bool:
     """Whether ``--concepts`` names a local file rather than a bank on the server."""
     return text.lower().endswith(".safetensors") or Path(text).expanduser().is_file()
+
+
+def named_bank(concepts: str, k: int, extractor: str) -> tuple[BankSpec, dict]:
+    """The bank ``--concepts`` names, and its metadata: a local bank file, read and
+    checked for ``k`` and ``extractor`` here (``{}`` when it names a bank the
+    server loaded, which the server checks).
+
+    Raises:
+        ClientError: the file does not exist, or does not suit ``k`` or ``extractor``.
+    """
+    if not looks_like_bank_file(concepts):
+        return BankSpec(name=concepts, source=f"server bank {concepts}"), {}
+    path = Path(concepts).expanduser()
+    if not path.is_file():
+        raise ClientError(f"the concept bank {concepts} does not exist")
+    spec, meta = load_bank_file(path)
+    check_bank(meta, str(path), k, extractor)
+    return spec, meta

@@ -19,13 +19,13 @@ from .atomic import clean_stale_temp_files
 from .bankfile import BANK_FILE_NAME, BankSpec, bank_metadata
 from .board import Board
 from .calls import CallRegistry
-from .connect import Connection, Credentials, connect_all, credentials_from_args, parse_servers
+from .connect import Connection, Credentials, credentials_from_args, parse_servers
 from .errors import EXIT_FAILED, EXIT_OK, ClientError
 from .fingerprint import HashCache
 from .fit import fit_batch_bank
 from .inputs import SlideInput, collect_inputs
 from .job import BatchContext, SlideTask
-from .local_server import LocalServer
+from .local_server import connect_or_start
 from .options import OUTPUT_FILES, RequestOptions, options_from_args
 from .outputs import output_names, prepare_output_folder
 from .plan import choose_bank, plan_tasks, with_bank_extractor
@@ -152,17 +152,16 @@ class _Batch:
     def open_servers(
         self, stack: contextlib.ExitStack, addresses: list[str], options: RequestOptions
     ) -> tuple[list[Connection], Callable[[], str | None]]:
-        """Connections to the servers (starting the local one if none was given)."""
-        fatal: Callable[[], str | None] = lambda: None  # noqa: E731
-        if not addresses:
-            local = LocalServer(local_server_args(self.args, self.slides, options), self.creds)
-            self.progress.note("fseg: starting a local fseg server (no --server given)")
-            stack.enter_context(local)
-            addresses, fatal = [local.address], local.death_reason
-        conns = connect_all(addresses, self.creds)
-        for conn in conns:
-            stack.callback(conn.close)
-        return conns, fatal
+        """Connections to the servers (starting the local one if none was given), and
+        what says why the local one died (None while it lives, or with no local one)."""
+        conns, local = connect_or_start(
+            stack,
+            addresses,
+            lambda: local_server_args(self.args, self.slides, options),
+            self.creds,
+            self.progress.note,
+        )
+        return conns, (local.death_reason if local is not None else lambda: None)
 
 
 def _run(

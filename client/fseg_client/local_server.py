@@ -18,12 +18,12 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import grpc
 
-from .connect import Connection, Credentials
+from .connect import Connection, Credentials, connect_all
 from .errors import EXIT_FAILED, ClientError
 
 START_TIMEOUT_S = 120.0
@@ -185,3 +185,25 @@ class LocalServer:
                 path.unlink()
         with contextlib.suppress(OSError):
             os.rmdir(self._workdir)
+
+
+def connect_or_start(
+    stack: contextlib.ExitStack,
+    addresses: Sequence[str],
+    command_args: Callable[[], dict],
+    creds: Credentials | None,
+    note: Callable[[str], None],
+) -> tuple[list[Connection], LocalServer | None]:
+    """Connections to ``addresses``, or, when none is given, to an embedded server
+    started with ``command_args()`` (:func:`server_command`'s keywords); both are
+    closed with ``stack``. ``note`` tells the user that a server is being started."""
+    local = None
+    if not addresses:
+        local = LocalServer(command_args(), creds)
+        note("fseg: starting a local fseg server (no --server given)")
+        stack.enter_context(local)
+        addresses = [local.address]
+    conns = connect_all(addresses, creds)
+    for conn in conns:
+        stack.callback(conn.close)
+    return conns, local

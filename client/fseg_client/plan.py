@@ -9,7 +9,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import TypeVar
 
-from .bankfile import BANK_FILE_NAME, BankSpec, check_bank, load_bank_file, looks_like_bank_file
+from .bankfile import BANK_FILE_NAME, BankSpec, check_bank, load_bank_file, named_bank
 from .errors import ClientError
 from .fingerprint import HashCache, request_fingerprint, slide_identity
 from .inputs import SlideInput
@@ -43,15 +43,9 @@ def choose_bank(
     it, a bank fitted by an earlier run of this batch (``DIR/fseg-bank.safetensors``)
     is reused.
     """
-    if concepts and looks_like_bank_file(concepts):
-        path = Path(concepts).expanduser()
-        if not path.is_file():
-            raise ClientError(f"the concept bank {concepts} does not exist")
-        spec, meta = load_bank_file(path)
-        check_bank(meta, str(path), options.k, options.extractor)
-        return spec, with_bank_extractor(options, meta)
     if concepts:
-        return BankSpec(name=concepts, source=f"server bank {concepts}"), options
+        spec, meta = named_bank(concepts, options.k, options.extractor)
+        return spec, with_bank_extractor(options, meta) if meta else options
     saved = out_dir / BANK_FILE_NAME
     if not saved.is_file():
         return None, options
