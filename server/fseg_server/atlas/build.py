@@ -17,6 +17,7 @@ from ..concepts.bank import ConceptBank
 from ..errors import InvalidInput
 from ..extract import Extractor
 from ..pipeline.device_worker import DeviceWorker
+from ..pipeline.progress import Progress
 from ..pipeline.timings import Timings
 from .content import AtlasContent, ConceptEntry, ShownWindow
 from .crops import window_picture
@@ -26,7 +27,6 @@ from .page import atlas_html
 from .sampling import AtlasInput, InputPlan, SampledTissue, plan_inputs, sample_inputs
 from .windows import Candidates, choose_windows
 
-Progress = Callable[[str, int, int], None]
 #: Windows shown per concept: the issue's range, and the default.
 MIN_WINDOWS, MAX_WINDOWS, DEFAULT_WINDOWS = 12, 24, 16
 DEFAULT_TILES_PER_INPUT = 16

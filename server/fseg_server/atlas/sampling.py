@@ -26,13 +26,12 @@ from ..extract import Extractor, ExtractorSpec
 from ..pipeline.device_worker import DeviceWorker
 from ..pipeline.options import SegmentOptions, batch_pixels
 from ..pipeline.plan import SlidePlan, plan_slide
+from ..pipeline.progress import Progress
 from ..pipeline.stream import pixels_with, stream_tiles
 from ..slide.reader import Slide, open_slide
 from ..slide.tiles import Tile
 from .recipe import ShareRecipe
 from .windows import CandidatePool, window_shares
-
-Progress = Callable[[str, int, int], None]
 
 
 @dataclass(frozen=True)

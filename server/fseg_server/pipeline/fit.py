@@ -33,14 +33,13 @@ from ..slide.tiles import Tile
 from .device_worker import DeviceWorker
 from .options import SegmentOptions
 from .plan import SlidePlan, plan_slide
+from .progress import Progress
 from .recipes import FeatureRecipe
 from .stream import pixels_with, stream_tiles
 
 log = logging.getLogger("fseg.server")
 
 MIN_TISSUE_IN_WINDOW = 0.5  # windows mostly on glass are not samples of tissue
-
-Progress = Callable[[str, int, int], None]
 
 
 def sample_slide(

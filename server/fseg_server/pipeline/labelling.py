@@ -24,10 +24,10 @@ from .device_worker import DeviceWorker
 from .feature_cache import FeatureCache
 from .options import SegmentOptions, batch_pixels
 from .plan import SlidePlan
+from .progress import Progress
 from .recipes import LabelRecipe, StageClock, block_layout
 from .stream import ReadClock, read_tile, stream_tiles
 
-Progress = Callable[[str, int, int], None]
 #: Tiles a job keeps being read, queued for the device or waiting to be pasted:
 #: enough for the readers to stay ahead of the device, bounded so that memory
 #: does not grow with the slide.

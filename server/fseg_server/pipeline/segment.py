@@ -28,11 +28,11 @@ from .fit import fit_bank, sample_slide
 from .labelling import label_tiles
 from .options import SegmentOptions
 from .plan import SlidePlan, plan_slide
+from .progress import Progress
 from .render import label_png, overlay_png
 from .summary import build_summary, job_metadata, polygon_areas, shares_of, warnings_for
 from .timings import Timings
 
-Progress = Callable[[str, int, int], None]
 RESERVOIR_SIZE = 50_000
 
 

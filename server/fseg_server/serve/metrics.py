@@ -19,13 +19,13 @@ from typing import TYPE_CHECKING
 
 import grpc
 
+from ..pipeline.progress import Progress
 from .handlers import behaviour_of, same_shape
 
 if TYPE_CHECKING:
     from ..pipeline.device_worker import DeviceWorker
     from .admission import Admission
 
-Progress = Callable[[str, int, int], None]
 #: A slide's stages as its summary's ``timings_s`` names them -> the metric's label.
 #: ``read`` is summed over the reader threads, so it can exceed the slide's seconds.
 STAGES = {

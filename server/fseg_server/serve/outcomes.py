@@ -11,14 +11,14 @@ from __future__ import annotations
 import contextlib
 import logging
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 
 from ..errors import Cancelled, FsegError
 from ..logs import job_fields, set_stage
+from ..pipeline.progress import Progress
 from .metrics import NoMetrics
 
 log = logging.getLogger("fseg.server")
-Progress = Callable[[str, int, int], None]
 DONE, FAILED, CANCELLED = "done", "failed", "cancelled"
 
 
