@@ -147,10 +147,9 @@ class Extractor(nn.Module):
             (B, C, ceil(H / stride), ceil(W / stride)) non-negative float features;
             cell (i, j) covers input pixels [i*stride, (i+1)*stride) along y.
         """
-        x = images.float() / 255.0 if images.dtype == torch.uint8 else images.float()
-        height, width = x.shape[-2:]
-        x = pad_to_multiple(x, self.spec.stride)
-        x = (x - self._mean) / self._std
+        height, width = images.shape[-2:]
+        # Replicating the edge commutes with normalising each channel.
+        x = pad_to_multiple(self._normalised(images), self.spec.stride)
         grid = self.features(x)
         rows, cols = math.ceil(height / self.spec.stride), math.ceil(width / self.spec.stride)
         return grid[..., :rows, :cols]
@@ -166,8 +165,12 @@ class Extractor(nn.Module):
         Returns:
             (n + 1, C, b / stride, b / stride) features.
         """
-        x = blocks.float() / 255.0 if blocks.dtype == torch.uint8 else blocks.float()
-        return run_block_sparse(self.features, (x - self._mean) / self._std, neighbours)
+        return run_block_sparse(self.features, self._normalised(blocks), neighbours)
+
+    def _normalised(self, images: torch.Tensor) -> torch.Tensor:
+        """(B, 3, H, W) uint8 in [0, 255] or float in [0, 1] -> normalised fp32."""
+        x = images.float() / 255.0 if images.dtype == torch.uint8 else images.float()
+        return (x - self._mean) / self._std
 
     def features(self, x: torch.Tensor) -> torch.Tensor:
         """(B, 3, H, W) normalised, H and W multiples of stride -> (B, C, H/s, W/s) >= 0."""

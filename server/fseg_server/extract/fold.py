@@ -21,7 +21,7 @@ import torch
 from torch import nn
 
 from .base import Extractor, probe_image
-from .watch import conv_followers
+from .watch import Undo, conv_followers, keep_if_unchanged
 
 #: Largest difference between folded and unfolded features on the probe, relative
 #: to the largest feature; folding itself changes them by about 1e-6.
@@ -47,17 +47,12 @@ def fold_batch_norms(
         forward: what computes its features (``forward(probe)``).
         probe: an input it takes, e.g. a (1, 3, 64, 64) random image.
     """
-    with torch.no_grad():
-        expected = forward(probe)
+
+    def fold_all() -> list[Undo]:
         pairs = _conv_norm_pairs(module, forward, probe)
-        undo = [_fold(parent, name, conv, norm) for parent, name, conv, norm in pairs]
-        folded = forward(probe)
-    scale = float(expected.abs().max()) or 1.0
-    if pairs and float((folded - expected).abs().max()) > FOLD_TOLERANCE * scale:
-        for restore in reversed(undo):
-            restore()
-        return 0
-    return len(pairs)
+        return [_fold(parent, name, conv, norm) for parent, name, conv, norm in pairs]
+
+    return keep_if_unchanged(forward, probe, fold_all, FOLD_TOLERANCE)[0]
 
 
 def _conv_norm_pairs(

@@ -22,7 +22,7 @@ from torch import nn
 from . import fused_ops
 from .base import Extractor, probe_image
 from .block_tensor import BlockTensor, conv2d_blocks
-from .watch import conv_followers
+from .watch import Undo, conv_followers, keep_if_unchanged
 
 #: Largest difference between fused and unfused features on the probe, relative to
 #: the largest feature (fp32: the same arithmetic, the ReLU applied on write).
@@ -51,8 +51,10 @@ def fuse_extractor(extractor: Extractor) -> int:
     if not any(type(m) is nn.ReLU for m in extractor.modules()):
         return 0
     probe = probe_image(extractor.spec.stride)
-    pairs = fuse_conv_relus(extractor, extractor.features, probe)
-    return pairs + fuse_residual_sums(extractor, extractor.features, probe)
+    pairs, features = _fuse_conv_relus(extractor, extractor.features, probe)
+    # Checked against the features the first fusion kept: one probe pass fewer.
+    blocks, _ = _fuse_residual_sums(extractor, extractor.features, probe, features)
+    return pairs + blocks
 
 
 #: Residual blocks whose last convolution, the sum with the shortcut and the ReLU
@@ -76,19 +78,25 @@ def fuse_residual_sums(
     """Make each residual block of :data:`RESIDUAL_BLOCKS` compute ``relu(conv(h) +
     shortcut)`` in one pass (a sum and a ReLU over the block's widest activations
     fewer); returns how many (0 when the probe check failed and all were undone)."""
-    with torch.no_grad():
-        expected = forward(probe)
-    blocks = [m for m in module.modules() if _residual_layout(m) is not None]
-    for block in blocks:
-        block.forward = types.MethodType(_fused_residual_forward, block)
-    with torch.no_grad():
-        fused = forward(probe)
-    scale = float(expected.abs().max()) or 1.0
-    if blocks and float((fused - expected).abs().max()) > FUSE_TOLERANCE * scale:
-        for block in blocks:
-            del block.forward
-        return 0
-    return len(blocks)
+    return _fuse_residual_sums(module, forward, probe)[0]
+
+
+def _fuse_residual_sums(
+    module: nn.Module,
+    forward: Callable[[torch.Tensor], torch.Tensor],
+    probe: torch.Tensor,
+    expected: torch.Tensor | None = None,
+) -> tuple[int, torch.Tensor]:
+    def fuse_all() -> list[Undo]:
+        blocks = [m for m in module.modules() if _residual_layout(m) is not None]
+        return [_fuse_block(block) for block in blocks]
+
+    return keep_if_unchanged(forward, probe, fuse_all, FUSE_TOLERANCE, expected)
+
+
+def _fuse_block(block: nn.Module) -> Undo:
+    block.forward = types.MethodType(_fused_residual_forward, block)
+    return lambda: delattr(block, "forward")
 
 
 def _residual_layout(block: nn.Module) -> tuple | None:
@@ -117,22 +125,21 @@ def fuse_conv_relus(
 ) -> int:
     """Fuse every convolution-ReLU pair of ``module`` (eval mode, on the CPU, changed in
     place); returns how many (0 when the check on ``probe`` failed and all were undone)."""
-    with torch.no_grad():
-        expected = forward(probe)
-    pairs = [
-        (conv, relu_place)
-        for _, conv, relu_place, relu in conv_followers(module, forward, probe)
-        if type(relu) is nn.ReLU and _fusable(conv)
-    ]
-    undo = [_fuse(conv, relu_place) for conv, relu_place in pairs]
-    with torch.no_grad():
-        fused = forward(probe)
-    scale = float(expected.abs().max()) or 1.0
-    if pairs and float((fused - expected).abs().max()) > FUSE_TOLERANCE * scale:
-        for restore in reversed(undo):
-            restore()
-        return 0
-    return len(pairs)
+    return _fuse_conv_relus(module, forward, probe)[0]
+
+
+def _fuse_conv_relus(
+    module: nn.Module, forward: Callable[[torch.Tensor], torch.Tensor], probe: torch.Tensor
+) -> tuple[int, torch.Tensor]:
+    def fuse_all() -> list[Undo]:
+        pairs = [
+            (conv, relu_place)
+            for _, conv, relu_place, relu in conv_followers(module, forward, probe)
+            if type(relu) is nn.ReLU and _fusable(conv)
+        ]
+        return [_fuse(conv, relu_place) for conv, relu_place in pairs]
+
+    return keep_if_unchanged(forward, probe, fuse_all, FUSE_TOLERANCE)
 
 
 def _fusable(conv: nn.Conv2d) -> bool:
@@ -144,7 +151,7 @@ def _fusable(conv: nn.Conv2d) -> bool:
     )
 
 
-def _fuse(conv: nn.Conv2d, relu_place: tuple[nn.Module, str]) -> Callable[[], None]:
+def _fuse(conv: nn.Conv2d, relu_place: tuple[nn.Module, str]) -> Undo:
     """Make ``conv`` apply the ReLU and put an identity where its ReLU was; returns the
     undo."""
     relu_parent, relu_name = relu_place

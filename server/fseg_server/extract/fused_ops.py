@@ -1,4 +1,4 @@
-"""A convolution or matrix product with the ReLU after it applied as it writes (CPU).
+"""A convolution with a residual sum and the ReLU after it applied as it writes (CPU).
 
 On a CPU the activations are host memory, and a ReLU is one more pass over
 them: in bf16 on a 2-core CPU, ReLU passes took about a quarter of ResNet-50's
@@ -42,30 +42,6 @@ def prepared(
 
 def _fused_on_cpu(x: torch.Tensor) -> bool:
     return x.device.type == "cpu" and torch.backends.mkldnn.is_available()
-
-
-def linear(
-    rows: torch.Tensor,
-    matrix: torch.Tensor,
-    bias: torch.Tensor | None,
-    relu: bool,
-    add: torch.Tensor | None = None,
-) -> torch.Tensor:
-    """``rows @ matrix.T + bias``, plus ``add`` (a residual, shaped as the output) and
-    then ReLU if asked; ``matrix`` already in the rows' compute dtype (:func:`prepared`)."""
-    dtype = matrix.dtype
-    rows = rows.to(dtype)
-    bias = None if bias is None else bias.to(dtype)
-    if _fused_on_cpu(rows) and add is not None:
-        out = torch.ops.mkldnn._linear_pointwise.binary(rows, add.to(dtype), matrix, bias, "add")
-    elif _fused_on_cpu(rows):
-        attr = "relu" if relu else "none"
-        return torch.ops.mkldnn._linear_pointwise(rows, matrix, bias, attr, [], "")
-    else:
-        out = F.linear(rows, matrix, bias)
-        if add is not None:
-            out += add
-    return out.relu_() if relu else out
 
 
 def conv2d(

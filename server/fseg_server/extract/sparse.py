@@ -21,6 +21,7 @@ tells once, on a probe, whether an extractor can run this way at all.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -50,7 +51,7 @@ class BlockLayout:
     block: int
     ring: int = 0
 
-    @property
+    @functools.cached_property
     def positions(self) -> np.ndarray:
         """(n, 2) row and column of each packed block, row-major."""
         return np.argwhere(self.occupied)
@@ -58,7 +59,14 @@ class BlockLayout:
     @property
     def count(self) -> int:
         """Occupied blocks n."""
-        return int(self.occupied.sum())
+        return len(self.positions)
+
+    @functools.cached_property
+    def in_core(self) -> np.ndarray:
+        """(n,) bool: which packed blocks lie in the core rather than the ring."""
+        rows, cols = (size - 2 * self.ring for size in self.occupied.shape)
+        where = self.positions - self.ring
+        return ((where >= 0) & (where < (rows, cols))).all(axis=1)
 
     def neighbours(self) -> np.ndarray:
         """(n + 1, 8) int64: the pack index of each block's neighbours; a neighbour not
@@ -110,7 +118,7 @@ def core_cells(values: torch.Tensor, layout: BlockLayout) -> torch.Tensor:
     """(n, C, s, s) values of the packed blocks -> (C, N): the cells of the blocks in the
     core (not the ring), block by block, row-major within a block; the order of
     :func:`core_cell_index`."""
-    inside = torch.from_numpy(np.flatnonzero(_in_core(layout))).to(values.device)
+    inside = torch.from_numpy(np.flatnonzero(layout.in_core)).to(values.device)
     kept = values.index_select(0, inside)  # (m, C, s, s)
     return kept.permute(1, 0, 2, 3).reshape(values.shape[1], -1)
 
@@ -119,7 +127,7 @@ def core_cell_index(layout: BlockLayout, s: int) -> np.ndarray:
     """(N,) positions in the core's (rows * s) x (cols * s) grid of the cells that
     :func:`core_cells` gives, row-major."""
     cols = layout.occupied.shape[1] - 2 * layout.ring
-    where = layout.positions[_in_core(layout)] - layout.ring  # (m, 2) blocks in the core
+    where = layout.positions[layout.in_core] - layout.ring  # (m, 2) blocks in the core
     y, x = np.divmod(np.arange(s * s), s)
     rows = where[:, :1] * s + y[None]  # (m, s²)
     columns = where[:, 1:] * s + x[None]
@@ -139,13 +147,6 @@ def core_size(layout: BlockLayout, s: int) -> tuple[int, int]:
     """(rows, cols) of the core's grid of cells, s cells a block."""
     rows, cols = (size - 2 * layout.ring for size in layout.occupied.shape)
     return rows * s, cols * s
-
-
-def _in_core(layout: BlockLayout) -> np.ndarray:
-    """(n,) bool: which packed blocks lie in the core rather than the ring."""
-    rows, cols = (size - 2 * layout.ring for size in layout.occupied.shape)
-    where = layout.positions - layout.ring
-    return ((where >= 0) & (where < (rows, cols))).all(axis=1)
 
 
 def runs_block_sparse(features: Callable[[torch.Tensor], torch.Tensor], stride: int) -> bool:

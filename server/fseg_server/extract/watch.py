@@ -1,4 +1,8 @@
-"""Watching one probe forward pass to find which module reads each convolution's output.
+"""Rewriting a network for inference on the evidence of one probe forward pass.
+
+:func:`conv_followers` watches the pass to find which module reads each
+convolution's output; :func:`keep_if_unchanged` applies a rewrite and keeps it
+only if the network still gives the probe's features.
 
 Batch-norm folding (``fold.py``) and convolution-ReLU fusion (``fuse.py``)
 rewrite a network where a convolution's output goes to one module and
@@ -14,6 +18,37 @@ from collections.abc import Callable
 
 import torch
 from torch import nn
+
+#: Undoes one change a rewrite made to a network.
+Undo = Callable[[], None]
+
+
+def keep_if_unchanged(
+    forward: Callable[[torch.Tensor], torch.Tensor],
+    probe: torch.Tensor,
+    rewrite: Callable[[], list[Undo]],
+    tolerance: float,
+    expected: torch.Tensor | None = None,
+) -> tuple[int, torch.Tensor]:
+    """Apply ``rewrite()`` (one undo per change it made) and keep every change only if
+    ``forward(probe)`` still equals ``expected`` (default: its value before the
+    rewrite) to ``tolerance`` of the largest feature; otherwise undo them all.
+
+    Returns:
+        (changes kept, the features the network now gives the probe), so that a
+        next rewrite can be checked against them without another forward pass.
+    """
+    with torch.no_grad():
+        expected = forward(probe) if expected is None else expected
+        undo = rewrite()
+        got = forward(probe)
+    scale = float(expected.abs().max()) or 1.0
+    if undo and float((got - expected).abs().max()) > tolerance * scale:
+        for restore in reversed(undo):
+            restore()
+        return 0, expected
+    return len(undo), got
+
 
 #: Modules that return their input itself at inference, so that its reader is
 #: the module after them.
