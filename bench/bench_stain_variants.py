@@ -48,7 +48,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import print_table, write_json
-from fseg_server.concepts import ConceptBank, Reservoir, kmeans
+from fseg_server.concepts import ConceptBank, kmeans
 from fseg_server.extract import create_extractor
 from fseg_server.extract.stain import (
     CELL_CHANNELS,
@@ -59,7 +59,6 @@ from fseg_server.extract.stain import (
 )
 from fseg_server.pipeline.options import SegmentOptions
 from wsss_protocol import (
-    RESERVOIR_SIZE,
     FsegMethod,
     cross_validate,
     paired_difference,
@@ -126,10 +125,7 @@ class GlassConceptFit(FsegMethod):
     """Banks with one concept set aside for glass (the ``glass1`` variant)."""
 
     def fit(self, images: Sequence[Path], k: int, seed: int) -> ConceptBank:
-        reservoir = Reservoir(RESERVOIR_SIZE, self.extractor.spec.feature_dim, seed=seed)
-        for image in images:
-            reservoir.add(self.samples(image))
-        sample = torch.from_numpy(reservoir.sample)
+        sample = torch.from_numpy(self.pooled(images, seed).sample)
         glass = sample[:, GLASS] > MOSTLY_GLASS
         tissue_concepts = kmeans(sample[~glass], k - 1, seed=seed)
         centres = torch.cat([tissue_concepts, sample[glass].mean(0, keepdim=True)])

@@ -115,10 +115,15 @@ class FsegMethod(Method):
             self._samples[image] = reservoir.sample.copy()
         return self._samples[image]
 
-    def fit(self, images: Sequence[Path], k: int, seed: int) -> ConceptBank:
+    def pooled(self, images: Sequence[Path], seed: int) -> Reservoir:
+        """The samples of ``images`` pooled into one reservoir, as a fit sees them."""
         reservoir = Reservoir(RESERVOIR_SIZE, self.extractor.spec.feature_dim, seed=seed)
         for image in images:
             reservoir.add(self.samples(image))
+        return reservoir
+
+    def fit(self, images: Sequence[Path], k: int, seed: int) -> ConceptBank:
+        reservoir = self.pooled(images, seed)
         mpp = self.options.target_mpp or self.extractor.spec.mpp
         return fit_bank(reservoir, [k], self.extractor, mpp, "WSSS4LUAD half", seed=seed)
 

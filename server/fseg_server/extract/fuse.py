@@ -13,7 +13,7 @@ that no hook sees cannot slip through. Runs after batch-norm folding
 
 from __future__ import annotations
 
-import types
+import functools
 from collections.abc import Callable
 
 import torch
@@ -88,14 +88,16 @@ def _fuse_residual_sums(
     expected: torch.Tensor | None = None,
 ) -> tuple[int, torch.Tensor]:
     def fuse_all() -> list[Undo]:
-        blocks = [m for m in module.modules() if _residual_layout(m) is not None]
-        return [_fuse_block(block) for block in blocks]
+        found = [(m, _residual_layout(m)) for m in module.modules()]
+        return [_fuse_block(block, layout) for block, layout in found if layout is not None]
 
     return keep_if_unchanged(forward, probe, fuse_all, FUSE_TOLERANCE, expected)
 
 
-def _fuse_block(block: nn.Module) -> Undo:
-    block.forward = types.MethodType(_fused_residual_forward, block)
+def _fuse_block(block: nn.Module, layout: tuple) -> Undo:
+    """Give ``block`` its fused forward (its layout decided now, not on every call)."""
+    before, conv, _, _ = layout
+    block.forward = functools.partial(_fused_residual_forward, block, before, conv)
     return lambda: delattr(block, "forward")
 
 
@@ -112,12 +114,13 @@ def _residual_layout(block: nn.Module) -> tuple | None:
     return layout if plain and folded and ends else None
 
 
-def _fused_residual_forward(self: nn.Module, x: torch.Tensor) -> torch.Tensor:
-    before, conv, _, _ = _residual_layout(self)
-    shortcut = x if self.downsample is None else self.downsample(x)
+def _fused_residual_forward(
+    block: nn.Module, before: tuple[str, ...], conv: str, x: torch.Tensor
+) -> torch.Tensor:
+    shortcut = x if block.downsample is None else block.downsample(x)
     for name in before:
-        x = getattr(self, name)(x)
-    return conv_relu(getattr(self, conv), x, add=shortcut)
+        x = getattr(block, name)(x)
+    return conv_relu(getattr(block, conv), x, add=shortcut)
 
 
 def fuse_conv_relus(

@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import torch
@@ -50,6 +50,8 @@ class BlockLayout:
     occupied: np.ndarray
     block: int
     ring: int = 0
+    #: :func:`core_cell_index` by cells per block edge.
+    core_indices: dict[int, np.ndarray] = field(default_factory=dict, repr=False)
 
     @functools.cached_property
     def positions(self) -> np.ndarray:
@@ -125,7 +127,14 @@ def core_cells(values: torch.Tensor, layout: BlockLayout) -> torch.Tensor:
 
 def core_cell_index(layout: BlockLayout, s: int) -> np.ndarray:
     """(N,) positions in the core's (rows * s) x (cols * s) grid of the cells that
-    :func:`core_cells` gives, row-major."""
+    :func:`core_cells` gives, row-major; made once per layout (a region's labels and
+    its cached features are laid out by the same index)."""
+    if s not in layout.core_indices:
+        layout.core_indices[s] = _core_cell_index(layout, s)
+    return layout.core_indices[s]
+
+
+def _core_cell_index(layout: BlockLayout, s: int) -> np.ndarray:
     cols = layout.occupied.shape[1] - 2 * layout.ring
     where = layout.positions[layout.in_core] - layout.ring  # (m, 2) blocks in the core
     y, x = np.divmod(np.arange(s * s), s)
@@ -135,12 +144,20 @@ def core_cell_index(layout: BlockLayout, s: int) -> np.ndarray:
 
 
 def scatter_cells(cells: torch.Tensor, layout: BlockLayout, s: int) -> torch.Tensor:
-    """(C, N) core cells -> (C, rows * s, cols * s) grid of the core, zero elsewhere."""
+    """(C, N) values of the core cells (features, or labels) -> (C, rows * s, cols * s)
+    grid of the core, zero elsewhere."""
     rows, cols = core_size(layout, s)
     grid = cells.new_zeros(cells.shape[0], rows * cols)
     index = torch.from_numpy(core_cell_index(layout, s)).to(cells.device)
     grid[:, index] = cells
     return grid.view(cells.shape[0], rows, cols)
+
+
+def gather_cells(grid: torch.Tensor, layout: BlockLayout, s: int) -> torch.Tensor:
+    """(C, rows * s, cols * s) grid of the core -> (C, N) values of its core cells, in
+    :func:`core_cells`' order: the inverse of :func:`scatter_cells`."""
+    index = torch.from_numpy(core_cell_index(layout, s)).to(grid.device)
+    return grid.flatten(1).index_select(1, index)
 
 
 def core_size(layout: BlockLayout, s: int) -> tuple[int, int]:

@@ -21,7 +21,7 @@ import torch.nn.functional as F
 
 from ..device import channels_last, inference_precision
 from ..extract import Extractor
-from ..extract.sparse import BlockLayout, core_cell_index, core_cells, core_size, scatter_cells
+from ..extract.sparse import BlockLayout, core_cells, gather_cells, scatter_cells
 from ..factorize import Mode, concept_scores, guide_cells, labels_from_scores
 from ..slide.tiles import Tile
 
@@ -189,9 +189,8 @@ class LabelRecipe:
         one 1 x N image), and their labels laid out over the core; elsewhere 0, which
         the tissue mask clears. ``item`` is packed pixels, or the cached core grid."""
         s = layout.block // self.extractor.spec.stride
-        index = torch.from_numpy(core_cell_index(layout, s)).to(item.device)
         if self.from_features:  # the cached (C, h, w) core grid
-            cells = item.float().flatten(1).index_select(1, index)
+            cells = gather_cells(item.float(), layout, s)
         else:
             started = time.perf_counter()
             cells = extract_core_cells(self.extractor, item, layout)
@@ -200,14 +199,12 @@ class LabelRecipe:
         scores, best = concept_scores(
             cells[None, :, None, :], self.concepts, self.mode, components=self.components
         )
-        rows, cols = core_size(layout, s)
-        labels = torch.zeros(rows * cols, dtype=torch.uint8, device=item.device)
-        labels[index] = labels_from_scores(scores, best, 1, None).reshape(-1)
+        labels = labels_from_scores(scores, best, 1, None).reshape(1, -1)  # (1, N) uint8
         kept = None
         if self.keep_features:
             kept = scatter_cells(cells.half(), layout, s).cpu().numpy()
         self.clock.factorize += self.clock.lap(item.device, started)
-        return labels.view(rows, cols).cpu().numpy(), kept
+        return scatter_cells(labels, layout, s)[0].cpu().numpy(), kept
 
     def _features_and_guide(self, batch: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
         """(B, C, h, w) features and, for guided labels, (B, 3u², h, w) colours."""

@@ -74,7 +74,7 @@ class Resolution:
 class BlockMask:
     """The blocks of a region's input rectangle that go through the model.
 
-    A block-sparse region (``slide/regions.py``) reads its whole rectangle but
+    A block-sparse region (``slide/sparse_regions.py``) reads its whole rectangle but
     computes only these blocks; the others are glass.
 
     Attributes:
