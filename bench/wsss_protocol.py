@@ -40,6 +40,7 @@ from fseg_server.slide.reader import open_slide
 WSSS = SHARED_DIR / "wsss4luad-val"
 CLASSES = {0: "tumour", 1: "stroma", 2: "normal", 3: "background"}
 RESERVOIR_SIZE = 200_000
+START_STRIDE = 10_000  # fit seeds of a fold's further k-means starts: seed + 10000 * start
 GIB = 1 << 30
 
 
@@ -202,16 +203,40 @@ def cross_validate(
     k: int,
     seeds: int,
     on_fold: Callable[[int, FoldScore], None] = lambda seed, fold: None,
+    starts: int = 1,
 ) -> list[FoldScore]:
-    """Two folds per seed: fit on one half, score on the other, both ways."""
+    """Two folds per seed: fit on one half, score on the other, both ways.
+
+    With ``starts`` > 1 each fold is fitted that many times from different
+    k-means starts and scored by the mean of those fits: a user's bank is one
+    fit, but a comparison of two extractors should not hinge on where k-means
+    happened to start in each.
+    """
     folds = []
     for seed in range(seeds):
         first, second = halves(images, seed)
         for fit_on, score_on in ((first, second), (second, first)):
-            fold = fit_and_score(method, fit_on, score_on, k, seed)
+            fits = [
+                fit_and_score(method, fit_on, score_on, k, seed + START_STRIDE * start)
+                for start in range(starts)
+            ]
+            fold = mean_score(fits)
             on_fold(seed, fold)
             folds.append(fold)
     return folds
+
+
+def mean_score(scores: Sequence[FoldScore]) -> FoldScore:
+    """Figures averaged over fits of one fold (a class absent from all stays None)."""
+    per_class = {
+        name: _mean([s.per_class_iou[name] for s in scores]) for name in scores[0].per_class_iou
+    }
+    return FoldScore(
+        float(np.mean([s.miou for s in scores])),
+        float(np.mean([s.hungarian_miou for s in scores])),
+        per_class,
+        float(np.mean([s.pixel_accuracy for s in scores])),
+    )
 
 
 def summarise(folds: Sequence[FoldScore]) -> dict:

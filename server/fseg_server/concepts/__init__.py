@@ -2,13 +2,14 @@
 
 from .bank import ConceptBank, ConceptClass, bank_from_bytes, load_bank
 from .importer import import_joblib
-from .kmeans import Reservoir, kmeans
+from .kmeans import Reservoir, fit_concepts, kmeans
 
 __all__ = [
     "ConceptBank",
     "ConceptClass",
     "Reservoir",
     "bank_from_bytes",
+    "fit_concepts",
     "import_joblib",
     "kmeans",
     "load_bank",

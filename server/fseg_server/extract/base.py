@@ -57,6 +57,10 @@ class ExtractorSpec:
             whose arithmetic is measurement (``stain``'s colour deconvolution):
             they stay in fp32, and a server of them alone needs no memory
             kept for activations (``memory.py``).
+        glass_channel: index of a feature channel that is the share (0 to 1)
+            of a cell's pixels that are glass, for extractors that measure it
+            (``stain``); a bank fitted on their features keeps one concept for
+            glass (``concepts.kmeans.fit_concepts``). None for networks.
     """
 
     name: str
@@ -72,6 +76,7 @@ class ExtractorSpec:
     concept_window: int = 256
     batch_size: int = 8
     network: bool = True
+    glass_channel: int | None = None
 
     @property
     def region(self) -> int:

@@ -42,6 +42,7 @@ CONTEXT_RADII = (2, 5, 12)  # in cells, a factor of about 2.5 apart
 # Per cell: 6 pixel-map means, 3 texture spreads, edges and glass fraction; then,
 # per context radius, 6 neighbourhood means (see StainExtractor.features).
 CELL_CHANNELS, CONTEXT_CHANNELS = 11, 6
+GLASS_CHANNEL = 10  # the cell's glass fraction, last of its own channels
 TEXTURE_GAIN = 3.0  # standard deviations and gradients are ~3x smaller than means
 
 STAIN_SPEC = ExtractorSpec(
@@ -62,6 +63,7 @@ STAIN_SPEC = ExtractorSpec(
     # keep the fitted concepts close to pure tissue types.
     concept_window=32,
     batch_size=2,
+    glass_channel=GLASS_CHANNEL,
 )
 
 

@@ -18,7 +18,7 @@ import numpy as np
 import torch
 
 from ..concepts.bank import ConceptBank
-from ..concepts.kmeans import Reservoir, kmeans
+from ..concepts.kmeans import Reservoir, fit_concepts
 from ..concepts.provenance import (
     WINDOW_COLUMNS,
     Provenance,
@@ -173,7 +173,8 @@ def fit_bank(
     seed: int = 0,
     inputs: Sequence[SampledInput] = (),
 ) -> ConceptBank:
-    """k-means for every k on the reservoir's sample, on the extractor's device.
+    """k-means for every k on the reservoir's sample, on the extractor's device
+    (with one concept kept for glass where the extractor measures glass).
 
     With the fit's ``inputs`` and a reservoir that kept its vectors' windows,
     the bank remembers a sample of those windows (its provenance).
@@ -193,7 +194,10 @@ def fit_bank(
         )
     device = next(extractor.parameters(), torch.empty(0)).device
     x = torch.from_numpy(sample).to(device)
-    centres = {k: kmeans(x, k, seed=seed).cpu().numpy() for k in sorted(set(ks))}
+    glass = extractor.spec.glass_channel
+    centres = {
+        k: fit_concepts(x, k, glass_channel=glass, seed=seed).cpu().numpy() for k in sorted(set(ks))
+    }
     return ConceptBank(
         extractor=extractor.spec.name,
         feature_dim=extractor.spec.feature_dim,
