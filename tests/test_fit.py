@@ -3,12 +3,16 @@ how the concepts are shared between glass and tissue."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
 
 from fseg_server.concepts import Reservoir, fit_concepts, kmeans
 from fseg_server.concepts.kmeans import MOSTLY_GLASS
+from fseg_server.concepts.palette import GLASS_COLOR, default_names
+from fseg_server.concepts_cli import describe_bank
 from fseg_server.errors import InvalidInput
 from fseg_server.extract import create_extractor
 from fseg_server.extract.stain import STAIN_SPEC
@@ -82,23 +86,36 @@ def test_a_stain_bank_keeps_one_concept_for_glass_and_the_rest_for_tissue():
         assert np.abs(concepts[:3] - centre).max(axis=1).min() < 0.01
 
 
+def test_the_concept_kept_for_glass_is_named_and_coloured_as_glass():
+    rows = stain_like_samples(tissue_types=3, glass_rows=150)
+    bank = fit_bank(reservoir_of(rows), [4, 8], create_extractor("stain"), 1.0, "t")
+    for k in (4, 8):
+        *tissue, glass = bank.classes[k]
+        assert (glass.name, glass.color) == (f"F-SEG k{k} glass", GLASS_COLOR)
+        assert [c.name for c in tissue] == default_names(k)[:-1]
+    lines = [line.strip() for line in describe_bank(bank, Path("b.safetensors"))]
+    assert "k = 4: default names" in lines  # show-concepts: nobody has named them yet
+
+
 def test_without_glass_among_the_samples_the_bank_is_plain_kmeans():
     rows = stain_like_samples(tissue_types=5, glass_rows=0)
     concepts = fit_concepts(torch.from_numpy(rows), 5, glass_channel=STAIN_SPEC.glass_channel)
-    np.testing.assert_array_equal(concepts.numpy(), kmeans(torch.from_numpy(rows), 5).numpy())
+    assert not concepts.glass_last
+    np.testing.assert_array_equal(concepts.centres, kmeans(torch.from_numpy(rows), 5))
 
 
 def test_an_extractor_that_does_not_measure_glass_gets_plain_kmeans():
     rows = stain_like_samples(tissue_types=3, glass_rows=150)
     x = torch.from_numpy(rows)
-    assert fit_concepts(x, 4, glass_channel=None).equal(kmeans(x, 4))
+    assert fit_concepts(x, 4, glass_channel=None).centres.equal(kmeans(x, 4))
     assert create_extractor("timm:resnet18", weights="random").spec.glass_channel is None
 
 
 def test_too_few_tissue_samples_for_k_minus_one_concepts_fall_back_to_plain_kmeans():
     rows = stain_like_samples(tissue_types=1, glass_rows=200)[48:]  # 2 tissue samples
     x = torch.from_numpy(rows)
-    assert fit_concepts(x, 5, glass_channel=STAIN_SPEC.glass_channel).equal(kmeans(x, 5))
+    concepts = fit_concepts(x, 5, glass_channel=STAIN_SPEC.glass_channel)
+    assert concepts.centres.equal(kmeans(x, 5)) and not concepts.glass_last
 
 
 def test_stains_glass_channel_is_the_share_of_glass_in_each_cell():

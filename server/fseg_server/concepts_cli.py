@@ -216,7 +216,7 @@ def show_concepts(args: argparse.Namespace) -> int:
 
 def describe_bank(bank: ConceptBank, path: Path) -> list[str]:
     """A few lines a person reads: what the bank is for, its k values, which are named."""
-    from .concepts.palette import default_names
+    from .concepts.palette import default_names, glass_name
 
     at = f", fitted at {bank.mpp:g} µm/px" if bank.mpp else ""
     lines = [
@@ -226,7 +226,7 @@ def describe_bank(bank: ConceptBank, path: Path) -> list[str]:
         f"  samples' provenance: {_provenance_line(bank)}",
     ]
     for k in bank.ks:
-        defaults = set(default_names(k))
+        defaults = {*default_names(k), glass_name(k)}
         named = [c.name for c in bank.classes[k] if c.name not in defaults]
         said = f"{len(named)} named: {', '.join(named[:6])}" if named else "default names"
         said += ", ..." if len(named) > 6 else ""

@@ -30,7 +30,7 @@ import numpy as np
 from ..errors import InvalidInput, NotFound
 from ..limits import MAX_CLASS_NAME_CHARS
 from ..text import first_control_character
-from .palette import default_colors, default_names, is_rgb
+from .palette import GLASS_COLOR, default_colors, default_names, glass_name, is_rgb
 from .provenance import Provenance
 
 FORMAT = "fseg-concept-bank/1"
@@ -87,7 +87,7 @@ class ConceptBank:
                     f"the concept centres for k={k} hold values up to {np.abs(c).max():.3g}; "
                     f"features are never beyond ±{MAX_CENTRE_MAGNITUDE:g}"
                 )
-        filled = {k: list(self.classes.get(k) or _default_classes(k)) for k in self.centres}
+        filled = {k: list(self.classes.get(k) or default_classes(k)) for k in self.centres}
         for k, classes in filled.items():
             _check_classes(k, classes)
         if self.mpp is not None and not 0 < self.mpp < math.inf:
@@ -307,5 +307,11 @@ def _check_name_characters(k: int, index: int, name: str) -> None:
         )
 
 
-def _default_classes(k: int) -> list[ConceptClass]:
-    return [ConceptClass(n, c) for n, c in zip(default_names(k), default_colors(k), strict=True)]
+def default_classes(k: int, glass_last: bool = False) -> list[ConceptClass]:
+    """The classes of a bank nobody has named yet. A last concept kept for glass
+    (``kmeans.fit_concepts``) is named and coloured as glass, so that it reads as
+    such in QuPath before anyone names the rest."""
+    classes = [ConceptClass(n, c) for n, c in zip(default_names(k), default_colors(k), strict=True)]
+    if glass_last:
+        classes[-1] = ConceptClass(glass_name(k), GLASS_COLOR)
+    return classes

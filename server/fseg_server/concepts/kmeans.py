@@ -9,6 +9,8 @@ with one concept kept for glass when the features measure it.
 
 from __future__ import annotations
 
+from typing import NamedTuple
+
 import numpy as np
 import torch
 
@@ -68,10 +70,17 @@ class Reservoir:
         return self._tags[: min(self.seen, self.capacity)]
 
 
+class Concepts(NamedTuple):
+    """A bank's concepts for one k: centres (k, C), and whether the last is glass."""
+
+    centres: torch.Tensor
+    glass_last: bool
+
+
 def fit_concepts(
     x: torch.Tensor, k: int, *, glass_channel: int | None = None, seed: int = 0
-) -> torch.Tensor:
-    """The k concepts (k, C) of a bank fitted on samples ``x`` (n, C).
+) -> Concepts:
+    """The k concepts of a bank fitted on samples ``x`` (n, C).
 
     Plain k-means, unless channel ``glass_channel`` of the features is a glass
     share: then the samples that are mostly glass become one concept, their
@@ -82,13 +91,13 @@ def fit_concepts(
     With no sample of glass, or fewer than k - 1 of tissue, it is plain k-means.
     """
     if glass_channel is None or k < 2:
-        return kmeans(x, k, seed=seed)
+        return Concepts(kmeans(x, k, seed=seed), glass_last=False)
     glass = x[:, glass_channel] > MOSTLY_GLASS
     tissue = x[~glass]
     if not glass.any() or len(tissue) < k - 1:
-        return kmeans(x, k, seed=seed)
+        return Concepts(kmeans(x, k, seed=seed), glass_last=False)
     glass_concept = x[glass].float().mean(0, keepdim=True)
-    return torch.cat([kmeans(tissue, k - 1, seed=seed), glass_concept])
+    return Concepts(torch.cat([kmeans(tissue, k - 1, seed=seed), glass_concept]), glass_last=True)
 
 
 def kmeans(

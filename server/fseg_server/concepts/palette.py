@@ -25,6 +25,8 @@ _BASE = [
     (136, 34, 85),
 ]
 _GOLDEN = 0.618033988749895
+# The concept a bank keeps for glass: a light grey, unlike every hue above.
+GLASS_COLOR = (225, 225, 225)
 
 
 def default_colors(k: int) -> list[tuple[int, int, int]]:
@@ -42,6 +44,11 @@ def default_colors(k: int) -> list[tuple[int, int, int]]:
 def default_names(k: int) -> list[str]:
     """Names that stay unique across banks of several k in one QuPath project."""
     return [f"F-SEG k{k} #{i}" for i in range(k)]
+
+
+def glass_name(k: int) -> str:
+    """The default name of the concept a bank of ``k`` keeps for glass."""
+    return f"F-SEG k{k} glass"
 
 
 def is_rgb(value: object) -> bool:

@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
-from ..concepts.bank import ConceptBank
+from ..concepts.bank import ConceptBank, default_classes
 from ..concepts.kmeans import Reservoir, fit_concepts
 from ..concepts.provenance import (
     WINDOW_COLUMNS,
@@ -195,13 +195,12 @@ def fit_bank(
     device = next(extractor.parameters(), torch.empty(0)).device
     x = torch.from_numpy(sample).to(device)
     glass = extractor.spec.glass_channel
-    centres = {
-        k: fit_concepts(x, k, glass_channel=glass, seed=seed).cpu().numpy() for k in sorted(set(ks))
-    }
+    fitted = {k: fit_concepts(x, k, glass_channel=glass, seed=seed) for k in sorted(set(ks))}
     return ConceptBank(
         extractor=extractor.spec.name,
         feature_dim=extractor.spec.feature_dim,
-        centres=centres,
+        centres={k: concepts.centres.cpu().numpy() for k, concepts in fitted.items()},
+        classes={k: default_classes(k, concepts.glass_last) for k, concepts in fitted.items()},
         mpp=mpp,
         source=source,
         provenance=_provenance(tags, inputs, seed),
