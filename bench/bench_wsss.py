@@ -13,9 +13,11 @@ standard deviation, and in how many folds it rose): a variant is kept only if
 it rises by more than that spread.
 
     python bench/bench_wsss.py [--extractor stain] [--modes project,cluster,classify]
-        [--k 8,16,32] [--seeds 5] [--mpp 1.0 --target-mpp 2.0] [--stage-stride 8]
+        [--k 8,16,32] [--seeds 5] [--starts 1] [--mpp 1.0 --target-mpp 2.0] [--stage-stride 8]
         [--concept-window 64] [--no-baseline]
 
+``--starts N`` scores each fold by the mean of N fits from different k-means
+starts, so that a comparison does not hinge on where k-means started.
 ``--mpp`` declares the patches' µm per pixel, so that ``--target-mpp`` sets the
 working resolution (without them the patches are read at their own pixels).
 Results: bench/results/wsss[-NAME].json (``--name``).
@@ -65,7 +67,7 @@ def main() -> None:
     for method in methods:
         for k in args.k:
             started = time.perf_counter()
-            folds = cross_validate(method, images, k, args.seeds)
+            folds = cross_validate(method, images, k, args.seeds, starts=args.starts)
             single = fit_and_score(method, images, images, k, seed=0)
             summary = summarise(folds)
             rows.append({
@@ -121,6 +123,8 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--modes", type=_words, default=["project", "cluster", "classify"])
     parser.add_argument("--k", type=_numbers, default=[8], help="comma-separated k values")
     parser.add_argument("--seeds", type=int, default=5, help="splits (two folds each)")
+    parser.add_argument("--starts", type=int, default=1,
+                        help="k-means starts per fold, its score their mean")  # fmt: skip
     parser.add_argument("--mpp", type=float, help="µm per pixel of the patches")
     parser.add_argument("--target-mpp", type=float, help="working resolution, µm per pixel")
     parser.add_argument("--stage-stride", type=int,
