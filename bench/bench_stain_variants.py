@@ -43,7 +43,9 @@ Variants (combine with ``+``):
             were before issue 18, by k-means on all samples. ``stain`` now
             keeps one concept for glass (the mean of the samples more than
             half glass) and fits the other k - 1 on the rest
-            (``fit_concepts``); this variant measures what that gained;
+            (``fit_concepts``); this variant clears ``stain``'s
+            ``glass_channel``, so that ``fit_bank`` fits as before, and
+            measures what the glass concept gained;
   reseed    ``stain`` itself with other k-means starts (seeds 1000 on): no
             change at all, so its spread is the noise floor of a paired
             difference, what k-means' starts alone move a fold by.
@@ -64,23 +66,21 @@ from collections.abc import Sequence
 from dataclasses import replace
 from pathlib import Path
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import print_table, write_json
-from fseg_server.concepts import ConceptBank, kmeans
+from fseg_server.concepts import ConceptBank
 from fseg_server.extract import create_extractor
 from fseg_server.extract.stain import (
     CELL_CHANNELS,
     CONTEXT_CHANNELS,
     CONTEXT_RADII,
-    GLASS_BRIGHTNESS,
     GLASS_CHANNEL,
-    GLASS_SATURATION,
     StainExtractor,
     _box_mean,
+    glass_pixels,
 )
 from fseg_server.pipeline.options import SegmentOptions
 from wsss_protocol import (
@@ -99,8 +99,7 @@ ADDITIONS = ("g24", "ratio", "ratio2", "inter", "tissue", "open", "lean")
 OPENING_RADII = (6, 12)  # px: walls thinner than 13 and 25 px vanish
 OPEN_CONTEXT_RADII = (5, 12)  # cells
 # Within each radius's context block: H, E, brightness, nuclear fraction, texture, glass.
-CONTEXT_STAINS, CONTEXT_GLASS = [0, 1, 3], 5
-CONTEXT_TISSUE = [0, 1, 3]  # H, E and nuclear fraction
+CONTEXT_STAINS, CONTEXT_GLASS = [0, 1, 3], 5  # H, E, nuclear fraction; glass
 MIN_TISSUE_SHARE = 0.1
 RESEED = 1000  # k-means seeds of the reseed variant start here
 
@@ -147,8 +146,7 @@ class StainVariant(StainExtractor):
 def _thickness(pixels: torch.Tensor, cell: int) -> list[torch.Tensor]:
     """Per opening radius: the cell's share of pixels in tissue that survives the
     opening, then its mean over OPEN_CONTEXT_RADII."""
-    glass = (pixels[:, 3:4] > GLASS_BRIGHTNESS) & (pixels[:, 4:5] < GLASS_SATURATION)
-    tissue = (~glass).float()
+    tissue = (~glass_pixels(pixels)).float()
     out = []
     for r in OPENING_RADII:
         width = 2 * r + 1
@@ -171,24 +169,9 @@ def _tissue_context(base: torch.Tensor) -> torch.Tensor:
 def _lean_context(base: torch.Tensor) -> torch.Tensor:
     keep = list(range(CELL_CHANNELS))
     for i in range(len(CONTEXT_RADII)):
-        keep += [CELL_CHANNELS + i * CONTEXT_CHANNELS + c for c in CONTEXT_TISSUE]
+        keep += [CELL_CHANNELS + i * CONTEXT_CHANNELS + c for c in CONTEXT_STAINS]
     keep.append(CELL_CHANNELS + (len(CONTEXT_RADII) - 1) * CONTEXT_CHANNELS + CONTEXT_GLASS)
     return base[:, keep]
-
-
-class AllSamplesFit(FsegMethod):
-    """Banks fitted as before glass had its own concept (the ``allkmeans`` variant):
-    k-means on every sample, glass included."""
-
-    def fit(self, images: Sequence[Path], k: int, seed: int) -> ConceptBank:
-        sample = torch.from_numpy(self.pooled(images, seed).sample)
-        return ConceptBank(
-            extractor=self.extractor.spec.name,
-            feature_dim=self.extractor.spec.feature_dim,
-            centres={k: kmeans(sample, k, seed=seed).numpy().astype(np.float32)},
-            mpp=self.options.target_mpp or self.extractor.spec.mpp,
-            source="WSSS4LUAD half, k-means on all samples",
-        )
 
 
 class ReseededFit(FsegMethod):
@@ -198,21 +181,25 @@ class ReseededFit(FsegMethod):
         return super().fit(images, k, seed + RESEED)
 
 
-FITTINGS = {"allkmeans": AllSamplesFit, "reseed": ReseededFit}
+FITTINGS = {"reseed": ReseededFit}
 
 
 def unknown_part(name: str) -> str | None:
     """The first part of ``name`` that names no variant, if any."""
-    known = (*ADDITIONS, *FITTINGS, "window16", "stain")
+    known = (*ADDITIONS, *FITTINGS, "window16", "allkmeans", "stain")
     return next((p for p in name.split("+") if p not in known), None)
 
 
 def variant(name: str) -> StainExtractor:
-    parts = tuple(p for p in name.split("+") if p not in FITTINGS) or ("stain",)
-    if parts == ("stain",):
-        return create_extractor("stain")
+    parts = tuple(p for p in name.split("+") if p not in FITTINGS)
     additions = tuple(p for p in parts if p in ADDITIONS)
-    return StainVariant(additions, 16 if "window16" in parts else None)
+    if additions or "window16" in parts:
+        extractor = StainVariant(additions, 16 if "window16" in parts else None)
+    else:
+        extractor = create_extractor("stain")
+    if "allkmeans" in parts:  # fit_bank then fits as it did before glass had a concept
+        extractor.spec = replace(extractor.spec, glass_channel=None)
+    return extractor
 
 
 def main() -> None:

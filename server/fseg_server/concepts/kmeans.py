@@ -90,14 +90,12 @@ def fit_concepts(
     then share the few left; glass needs one concept, as it is one thing.
     With no sample of glass, or fewer than k - 1 of tissue, it is plain k-means.
     """
-    if glass_channel is None or k < 2:
+    glass = x[:, glass_channel] > MOSTLY_GLASS if glass_channel is not None else None
+    if glass is None or k < 2 or not glass.any() or int((~glass).sum()) < k - 1:
         return Concepts(kmeans(x, k, seed=seed), glass_last=False)
-    glass = x[:, glass_channel] > MOSTLY_GLASS
-    tissue = x[~glass]
-    if not glass.any() or len(tissue) < k - 1:
-        return Concepts(kmeans(x, k, seed=seed), glass_last=False)
+    tissue_concepts = kmeans(x[~glass], k - 1, seed=seed)
     glass_concept = x[glass].float().mean(0, keepdim=True)
-    return Concepts(torch.cat([kmeans(tissue, k - 1, seed=seed), glass_concept]), glass_last=True)
+    return Concepts(torch.cat([tissue_concepts, glass_concept]), glass_last=True)
 
 
 def kmeans(

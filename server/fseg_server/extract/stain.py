@@ -42,7 +42,7 @@ CONTEXT_RADII = (2, 5, 12)  # in cells, a factor of about 2.5 apart
 # Per cell: 6 pixel-map means, 3 texture spreads, edges and glass fraction; then,
 # per context radius, 6 neighbourhood means (see StainExtractor.features).
 CELL_CHANNELS, CONTEXT_CHANNELS = 11, 6
-GLASS_CHANNEL = 10  # the cell's glass fraction, last of its own channels
+GLASS_CHANNEL = CELL_CHANNELS - 1  # the cell's glass fraction, last of its own channels
 TEXTURE_GAIN = 3.0  # standard deviations and gradients are ~3x smaller than means
 
 STAIN_SPEC = ExtractorSpec(
@@ -82,8 +82,7 @@ class StainExtractor(Extractor):
         means = F.avg_pool2d(pixels, s)
         spread = _cell_std(pixels[:, [0, 1, 3]], s) * TEXTURE_GAIN
         edges = F.avg_pool2d(_gradient_magnitude(pixels[:, 3:4]), s) * TEXTURE_GAIN
-        glass = (pixels[:, 3:4] > GLASS_BRIGHTNESS) & (pixels[:, 4:5] < GLASS_SATURATION)
-        glass_fraction = F.avg_pool2d(glass.float(), s)
+        glass_fraction = F.avg_pool2d(glass_pixels(pixels).float(), s)
         cells = torch.cat([means, spread, edges, glass_fraction], dim=1)  # CELL_CHANNELS
         # Context: H, E, brightness, nuclear fraction, brightness texture and glass around it.
         context_source = torch.cat(
@@ -100,6 +99,12 @@ class StainExtractor(Extractor):
         saturation = (top - rgb.amin(dim=1, keepdim=True)) / top.clamp(min=1e-3)
         nuclear = torch.sigmoid((stains[:, 0:1] - NUCLEAR_OD) / NUCLEAR_SOFTNESS)
         return torch.cat([stains, brightness, saturation, nuclear], dim=1)
+
+
+def glass_pixels(pixels: torch.Tensor) -> torch.Tensor:
+    """(B, 1, H, W) True where a pixel of :meth:`StainExtractor._pixel_maps`' output
+    is glass: brighter than GLASS_BRIGHTNESS and greyer than GLASS_SATURATION."""
+    return (pixels[:, 3:4] > GLASS_BRIGHTNESS) & (pixels[:, 4:5] < GLASS_SATURATION)
 
 
 def _cell_std(x: torch.Tensor, cell: int) -> torch.Tensor:
