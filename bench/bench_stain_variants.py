@@ -1,8 +1,9 @@
 """Candidate changes to the built-in ``stain`` extractor, scored against it fold by fold.
 
 Issue 18 asks for a built-in extractor that does better on unseen lung H&E,
-normal (alveolar) tissue above all. Each candidate here is ``stain`` with a
-few channels added (or its bank windows changed), put through the
+normal (alveolar) tissue above all. Each candidate is ``stain`` changed a
+little (channels added, densities normalised, channels weighed, bank windows
+or fitting changed; ``stain_variants.py``), put through the
 cross-validated protocol of ``wsss_protocol.py`` on the same splits and
 seeds as the current extractor; ``vs_first`` is its paired difference to
 ``stain`` (mean, standard deviation, folds where it rose). A candidate

@@ -68,7 +68,6 @@ from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
-import openslide
 import torch
 import torch.nn.functional as F
 from PIL import Image
@@ -82,12 +81,11 @@ from fseg_server.extract.stain import (
     CONTEXT_CHANNELS,
     CONTEXT_RADII,
     GLASS_CHANNEL,
-    NUCLEAR_OD,
-    NUCLEAR_SOFTNESS,
     StainExtractor,
     _box_mean,
     glass_pixels,
 )
+from fseg_server.slide.reader import open_slide
 from wsss_protocol import FsegMethod
 
 # Channels of stain's output that the additions read (see StainExtractor.features).
@@ -97,6 +95,7 @@ WIDE_RADIUS = 24  # cells (96 µm)
 ADDITIONS = ("g24", "ratio", "ratio2", "inter", "tissue", "open", "lean")
 NORMALISATIONS = ("cnorm", "macenko")  # change stain's H and E, add no channel
 SCALINGS = ("zall", "ztissue")  # weigh stain's channels, add none
+EXTRACTOR_PARTS = (*ADDITIONS, *NORMALISATIONS, *SCALINGS)  # parts StainVariant does
 # The slide the scalings' spreads are measured on: real H&E (skin) that is not
 # one of the annotated lung patches, read at stain's 1 µm/px (its 0.499 µm/px
 # halved).
@@ -123,12 +122,12 @@ class StainVariant(StainExtractor):
     """``stain`` with some of ADDITIONS appended to its channels, its densities
     normalised (NORMALISATIONS) or its channels weighed (SCALINGS)."""
 
-    def __init__(self, additions: tuple[str, ...], concept_window: int | None) -> None:
+    def __init__(self, parts: tuple[str, ...], concept_window: int | None) -> None:
         super().__init__()
-        self.additions = additions
-        self.channel_weights = _channel_weights(self, additions)
+        self.parts = parts
+        self.channel_weights = _channel_weights(parts)
         probe = self.features(torch.zeros(1, 3, 64, 64))
-        wide = {"g24", "open"} & set(additions)
+        wide = {"g24", "open"} & set(parts)
         margin = 2 * self.spec.margin if wide else self.spec.margin
         self.spec = replace(
             self.spec,
@@ -137,78 +136,70 @@ class StainVariant(StainExtractor):
             concept_window=concept_window or self.spec.concept_window,
         )
 
-    def _pixel_maps(self, rgb: torch.Tensor) -> torch.Tensor:
-        maps = super()._pixel_maps(rgb)
-        if set(NORMALISATIONS) & set(self.additions):
-            optical_density = -torch.log10(rgb.clamp(min=1.0 / 255.0))
-            for b in range(rgb.shape[0]):  # a patch fits in one tile: per tile is per image
-                unmix = self._image_unmix(optical_density[b])
-                if unmix is not None:
-                    _normalise_densities(maps[b], optical_density[b], unmix)
-        return maps
+    def stain_densities(self, optical_density: torch.Tensor) -> torch.Tensor:
+        stains = super().stain_densities(optical_density)
+        if not set(NORMALISATIONS) & set(self.parts):
+            return stains
+        for b, od in enumerate(optical_density):  # a patch fits in one tile: per tile is per image
+            stained = (od > MIN_PIXEL_OD).all(0)
+            if int(stained.sum()) < MIN_STAINED_PIXELS:
+                continue  # too faint to say how it is stained: left as it is
+            if "macenko" in self.parts:
+                unmix = self._image_unmix(od[:, stained].T)
+                stains[b] = torch.einsum("chw,cd->dhw", od, unmix).clamp_min(0.0)
+            top = torch.quantile(stains[b, :2, stained], 0.99, dim=1).clamp_min(1e-3)
+            stains[b, :2] *= (torch.tensor(REFERENCE_MAX_DENSITY) / top)[:, None, None]
+        return stains
 
-    def _image_unmix(self, od: torch.Tensor) -> torch.Tensor | None:
-        """The (3, 3) unmixing matrix for one image's optical density ``od`` (3, H, W),
-        or None when too few of its pixels are stained to normalise it."""
-        stained = od.flatten(1).T[(od.flatten(1) > MIN_PIXEL_OD).all(0)]
-        if len(stained) < MIN_STAINED_PIXELS:
-            return None
-        vectors = _macenko_vectors(stained) if "macenko" in self.additions else None
-        if vectors is not None and torch.linalg.cond(vectors) < MAX_CONDITION:
+    def _image_unmix(self, stained: torch.Tensor) -> torch.Tensor:
+        """The (3, 3) unmixing matrix of one image's stained pixels (N, 3, OD): its
+        own stain vectors', or the fixed ones' where its own are degenerate."""
+        vectors = _macenko_vectors(stained)
+        if torch.linalg.cond(vectors) < MAX_CONDITION:
             return torch.linalg.inv(vectors)
         return self._unmix
 
     def features(self, rgb: torch.Tensor) -> torch.Tensor:
-        base = super().features(rgb)
+        pixels = self.pixel_maps(rgb)
+        base = self.features_of_maps(pixels)
         if self.channel_weights is not None:
             base = base * self.channel_weights[:, None, None]
-        if "tissue" in self.additions or "lean" in self.additions:
+        if "tissue" in self.parts or "lean" in self.parts:
             base = _tissue_context(base)
-        if "lean" in self.additions:
+        if "lean" in self.parts:
             base = _lean_context(base)
         glass = base[:, GLASS : GLASS + 1]
         extra = []
-        if "g24" in self.additions:
+        if "g24" in self.parts:
             extra.append(_box_mean(glass, WIDE_RADIUS))
-        if "ratio" in self.additions or "ratio2" in self.additions:
+        if "ratio" in self.parts or "ratio2" in self.parts:
             h, e = base[:, HAEMATOXYLIN : HAEMATOXYLIN + 1], base[:, EOSIN : EOSIN + 1]
             density = h + e
             share = h / density.clamp_min(MIN_STAIN_OD) * (density > MIN_STAIN_OD)
-            share = share * (2.0 if "ratio2" in self.additions else 1.0)
+            share = share * (2.0 if "ratio2" in self.parts else 1.0)
             extra += [share, *(_box_mean(share, r) for r in CONTEXT_RADII)]
-        if "inter" in self.additions:
+        if "inter" in self.parts:
             extra += [(1 - glass) * _box_mean(glass, r) for r in (5, 12)]
-        if "open" in self.additions:
-            extra += _thickness(self._pixel_maps(rgb), self.spec.stride)
+        if "open" in self.parts:
+            extra += _thickness(pixels, self.spec.stride)
         return torch.cat([base, *extra], dim=1).clamp_min_(0.0)
 
 
-def _normalise_densities(maps: torch.Tensor, od: torch.Tensor, unmix: torch.Tensor) -> None:
-    """Rewrite one image's H, E, residual and nuclear maps in ``maps`` (6, H, W), its
-    H and E scaled so that their 99th percentiles over stained pixels are
-    REFERENCE_MAX_DENSITY."""
-    stains = torch.einsum("chw,cd->dhw", od, unmix).clamp_min(0.0)
-    stained = (od > MIN_PIXEL_OD).all(0)
-    top = torch.quantile(stains[:2, stained], 0.99, dim=1).clamp_min(1e-3)
-    maps[:2] = stains[:2] * (torch.tensor(REFERENCE_MAX_DENSITY) / top)[:, None, None]
-    maps[2] = stains[2]
-    maps[5] = torch.sigmoid((maps[0] - NUCLEAR_OD) / NUCLEAR_SOFTNESS)
-
-
-def _channel_weights(extractor: StainExtractor, additions: tuple[str, ...]) -> torch.Tensor | None:
+def _channel_weights(parts: tuple[str, ...]) -> torch.Tensor | None:
     """Per channel, the glass share's spread over the scaling slide's cells divided
     by the channel's own (over all cells for ``zall``, over tissue cells for
     ``ztissue``): every channel then spreads as far as the glass share, which
     keeps its units, so that MOSTLY_GLASS still means half glass."""
-    scaling = next((a for a in additions if a in SCALINGS), None)
+    scaling = next((p for p in parts if p in SCALINGS), None)
     if scaling is None:
         return None
-    with openslide.OpenSlide(SCALING_SLIDE) as slide:
-        image = slide.read_region((0, 0), 0, slide.dimensions).convert("RGB")
-    image = image.resize((image.width // 2, image.height // 2), Image.BILINEAR)
+    with open_slide(SCALING_SLIDE) as slide:
+        width, height = slide.info.dimensions
+        image = Image.fromarray(slide.read(0, 0, 0, width, height))
+    image = image.resize((width // 2, height // 2), Image.BILINEAR)
     rgb = torch.from_numpy(np.asarray(image, np.float32) / 255.0).permute(2, 0, 1)[None]
     with torch.no_grad():
-        cells = StainExtractor.features(extractor, rgb)[0].flatten(1)
+        cells = StainExtractor().features(rgb)[0].flatten(1)
     if scaling == "ztissue":
         cells = cells[:, cells[GLASS] <= MOSTLY_GLASS]
     spread = cells.std(dim=1)
@@ -276,15 +267,15 @@ FITTINGS = {"reseed": ReseededFit}
 
 def unknown_part(name: str) -> str | None:
     """The first part of ``name`` that names no variant, if any."""
-    known = (*ADDITIONS, *NORMALISATIONS, *SCALINGS, *FITTINGS, "window16", "allkmeans", "stain")
+    known = (*EXTRACTOR_PARTS, *FITTINGS, "window16", "allkmeans", "stain")
     return next((p for p in name.split("+") if p not in known), None)
 
 
 def variant(name: str) -> StainExtractor:
     parts = tuple(p for p in name.split("+") if p not in FITTINGS)
-    additions = tuple(p for p in parts if p in (*ADDITIONS, *NORMALISATIONS, *SCALINGS))
-    if additions or "window16" in parts:
-        extractor = StainVariant(additions, 16 if "window16" in parts else None)
+    changes = tuple(p for p in parts if p in EXTRACTOR_PARTS)
+    if changes or "window16" in parts:
+        extractor = StainVariant(changes, 16 if "window16" in parts else None)
     else:
         extractor = create_extractor("stain")
     if "allkmeans" in parts:  # fit_bank then fits as it did before glass had a concept

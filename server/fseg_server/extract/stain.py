@@ -77,8 +77,11 @@ class StainExtractor(Extractor):
         self.register_buffer("_unmix", torch.linalg.inv(STAIN_VECTORS), persistent=False)
 
     def features(self, rgb: torch.Tensor) -> torch.Tensor:
+        return self.features_of_maps(self.pixel_maps(rgb))
+
+    def features_of_maps(self, pixels: torch.Tensor) -> torch.Tensor:
+        """(B, feature_dim, H / stride, W / stride) features of :meth:`pixel_maps`' output."""
         s = self.spec.stride
-        pixels = self._pixel_maps(rgb)  # (B, 6, H, W): H, E, residual, lum, sat, nuclear
         means = F.avg_pool2d(pixels, s)
         spread = _cell_std(pixels[:, [0, 1, 3]], s) * TEXTURE_GAIN
         edges = F.avg_pool2d(_gradient_magnitude(pixels[:, 3:4]), s) * TEXTURE_GAIN
@@ -91,18 +94,24 @@ class StainExtractor(Extractor):
         context = [_box_mean(context_source, r) for r in CONTEXT_RADII]
         return torch.cat([cells, *context], dim=1).clamp_min_(0.0)
 
-    def _pixel_maps(self, rgb: torch.Tensor) -> torch.Tensor:
-        optical_density = -torch.log10(rgb.clamp(min=1.0 / 255.0))
-        stains = torch.einsum("bchw,cd->bdhw", optical_density, self._unmix).clamp_min(0.0)
+    def pixel_maps(self, rgb: torch.Tensor) -> torch.Tensor:
+        """(B, 6, H, W) per pixel of ``rgb`` (B, 3, H, W, 0 to 1): H, E and residual
+        densities (OD), brightness, saturation and nuclear share."""
+        stains = self.stain_densities(-torch.log10(rgb.clamp(min=1.0 / 255.0)))
         brightness = rgb.mean(dim=1, keepdim=True)
         top = rgb.amax(dim=1, keepdim=True)
         saturation = (top - rgb.amin(dim=1, keepdim=True)) / top.clamp(min=1e-3)
         nuclear = torch.sigmoid((stains[:, 0:1] - NUCLEAR_OD) / NUCLEAR_SOFTNESS)
         return torch.cat([stains, brightness, saturation, nuclear], dim=1)
 
+    def stain_densities(self, optical_density: torch.Tensor) -> torch.Tensor:
+        """(B, 3, H, W) H, E and residual densities of ``optical_density`` (B, 3, H, W,
+        log10 units), by the fixed Ruifrok vectors."""
+        return torch.einsum("bchw,cd->bdhw", optical_density, self._unmix).clamp_min(0.0)
+
 
 def glass_pixels(pixels: torch.Tensor) -> torch.Tensor:
-    """(B, 1, H, W) True where a pixel of :meth:`StainExtractor._pixel_maps`' output
+    """(B, 1, H, W) True where a pixel of :meth:`StainExtractor.pixel_maps`' output
     is glass: brighter than GLASS_BRIGHTNESS and greyer than GLASS_SATURATION."""
     return (pixels[:, 3:4] > GLASS_BRIGHTNESS) & (pixels[:, 4:5] < GLASS_SATURATION)
 
